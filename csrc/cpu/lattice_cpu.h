@@ -1,0 +1,288 @@
+// Permutohedral lattice on the CPU, torch-free: build (hash table, blur neighbours,
+// splat CSR) and filter (splat, blur, slice). The torch wrapper passes
+// at::parallel_for; the C++ tests pass a serial loop.
+//
+// A built lattice is plain arrays (see lattice_cpu_ops.cpp for the tensor shapes):
+//   vertices  [P][d+1] int32  global vertex id of each pixel's simplex corners
+//   weights   [P][d+1] float  barycentric weights
+//   neighbours[M][d+1][2]     blur neighbours along each lattice direction; M = missing
+//   splat_ptr [M+1], splat_index[P(d+1)]  CSR of (pixel, corner) slots per vertex, so
+//                                          the splat is a race-free gather
+// where P = B N pixels of all images and M the number of vertices of all images.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <stdexcept>
+#include <vector>
+
+#include "../lattice_math.h"
+
+namespace wsloss {
+namespace cpu {
+
+// Open-addressing hash table from d integer coordinates to dense vertex ids of one
+// image. Grows (doubling, rehash) at half load, so it never overflows.
+class VertexHashTable {
+ public:
+  VertexHashTable(int d, int64_t expected_vertices) : d_(d) {
+    int64_t capacity = 64;
+    while (capacity < 2 * expected_vertices) capacity *= 2;
+    slots_.assign(static_cast<size_t>(capacity), -1);
+    keys_.reserve(static_cast<size_t>(expected_vertices) * d);
+  }
+
+  int32_t size() const { return static_cast<int32_t>(keys_.size() / d_); }
+  const int32_t* key(int32_t id) const { return keys_.data() + static_cast<int64_t>(id) * d_; }
+
+  // Id of the key, inserting it if absent.
+  int32_t insert(const int32_t* key) {
+    if (2 * (static_cast<int64_t>(size()) + 1) > static_cast<int64_t>(slots_.size())) grow();
+    const size_t mask = slots_.size() - 1;
+    for (size_t h = hash(key) & mask;; h = (h + 1) & mask) {
+      const int32_t id = slots_[h];
+      if (id < 0) {
+        const int32_t new_id = size();
+        keys_.insert(keys_.end(), key, key + d_);
+        slots_[h] = new_id;
+        return new_id;
+      }
+      if (equal(id, key)) return id;
+    }
+  }
+
+  // Id of the key, or -1 if absent.
+  int32_t find(const int32_t* key) const {
+    const size_t mask = slots_.size() - 1;
+    for (size_t h = hash(key) & mask;; h = (h + 1) & mask) {
+      const int32_t id = slots_[h];
+      if (id < 0 || equal(id, key)) return id;
+    }
+  }
+
+ private:
+  size_t hash(const int32_t* key) const {
+    uint64_t h = 0x9E3779B97F4A7C15ull;
+    for (int i = 0; i < d_; ++i) {
+      h ^= static_cast<uint32_t>(key[i]);
+      h *= 0xFF51AFD7ED558CCDull;
+      h ^= h >> 29;
+    }
+    return static_cast<size_t>(h ^ (h >> 32));
+  }
+  bool equal(int32_t id, const int32_t* key) const {
+    const int32_t* stored = this->key(id);
+    for (int i = 0; i < d_; ++i)
+      if (stored[i] != key[i]) return false;
+    return true;
+  }
+  void grow() {
+    std::vector<int32_t> slots(slots_.size() * 2, -1);
+    const size_t mask = slots.size() - 1;
+    for (int32_t id = 0; id < size(); ++id) {
+      size_t h = hash(key(id)) & mask;
+      while (slots[h] >= 0) h = (h + 1) & mask;
+      slots[h] = id;
+    }
+    slots_.swap(slots);
+  }
+
+  int d_;
+  std::vector<int32_t> slots_;
+  std::vector<int32_t> keys_;
+};
+
+// Builds a batched lattice in three phases so that the caller can size the
+// per-vertex outputs once the vertex count is known.
+class LatticeBuilder {
+ public:
+  // features: [B][d][N] float32. Scratch `vertices` [B N][d+1] and the outputs
+  // `weights` [B N][d+1] must stay alive until finish() returns.
+  LatticeBuilder(const float* features, int64_t batch, int d, int64_t pixels, int32_t* vertices,
+                 float* weights)
+      : features_(features), batch_(batch), d_(d), pixels_(pixels), vertices_(vertices),
+        weights_(weights), ranks_(static_cast<size_t>(batch * pixels * (d + 1))) {}
+
+  // Phase 1: per pixel, the simplex (remainder-0 point and ranks) and weights; then
+  // per image, the hash table of its vertices. Returns false if a feature is not
+  // finite or too large to embed (nothing else is then valid).
+  template <class ParallelFor>
+  bool embed_and_hash(ParallelFor&& parallel_for) {
+    const int d1 = d_ + 1;
+    float scale[kMaxFeatureDim];
+    for (int i = 0; i < d_; ++i) scale[i] = elevation_scale(i, d_);
+    std::atomic<bool> bad{false};
+    parallel_for(0, batch_ * pixels_, 1024, [&](int64_t begin, int64_t end) {
+      int z[kMaxFeatureDim + 2], rank[kMaxFeatureDim + 2];
+      for (int64_t q = begin; q < end; ++q) {
+        const int64_t b = q / pixels_, p = q % pixels_;
+        const float* f = features_ + b * d_ * pixels_ + p;
+        bool ok = true;
+        for (int i = 0; i < d_; ++i) ok = ok && feature_in_range(f[i * pixels_]);  // NaN fails too
+        if (!ok) {
+          bad.store(true, std::memory_order_relaxed);
+          continue;
+        }
+        lattice_embed(f, pixels_, scale, d_, z, rank, weights_ + q * d1);
+        for (int i = 0; i <= d_; ++i) {
+          vertices_[q * d1 + i] = z[i];
+          ranks_[q * d1 + i] = static_cast<int8_t>(rank[i]);
+        }
+      }
+    });
+    if (bad.load()) return false;
+
+    tables_.clear();
+    for (int64_t b = 0; b < batch_; ++b) tables_.emplace_back(d_, pixels_);
+    parallel_for(0, batch_, 1, [&](int64_t begin, int64_t end) {
+      int z[kMaxFeatureDim + 2], rank[kMaxFeatureDim + 2], key[kMaxFeatureDim];
+      for (int64_t b = begin; b < end; ++b) {
+        VertexHashTable& table = tables_[b];
+        for (int64_t q = b * pixels_; q < (b + 1) * pixels_; ++q) {
+          int32_t* ids = vertices_ + q * d1;
+          for (int i = 0; i <= d_; ++i) {
+            z[i] = ids[i];
+            rank[i] = ranks_[q * d1 + i];
+          }
+          for (int k = 0; k <= d_; ++k) {
+            for (int i = 0; i < d_; ++i) key[i] = vertex_coordinate(z, rank, d_, k, i);
+            ids[k] = table.insert(key);  // local id for now
+          }
+        }
+      }
+    });
+    ranks_.clear();
+    ranks_.shrink_to_fit();
+    offsets_.assign(static_cast<size_t>(batch_ + 1), 0);
+    for (int64_t b = 0; b < batch_; ++b) offsets_[b + 1] = offsets_[b] + tables_[b].size();
+    return true;
+  }
+
+  // Vertex offset of each image (size B + 1); the last entry is M.
+  const std::vector<int64_t>& offsets() const { return offsets_; }
+
+  // Phase 2: global vertex ids, blur neighbours [M][d+1][2] (missing = M) and the
+  // splat CSR (splat_ptr [M+1], splat_index [B N (d+1)], pixels in ascending order).
+  template <class ParallelFor>
+  void finish(int32_t* neighbours, int32_t* splat_ptr, int32_t* splat_index,
+              ParallelFor&& parallel_for) {
+    const int d1 = d_ + 1;
+    const int64_t slots_per_image = pixels_ * d1;
+    const int32_t missing = static_cast<int32_t>(offsets_[batch_]);
+    splat_ptr[offsets_[batch_]] = static_cast<int32_t>(batch_ * slots_per_image);
+    for (int64_t b = 0; b < batch_; ++b) {
+      const VertexHashTable& table = tables_[b];
+      const int64_t offset = offsets_[b];
+      parallel_for(0, table.size(), 2048, [&](int64_t begin, int64_t end) {
+        int32_t key[kMaxFeatureDim + 1];
+        for (int64_t v = begin; v < end; ++v) {
+          const int32_t* own = table.key(static_cast<int32_t>(v));
+          int32_t* out = neighbours + (offset + v) * d1 * 2;
+          for (int j = 0; j <= d_; ++j) {
+            // v - e_j and v + e_j, e_j = (-1, ..., d at j, ..., -1); coordinate d is implied.
+            for (int sign = 0; sign < 2; ++sign) {
+              const int step = sign == 0 ? 1 : -1;
+              for (int i = 0; i < d_; ++i) key[i] = own[i] + (i == j ? -d_ * step : step);
+              const int32_t id = table.find(key);
+              out[j * 2 + sign] = id < 0 ? missing : static_cast<int32_t>(offset + id);
+            }
+          }
+        }
+      });
+    }
+    parallel_for(0, batch_, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        const int64_t offset = offsets_[b], count = tables_[b].size();
+        int32_t* ids = vertices_ + b * slots_per_image;
+        std::vector<int32_t> fill(static_cast<size_t>(count) + 1, 0);
+        for (int64_t s = 0; s < slots_per_image; ++s) ++fill[ids[s] + 1];
+        int32_t position = static_cast<int32_t>(b * slots_per_image);
+        for (int64_t v = 0; v < count; ++v) {
+          position += fill[v + 1];
+          fill[v + 1] = position;  // end of v's segment; becomes its start below
+        }
+        fill[0] = static_cast<int32_t>(b * slots_per_image);
+        for (int64_t v = 0; v < count; ++v) splat_ptr[offset + v] = fill[v];
+        for (int64_t s = 0; s < slots_per_image; ++s) {
+          splat_index[fill[ids[s]]++] = static_cast<int32_t>(b * slots_per_image + s);
+          ids[s] += static_cast<int32_t>(offset);
+        }
+      }
+    });
+    tables_.clear();
+  }
+
+ private:
+  const float* features_;
+  int64_t batch_;
+  int d_;
+  int64_t pixels_;
+  int32_t* vertices_;
+  float* weights_;
+  std::vector<int8_t> ranks_;
+  std::vector<VertexHashTable> tables_;
+  std::vector<int64_t> offsets_;
+};
+
+// One filtering of `channels` value channels (a chunk of rows of stride `ld`):
+// out = alpha W B_d ... B_0 W^T in (transpose: blur order reversed, SPEC 1 steps 8-10).
+// `lattice_a` and `lattice_b` hold (M + 1) * channels scratch values; row M stays zero
+// and stands for every missing neighbour.
+template <typename scalar_t, class ParallelFor>
+void lattice_filter(const int32_t* vertices, const float* weights, const int32_t* neighbours,
+                    const int32_t* splat_ptr, const int32_t* splat_index, int64_t pixels,
+                    int64_t num_vertices, int d, const scalar_t* in, scalar_t* out, int64_t ld,
+                    int64_t channels, bool transpose, scalar_t* lattice_a, scalar_t* lattice_b,
+                    ParallelFor&& parallel_for) {
+  const int d1 = d + 1;
+  const int64_t c = channels;
+  const int64_t grain = std::max<int64_t>(64, 16384 / (c * d1));
+  std::fill(lattice_a + num_vertices * c, lattice_a + (num_vertices + 1) * c, scalar_t(0));
+  std::fill(lattice_b + num_vertices * c, lattice_b + (num_vertices + 1) * c, scalar_t(0));
+
+  parallel_for(0, num_vertices, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t v = begin; v < end; ++v) {
+      scalar_t* acc = lattice_a + v * c;
+      for (int64_t ch = 0; ch < c; ++ch) acc[ch] = scalar_t(0);
+      for (int32_t s = splat_ptr[v]; s < splat_ptr[v + 1]; ++s) {
+        const int32_t slot = splat_index[s];
+        const scalar_t w = static_cast<scalar_t>(weights[slot]);
+        const scalar_t* row = in + static_cast<int64_t>(slot / d1) * ld;
+        for (int64_t ch = 0; ch < c; ++ch) acc[ch] += w * row[ch];
+      }
+    }
+  });
+
+  for (int step = 0; step <= d; ++step) {
+    const int j = transpose ? d - step : step;
+    parallel_for(0, num_vertices, grain, [&](int64_t begin, int64_t end) {
+      for (int64_t v = begin; v < end; ++v) {
+        const int32_t* nb = neighbours + (v * d1 + j) * 2;
+        const scalar_t* own = lattice_a + v * c;
+        const scalar_t* n1 = lattice_a + static_cast<int64_t>(nb[0]) * c;
+        const scalar_t* n2 = lattice_a + static_cast<int64_t>(nb[1]) * c;
+        scalar_t* res = lattice_b + v * c;
+        for (int64_t ch = 0; ch < c; ++ch) res[ch] = own[ch] + scalar_t(0.5) * (n1[ch] + n2[ch]);
+      }
+    });
+    std::swap(lattice_a, lattice_b);
+  }
+
+  const scalar_t alpha = static_cast<scalar_t>(slice_scale(d));
+  parallel_for(0, pixels, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      scalar_t* res = out + p * ld;
+      for (int64_t ch = 0; ch < c; ++ch) res[ch] = scalar_t(0);
+      for (int k = 0; k < d1; ++k) {
+        const scalar_t w = static_cast<scalar_t>(weights[p * d1 + k]);
+        const scalar_t* val = lattice_a + static_cast<int64_t>(vertices[p * d1 + k]) * c;
+        for (int64_t ch = 0; ch < c; ++ch) res[ch] += w * val[ch];
+      }
+      for (int64_t ch = 0; ch < c; ++ch) res[ch] *= alpha;
+    }
+  });
+}
+
+}  // namespace cpu
+}  // namespace wsloss

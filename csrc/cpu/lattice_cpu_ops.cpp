@@ -1,0 +1,89 @@
+// CPU kernels of wsloss::lattice_build and wsloss::lattice_filter: thin torch
+// wrappers over the torch-free core in lattice_cpu.h.
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+
+#include "../lattice_checks.h"
+#include "lattice_cpu.h"
+
+namespace wsloss {
+namespace {
+
+// at::parallel_for honours torch.get_num_threads().
+struct AtenParallelFor {
+  template <class F>
+  void operator()(int64_t begin, int64_t end, int64_t grain, const F& f) const {
+    at::parallel_for(begin, end, grain, f);
+  }
+};
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+lattice_build_cpu(const at::Tensor& features_in) {
+  check_lattice_features(features_in);
+  const at::Tensor features = features_in.contiguous();
+  const int64_t batch = features.size(0), pixels = features.size(2);
+  const int d = static_cast<int>(features.size(1));
+  const auto int_options = features.options().dtype(at::kInt);
+
+  at::Tensor vertices = at::empty({batch, pixels, d + 1}, int_options);
+  at::Tensor weights = at::empty({batch, pixels, d + 1}, features.options());
+  cpu::LatticeBuilder builder(features.data_ptr<float>(), batch, d, pixels,
+                              vertices.data_ptr<int32_t>(), weights.data_ptr<float>());
+  TORCH_CHECK_VALUE(builder.embed_and_hash(AtenParallelFor{}),
+                    "lattice_build: features must be finite and within +-", kMaxFeatureMagnitude,
+                    " (check images for NaN/Inf and sigmas for tiny values)");
+  const std::vector<int64_t>& offsets = builder.offsets();
+  const int64_t num_vertices = offsets.back();
+  at::Tensor neighbours = at::empty({num_vertices, d + 1, 2}, int_options);
+  at::Tensor splat_ptr = at::empty({num_vertices + 1}, int_options);
+  at::Tensor splat_index = at::empty({batch * pixels * (d + 1)}, int_options);
+  builder.finish(neighbours.data_ptr<int32_t>(), splat_ptr.data_ptr<int32_t>(),
+                 splat_index.data_ptr<int32_t>(), AtenParallelFor{});
+  at::Tensor offsets_tensor = at::empty({batch + 1}, features.options().dtype(at::kLong));
+  std::copy(offsets.begin(), offsets.end(), offsets_tensor.data_ptr<int64_t>());
+  return {offsets_tensor, vertices, weights, neighbours, splat_ptr, splat_index};
+}
+
+at::Tensor lattice_filter_cpu(const at::Tensor& vertices_in, const at::Tensor& weights_in,
+                              const at::Tensor& neighbours_in, const at::Tensor& splat_ptr_in,
+                              const at::Tensor& splat_index_in, const at::Tensor& values,
+                              bool transpose) {
+  check_lattice_filter(vertices_in, weights_in, neighbours_in, splat_ptr_in, splat_index_in, values);
+  const at::Tensor vertices = vertices_in.contiguous(), weights = weights_in.contiguous(),
+                   neighbours = neighbours_in.contiguous(), splat_ptr = splat_ptr_in.contiguous(),
+                   splat_index = splat_index_in.contiguous();
+  const int64_t batch = values.size(0), channels = values.size(1), pixels = values.size(2);
+  const int d = static_cast<int>(vertices.size(2)) - 1;
+  const int64_t num_vertices = neighbours.size(0);
+  // Pixel-major copies so that the kernels treat all channels of a pixel or vertex together.
+  const at::Tensor in = values.transpose(1, 2).contiguous();
+  at::Tensor out = at::empty_like(in);
+  // Channel chunks bound the scratch lattice to about 256 MB (two buffers) and keep
+  // the rows of one vertex within a few cache lines.
+  const int64_t row_budget = std::max<int64_t>(1, (int64_t{32} << 20) / (num_vertices + 1));
+  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>({channels, 32, row_budget}));
+  AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "lattice_filter_cpu", [&] {
+    at::Tensor scratch = at::empty({2, num_vertices + 1, chunk}, values.options());
+    scalar_t* lattice_a = scratch.data_ptr<scalar_t>();
+    scalar_t* lattice_b = lattice_a + (num_vertices + 1) * chunk;
+    for (int64_t c0 = 0; c0 < channels; c0 += chunk) {
+      cpu::lattice_filter<scalar_t>(
+          vertices.data_ptr<int32_t>(), weights.data_ptr<float>(), neighbours.data_ptr<int32_t>(),
+          splat_ptr.data_ptr<int32_t>(), splat_index.data_ptr<int32_t>(), batch * pixels,
+          num_vertices, d, in.data_ptr<scalar_t>() + c0, out.data_ptr<scalar_t>() + c0, channels,
+          std::min(chunk, channels - c0), transpose, lattice_a, lattice_b, AtenParallelFor{});
+    }
+  });
+  return out.transpose(1, 2).contiguous();
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(wsloss, CPU, m) {
+  m.impl("lattice_build", &lattice_build_cpu);
+  m.impl("lattice_filter", &lattice_filter_cpu);
+}
+
+}  // namespace wsloss

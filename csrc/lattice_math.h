@@ -1,0 +1,131 @@
+// Permutohedral lattice arithmetic shared by the CPU and CUDA kernels.
+//
+// Adams, Baek & Davis, "Fast High-Dimensional Filtering Using the Permutohedral
+// Lattice" (Eurographics 2010), in the variant of Kraehenbuehl & Koltun (NIPS 2011)
+// that the rloss reference uses. Every step follows ../shared/SPEC.md section 1 in
+// float32 with one rounding per operation: a pixel whose remainders tie must land
+// in the same simplex as in the reference, on every device.
+//
+// This header includes no torch and no CUDA runtime headers so that it compiles in
+// a plain C++ test, in the torch CPU wrapper and in a torch-free .cu file.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define WSLOSS_HD __host__ __device__ __forceinline__
+#else
+#define WSLOSS_HD inline
+#endif
+
+namespace wsloss {
+
+// Largest feature dimension the kernels are instantiated for.
+constexpr int kMaxFeatureDim = 16;
+// Features beyond this magnitude would overflow the int32 lattice coordinates.
+constexpr float kMaxFeatureMagnitude = 1.0e7f;
+
+// Exactly rounded float32 operations that the compiler may not fuse into an FMA.
+WSLOSS_HD float mul_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fmul_rn(a, b);
+#else
+  return a * b;  // host files are compiled with -ffp-contract=off
+#endif
+}
+WSLOSS_HD float add_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+WSLOSS_HD float sub_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fsub_rn(a, b);
+#else
+  return a - b;
+#endif
+}
+WSLOSS_HD int round_half_even(float v) {
+#if defined(__CUDA_ARCH__)
+  return __float2int_rn(v);
+#else
+  return static_cast<int>(std::nearbyint(v));  // default rounding mode: to nearest even
+#endif
+}
+
+// SPEC 1 step 2: s_i = float32(double(1/sqrt((i+1)(i+2))) * double(float32(sqrt(2/3)(d+1)))).
+WSLOSS_HD float elevation_scale(int i, int d) {
+  const float inv_std_dev = static_cast<float>(sqrt(2.0 / 3.0) * (d + 1));
+  return static_cast<float>(1.0 / sqrt(static_cast<double>((i + 1) * (i + 2))) *
+                            static_cast<double>(inv_std_dev));
+}
+
+// alpha of SPEC 1 step 10: the slice's scaling constant 1 / (1 + 2^-d).
+WSLOSS_HD float slice_scale(int d) { return 1.0f / (1.0f + ldexpf(1.0f, -d)); }
+
+// True when a feature value can be embedded without overflowing int32 coordinates.
+WSLOSS_HD bool feature_in_range(float f) { return fabsf(f) <= kMaxFeatureMagnitude; }
+
+// Embeds one pixel (SPEC 1 steps 3-6): from its features f_i = feature[i * stride]
+// and the scales s_i, computes the remainder-0 point z[0..d], the ranks rank[0..d]
+// and the barycentric weights bary[0..d]. Arrays hold at least d + 2 entries.
+WSLOSS_HD void lattice_embed(const float* feature, int64_t stride, const float* scale, int d,
+                             int* z, int* rank, float* bary) {
+  float elevated[kMaxFeatureDim + 1];
+  float sum = 0.0f;
+  for (int j = d; j > 0; --j) {
+    const float cf = mul_rn(feature[(j - 1) * stride], scale[j - 1]);
+    elevated[j] = sub_rn(sum, mul_rn(static_cast<float>(j), cf));
+    sum = add_rn(sum, cf);
+  }
+  elevated[0] = sum;
+
+  const float down_factor = 1.0f / static_cast<float>(d + 1);
+  int remainder_sum = 0;
+  for (int i = 0; i <= d; ++i) {
+    const int r = round_half_even(mul_rn(elevated[i], down_factor));
+    z[i] = r * (d + 1);
+    remainder_sum += r;
+    rank[i] = 0;
+  }
+  // Rank of each differential; a tie ranks the later coordinate as the smaller.
+  for (int i = 0; i < d; ++i) {
+    const float di = sub_rn(elevated[i], static_cast<float>(z[i]));
+    for (int j = i + 1; j <= d; ++j) {
+      if (di < sub_rn(elevated[j], static_cast<float>(z[j])))
+        ++rank[i];
+      else
+        ++rank[j];
+    }
+  }
+  for (int i = 0; i <= d; ++i) {
+    rank[i] += remainder_sum;
+    if (rank[i] < 0) {
+      rank[i] += d + 1;
+      z[i] += d + 1;
+    } else if (rank[i] > d) {
+      rank[i] -= d + 1;
+      z[i] -= d + 1;
+    }
+  }
+
+  float b[kMaxFeatureDim + 2];
+  for (int i = 0; i <= d + 1; ++i) b[i] = 0.0f;
+  for (int i = 0; i <= d; ++i) {
+    const float v = mul_rn(sub_rn(elevated[i], static_cast<float>(z[i])), down_factor);
+    b[d - rank[i]] = add_rn(b[d - rank[i]], v);
+    b[d + 1 - rank[i]] = sub_rn(b[d + 1 - rank[i]], v);
+  }
+  b[0] = add_rn(b[0], add_rn(1.0f, b[d + 1]));
+  for (int i = 0; i <= d; ++i) bary[i] = b[i];
+}
+
+// SPEC 1 step 7: coordinate i (< d) of the k-th vertex of the pixel's simplex.
+WSLOSS_HD int vertex_coordinate(const int* z, const int* rank, int d, int k, int i) {
+  return rank[i] <= d - k ? z[i] + k : z[i] + k - (d + 1);
+}
+
+}  // namespace wsloss

@@ -1,0 +1,25 @@
+// Operator schemas of wsloss; kernels register per dispatch key in cpu/ and cuda/.
+#include <Python.h>
+#include <torch/library.h>
+
+extern "C" {
+// The extension is loaded as a Python module only so that its static
+// initializers register the ops; it defines no Python functions.
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+TORCH_LIBRARY(wsloss, m) {
+  // features [B, d, N] float32 -> offsets [B+1] int64, vertices [B, N, d+1] int32,
+  // weights [B, N, d+1] float32, neighbours [M, d+1, 2] int32, splat_ptr [M+1] int32,
+  // splat_index [B N (d+1)] int32.
+  m.def(
+      "lattice_build(Tensor features) -> (Tensor offsets, Tensor vertices, Tensor weights, "
+      "Tensor neighbours, Tensor splat_ptr, Tensor splat_index)");
+  // values [B, C, N] float32/float64 -> A values (transpose: A^T values), [B, C, N].
+  m.def(
+      "lattice_filter(Tensor vertices, Tensor weights, Tensor neighbours, Tensor splat_ptr, "
+      "Tensor splat_index, Tensor values, bool transpose=False) -> Tensor");
+}

@@ -1,0 +1,44 @@
+"""Loads the compiled ops and registers their fake (meta) kernels and autograd formulas."""
+import torch
+
+from . import _C  # noqa: F401  (its static initializers register torch.ops.wsloss)
+
+ops = torch.ops.wsloss
+
+
+@torch.library.register_fake("wsloss::lattice_build")
+def _lattice_build_fake(features):
+    batch, dim, pixels = features.shape
+    # The vertex count depends on the feature values.
+    num_vertices = torch.library.get_ctx().new_dynamic_size()
+    as_int = dict(dtype=torch.int32)
+    return (
+        features.new_empty((batch + 1,), dtype=torch.int64),
+        features.new_empty((batch, pixels, dim + 1), **as_int),
+        features.new_empty((batch, pixels, dim + 1), dtype=torch.float32),
+        features.new_empty((num_vertices, dim + 1, 2), **as_int),
+        features.new_empty((num_vertices + 1,), **as_int),
+        features.new_empty((batch * pixels * (dim + 1),), **as_int),
+    )
+
+
+@torch.library.register_fake("wsloss::lattice_filter")
+def _lattice_filter_fake(vertices, weights, neighbours, splat_ptr, splat_index, values, transpose=False):
+    return values.new_empty(values.shape)
+
+
+def _lattice_filter_setup_context(ctx, inputs, output):
+    *lattice, _values, transpose = inputs
+    ctx.save_for_backward(*lattice)
+    ctx.transpose = transpose
+
+
+def _lattice_filter_backward(ctx, grad):
+    # d<A V, G>/dV = A^T G: the gradient of a filtering is the transposed filtering.
+    grad_values = ops.lattice_filter(*ctx.saved_tensors, grad.contiguous(), not ctx.transpose)
+    return None, None, None, None, None, grad_values, None
+
+
+torch.library.register_autograd(
+    "wsloss::lattice_filter", _lattice_filter_backward, setup_context=_lattice_filter_setup_context
+)

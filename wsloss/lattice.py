@@ -1,0 +1,95 @@
+"""Permutohedral lattice filtering (Adams, Baek & Davis, Eurographics 2010).
+
+A lattice built from per-pixel features f_p filters values V as A V ~ c W V, with
+W_pq = exp(-|f_p - f_q|^2 / 2) the dense Gaussian kernel, in O(N (d+1) C) time.
+Conventions (vertex layout, blur order, scaling) follow Kraehenbuehl & Koltun (NIPS
+2011) as in ../shared/SPEC.md section 1, so rloss loss weights transfer unchanged.
+"""
+from typing import Tuple
+
+import torch
+
+from ._checks import check_positive, check_tensor, compute_dtype
+from ._ops import ops
+
+__all__ = ["PermutohedralLattice", "bilateral_features", "spatial_features"]
+
+
+def _divide(values: torch.Tensor, sigma: float) -> torch.Tensor:
+    # A 0-dim tensor on the values' device keeps this a true IEEE division on every
+    # backend (a Python scalar may become a multiplication by its reciprocal).
+    return values / torch.full((), sigma, dtype=torch.float32, device=values.device)
+
+
+def spatial_features(images: torch.Tensor, sigma_xy: float) -> torch.Tensor:
+    """(x / sigma_xy, y / sigma_xy) per pixel, float32, B x 2 x H x W (x = column).
+
+    `images` (B x C x H x W) gives only the batch size, image size and device.
+    """
+    check_tensor("images", images, dims=(4,))
+    sigma_xy = check_positive("sigma_xy", sigma_xy)
+    batch, _, height, width = images.shape
+    kwargs = dict(dtype=torch.float32, device=images.device)
+    x = _divide(torch.arange(width, **kwargs), sigma_xy).expand(height, width)
+    y = _divide(torch.arange(height, **kwargs), sigma_xy)[:, None].expand(height, width)
+    return torch.stack((x, y)).expand(batch, 2, height, width).contiguous()
+
+
+def bilateral_features(images: torch.Tensor, sigma_rgb: float, sigma_xy: float) -> torch.Tensor:
+    """Bilateral (XY + colour) features of SPEC 1, float32, B x (2 + C) x H x W.
+
+    f_p = (x / sigma_xy, y / sigma_xy, c_1 / sigma_rgb, ..., c_C / sigma_rgb) with colours
+    in the images' own scale (0..255 for rloss-style RGB).
+    """
+    check_tensor("images", images, dims=(4,), real=True)
+    sigma_rgb = check_positive("sigma_rgb", sigma_rgb)
+    colours = _divide(images.to(torch.float32), sigma_rgb)
+    return torch.cat((spatial_features(images, sigma_xy), colours), dim=1)
+
+
+class PermutohedralLattice:
+    """A permutohedral lattice over a batch of feature maps, built once, filtered often.
+
+    features: B x d x H x W or B x d x N (d = 1..16), any floating dtype (used as
+    float32). The lattice is held as plain tensors (``tensors``), so it can be saved
+    for backward and reused for every channel, transposed filtering and iteration.
+    """
+
+    def __init__(self, features: torch.Tensor):
+        check_tensor("features", features, dims=(3, 4), floating=True)
+        self.batch, self.dim = features.shape[:2]
+        self.spatial_shape = tuple(features.shape[2:])
+        flat = features.reshape(self.batch, self.dim, -1).to(torch.float32).contiguous()
+        (self.offsets, self.vertices, self.weights, self.neighbours, self.splat_ptr,
+         self.splat_index) = ops.lattice_build(flat)
+
+    @property
+    def tensors(self) -> Tuple[torch.Tensor, ...]:
+        """What lattice_filter takes: vertices, weights, neighbours, splat_ptr, splat_index."""
+        return self.vertices, self.weights, self.neighbours, self.splat_ptr, self.splat_index
+
+    def filter(self, values: torch.Tensor, normalize: bool = False, transpose: bool = False) -> torch.Tensor:
+        """A V (transpose: A^T V) for values B x C x <features' spatial shape>.
+
+        normalize divides by the same filtering of an all-ones image (A 1, or A^T 1).
+        Differentiable in values; float16/bfloat16 are computed in float32.
+        """
+        check_tensor("values", values, floating=True)
+        expected = (self.batch, values.shape[1] if values.dim() > 1 else -1) + self.spatial_shape
+        if tuple(values.shape) != expected:
+            raise ValueError(
+                f"values must be B x C x {' x '.join(map(str, self.spatial_shape))} with B = {self.batch}, "
+                f"got shape {tuple(values.shape)}"
+            )
+        if values.device != self.vertices.device:
+            raise ValueError(f"values must be on the lattice's device {self.vertices.device}, got {values.device}")
+        flat = values.reshape(self.batch, values.shape[1], -1).to(compute_dtype(values.dtype))
+        out = ops.lattice_filter(*self.tensors, flat, transpose)
+        if normalize:
+            ones = torch.ones_like(flat[:, :1])
+            out = out / ops.lattice_filter(*self.tensors, ones, transpose)
+        return out.reshape(values.shape).to(values.dtype)
+
+    @property
+    def num_vertices(self) -> int:
+        return self.neighbours.shape[0]
