@@ -13,7 +13,7 @@ def check_tensor(name: str, value, dims=None, floating: bool = False, real: bool
         raise ValueError(f"{name} must be {shapes}, got shape {tuple(value.shape)}")
     if floating and not value.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got {value.dtype}")
-    if real and (value.is_complex() or value.dtype == torch.bool):
+    if real and value.is_complex():
         raise TypeError(f"{name} must hold real numbers, got {value.dtype}")
     if value.numel() == 0:
         raise ValueError(f"{name} must not be empty, got shape {tuple(value.shape)}")

@@ -1,0 +1,162 @@
+"""DenseCRFLoss: the rloss reference cases, its gradients, batching and edge cases."""
+import pytest
+import torch
+
+import wsloss
+from conftest import random_photo, rloss_cases
+from wsloss import DenseCRFLoss, reference
+
+CASES = rloss_cases()
+
+
+def relative(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_rloss_reference(name, device):
+    case = CASES[name]
+    image, roi = (torch.from_numpy(case[k]).to(device) for k in ("image", "roi"))
+    seg = torch.from_numpy(case["seg"]).to(device).requires_grad_()
+    loss_fn = DenseCRFLoss(float(case["weight"]), float(case["sigma_rgb"]), float(case["sigma_xy"]),
+                           float(case["scale_factor"]))
+    loss = loss_fn(image, seg, roi)
+    loss.backward()
+    assert loss.shape == () and loss.device == seg.device
+    expected_loss = torch.tensor(float(case["loss"]), dtype=torch.float64)
+    assert abs(loss.item() - expected_loss.item()) <= 1e-4 * abs(expected_loss.item())
+    assert relative(seg.grad.cpu(), torch.from_numpy(case["grad"])) <= 1e-4
+
+
+def photo_batch(rng, batch=3, classes=4, height=21, width=26):
+    images = random_photo(batch, height, width, rng)
+    seg = torch.softmax(3 * torch.randn(batch, classes, height, width, generator=rng), dim=1)
+    roi = (torch.rand(batch, height, width, generator=rng) > 0.2).float()
+    return images, seg, roi
+
+
+@pytest.mark.parametrize("scale_factor", [1.0, 0.5])
+def test_exact_gradient_gradcheck(scale_factor, rng, device):
+    images, seg, roi = (t.to(device) for t in photo_batch(rng, batch=2, classes=2, height=9, width=11))
+    seg = seg.double().requires_grad_()
+    loss_fn = DenseCRFLoss(0.7, 15.0, 4.0, scale_factor, gradient="exact")
+    assert torch.autograd.gradcheck(lambda s: loss_fn(images, s, roi), (seg,))
+
+
+@pytest.mark.parametrize("scale_factor", [1.0, 0.5])
+def test_gradients_against_autograd_through_the_filter(scale_factor, rng, device):
+    """Exact mode is autograd of -(w/B) S~^T A S~, i.e. (A + A^T) S~; reference mode is 2 A S~."""
+    images, seg, roi = (t.to(device) for t in photo_batch(rng))
+    weight, sigma_rgb, sigma_xy = 2.0, 15.0, 5.0
+    down = dict(scale_factor=scale_factor, mode="bilinear", align_corners=False)
+    small_images = torch.nn.functional.interpolate(images, scale_factor=scale_factor)
+    small_roi = torch.nn.functional.interpolate(roi[:, None], scale_factor=scale_factor)
+    lattice = wsloss.PermutohedralLattice(wsloss.bilateral_features(small_images, sigma_rgb, sigma_xy * scale_factor))
+
+    def by_autograd(s, exact):
+        masked = torch.nn.functional.interpolate(s, **down) * small_roi
+        filtered = lattice.filter(masked) if exact else 2 * lattice.filter(masked).detach()
+        return -(weight / s.shape[0]) * (masked * filtered).sum() / (1 if exact else 2)
+
+    for mode in ("exact", "reference"):
+        s1, s2 = seg.clone().requires_grad_(), seg.clone().requires_grad_()
+        loss = DenseCRFLoss(weight, sigma_rgb, sigma_xy, scale_factor, gradient=mode)(images, s1, roi)
+        loss.backward()
+        expected = by_autograd(s2, mode == "exact")
+        expected.backward()
+        torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(s1.grad, s2.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_reference_and_exact_gradients_differ_slightly(rng):
+    images, seg, roi = photo_batch(rng, height=40, width=50)
+    grads = {}
+    for mode in ("reference", "exact"):
+        s = seg.clone().requires_grad_()
+        DenseCRFLoss(1.0, 15.0, 10.0, 1.0, gradient=mode)(images, s, roi).backward()
+        grads[mode] = s.grad
+    rel = relative(grads["reference"], grads["exact"])
+    print(f"reference vs exact gradient: relative L2 difference {rel:.4f}")
+    assert 1e-4 < rel < 0.05
+
+
+def test_batch_equals_mean_of_single_images(rng, device):
+    images, seg, roi = (t.to(device) for t in photo_batch(rng, batch=5))
+    seg.requires_grad_()
+    loss_fn = DenseCRFLoss(1.0, 15.0, 10.0, 0.5)
+    batched = loss_fn(images, seg, roi)
+    (grad,) = torch.autograd.grad(batched, seg)
+    singles = []
+    for b in range(5):
+        single = loss_fn(images[b : b + 1], seg[b : b + 1], roi[b : b + 1])
+        (g,) = torch.autograd.grad(single, seg)
+        torch.testing.assert_close(grad[b], g[b] / 5, rtol=1e-6, atol=1e-9)
+        singles.append(single)
+    torch.testing.assert_close(batched, torch.stack(singles).mean(), rtol=1e-6, atol=1e-6)
+
+
+def test_against_exact_gaussian_loss(rng):
+    """The lattice loss approximates c times the exact dense loss (SPEC 1: c ~ 0.43-0.65)."""
+    images, seg, roi = photo_batch(rng, batch=2, height=30, width=36)
+    approx = DenseCRFLoss(1.0, 15.0, 20.0, 1.0)(images, seg, roi).item()
+    exact = reference.dense_crf_loss(images, seg, roi, 1.0, 15.0, 20.0).item()
+    print(f"lattice / exact dense loss: {approx / exact:.3f}")
+    assert 0.3 < approx / exact < 0.9
+
+
+@pytest.mark.parametrize("classes", [1, 21, 40])
+def test_class_counts_and_odd_sizes(classes, rng, device):
+    images, seg, roi = (t.to(device) for t in photo_batch(rng, batch=2, classes=classes, height=17, width=31))
+    seg.requires_grad_()
+    loss = DenseCRFLoss(1.0, 15.0, 10.0, 0.5)(images, seg, roi)
+    loss.backward()
+    assert torch.isfinite(loss) and loss.item() < 0
+    assert seg.grad.shape == seg.shape and torch.isfinite(seg.grad).all()
+
+
+def test_all_zero_roi_gives_zero_loss_and_gradient(rng, device):
+    images, seg, roi = (t.to(device) for t in photo_batch(rng))
+    seg.requires_grad_()
+    loss = DenseCRFLoss(1.0, 15.0, 10.0, 1.0)(images, seg, torch.zeros_like(roi))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.count_nonzero(seg.grad) == 0
+
+
+def test_accepts_layouts_and_dtypes(rng):
+    images, seg, roi = photo_batch(rng)
+    images = images.round()
+    loss_fn = DenseCRFLoss(1.0, 15.0, 10.0, 1.0)
+    expected = loss_fn(images, seg, roi)
+    variants = [
+        (images.contiguous(memory_format=torch.channels_last), seg.contiguous(memory_format=torch.channels_last), roi),
+        (images.to(torch.uint8), seg, roi.bool()),
+        (images, seg, roi[:, None]),
+        (images.double(), seg, roi),
+    ]
+    for im, s, r in variants:
+        torch.testing.assert_close(loss_fn(im, s, r), expected, rtol=1e-6, atol=1e-6)
+    half = loss_fn(images, seg.half().requires_grad_(), roi)
+    assert half.dtype == torch.float32
+    torch.testing.assert_close(half, expected, rtol=1e-2, atol=1e-2)
+    s64 = seg.double().requires_grad_()
+    loss64 = loss_fn(images, s64, roi)
+    loss64.backward()
+    assert loss64.dtype == torch.float64 and s64.grad.dtype == torch.float64
+
+
+def test_compile_fullgraph(rng, device):
+    images, seg, roi = (t.to(device) for t in photo_batch(rng))
+    loss_fn = DenseCRFLoss(1.0, 15.0, 10.0, 0.5)
+    model = torch.nn.Conv2d(4, 4, 1).to(device)
+
+    def step(s):
+        return loss_fn(images, torch.softmax(model(s), 1), roi)
+
+    compiled = torch.compile(step, fullgraph=True)
+    s = seg.clone().requires_grad_()
+    eager = step(s)
+    (g_eager,) = torch.autograd.grad(eager, s)
+    out = compiled(s)
+    (g_compiled,) = torch.autograd.grad(out, s)
+    torch.testing.assert_close(out, eager, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(g_compiled, g_eager, rtol=1e-5, atol=1e-6)
