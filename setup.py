@@ -27,6 +27,11 @@ def extension():
     sources = rel("csrc/*.cpp") + rel("csrc/cpu/*.cpp")
     # The build steps of SPEC 1 must not be contracted into fused multiply-adds.
     cxx_flags = ["-O3", "-std=c++17", "-ffp-contract=off", "-DPy_LIMITED_API=0x03090000"]
+    link_flags = []
+    if "parallel backend: OpenMP" in torch.__config__.parallel_info():
+        # at::parallel_for is inlined into the extension: without -fopenmp it runs serially.
+        cxx_flags += ["-fopenmp", "-DAT_PARALLEL_OPENMP=1"]
+        link_flags += ["-fopenmp"]
     if cuda_requested():
         sources += rel("csrc/cuda/*.cpp") + rel("csrc/cuda/*.cu")
         return CUDAExtension(
@@ -34,9 +39,11 @@ def extension():
             sources,
             define_macros=[("WSLOSS_WITH_CUDA", "1")],
             extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++17", "--fmad=false"]},
+            extra_link_args=link_flags,
             py_limited_api=True,
         )
-    return CppExtension("wsloss._C", sources, extra_compile_args={"cxx": cxx_flags}, py_limited_api=True)
+    return CppExtension("wsloss._C", sources, extra_compile_args={"cxx": cxx_flags}, extra_link_args=link_flags,
+                        py_limited_api=True)
 
 
 setup(

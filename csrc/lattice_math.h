@@ -52,7 +52,11 @@ WSLOSS_HD int round_half_even(float v) {
 #if defined(__CUDA_ARCH__)
   return __float2int_rn(v);
 #else
-  return static_cast<int>(std::nearbyint(v));  // default rounding mode: to nearest even
+  // Adding and subtracting 1.5 * 2^23 rounds to an integer in the default
+  // round-to-nearest-even mode, without a libm call, for |v| < 2^22.
+  constexpr float kMagic = 12582912.0f;
+  if (fabsf(v) < 4194304.0f) return static_cast<int>((v + kMagic) - kMagic);
+  return static_cast<int>(std::nearbyint(v));
 #endif
 }
 
@@ -92,13 +96,13 @@ WSLOSS_HD void lattice_embed(const float* feature, int64_t stride, const float* 
     rank[i] = 0;
   }
   // Rank of each differential; a tie ranks the later coordinate as the smaller.
+  float delta[kMaxFeatureDim + 1];
+  for (int i = 0; i <= d; ++i) delta[i] = sub_rn(elevated[i], static_cast<float>(z[i]));
   for (int i = 0; i < d; ++i) {
-    const float di = sub_rn(elevated[i], static_cast<float>(z[i]));
     for (int j = i + 1; j <= d; ++j) {
-      if (di < sub_rn(elevated[j], static_cast<float>(z[j])))
-        ++rank[i];
-      else
-        ++rank[j];
+      const int smaller = delta[i] < delta[j];  // branch-free: the outcome is data-random
+      rank[i] += smaller;
+      rank[j] += 1 - smaller;
     }
   }
   for (int i = 0; i <= d; ++i) {

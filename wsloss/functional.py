@@ -23,7 +23,7 @@ class _DenseCRFLossFunction(torch.autograd.Function):
             batch, classes, -1
         )
         filtered = ops.lattice_filter(*lattice, masked, False)
-        loss = (masked * filtered).sum(dtype=torch.float64).to(masked.dtype) * (-weight / batch)
+        loss = torch.dot(masked.reshape(-1), filtered.reshape(-1)) * (-weight / batch)
         ctx.save_for_backward(filtered, rois, *((masked, *lattice) if exact else ()))
         ctx.weight, ctx.exact, ctx.input_dtype = weight, exact, segmentations.dtype
         return loss
@@ -38,7 +38,7 @@ class _DenseCRFLossFunction(torch.autograd.Function):
             scale = -ctx.weight / batch
         else:  # the rloss reference returns 2 A S: exact only for a symmetric A
             both, scale = filtered, -2.0 * ctx.weight / batch
-        grad = (both.reshape(batch, -1, *rois.shape[1:]) * rois.unsqueeze(1)) * (grad_loss * scale)
+        grad = (both.reshape(batch, -1, *rois.shape[1:]) * rois.unsqueeze(1)).mul_(grad_loss * scale)
         return (grad.to(ctx.input_dtype), None, None, None) + (None,) * 5
 
 

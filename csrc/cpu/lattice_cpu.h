@@ -26,12 +26,8 @@ namespace cpu {
 // image. Grows (doubling, rehash) at half load, so it never overflows.
 class VertexHashTable {
  public:
-  VertexHashTable(int d, int64_t expected_vertices) : d_(d) {
-    int64_t capacity = 64;
-    while (capacity < 2 * expected_vertices) capacity *= 2;
-    slots_.assign(static_cast<size_t>(capacity), -1);
-    keys_.reserve(static_cast<size_t>(expected_vertices) * d);
-  }
+  // Starts small (a compact table stays in cache; smooth images have few vertices).
+  explicit VertexHashTable(int d) : d_(d), slots_(4096, -1) {}
 
   int32_t size() const { return static_cast<int32_t>(keys_.size() / d_); }
   const int32_t* key(int32_t id) const { return keys_.data() + static_cast<int64_t>(id) * d_; }
@@ -44,7 +40,8 @@ class VertexHashTable {
       const int32_t id = slots_[h];
       if (id < 0) {
         const int32_t new_id = size();
-        keys_.insert(keys_.end(), key, key + d_);
+        keys_.resize(keys_.size() + d_);
+        std::copy(key, key + d_, keys_.end() - d_);
         slots_[h] = new_id;
         return new_id;
       }
@@ -63,12 +60,16 @@ class VertexHashTable {
 
  private:
   size_t hash(const int32_t* key) const {
-    uint64_t h = 0x9E3779B97F4A7C15ull;
-    for (int i = 0; i < d_; ++i) {
-      h ^= static_cast<uint32_t>(key[i]);
-      h *= 0xFF51AFD7ED558CCDull;
-      h ^= h >> 29;
-    }
+    // Independent products (no serial dependency between coordinates), then one mix.
+    static constexpr uint64_t kOdd[kMaxFeatureDim] = {
+        0x9E3779B97F4A7C15ull, 0xC2B2AE3D27D4EB4Full, 0x165667B19E3779F9ull, 0xD6E8FEB86659FD93ull,
+        0xFF51AFD7ED558CCDull, 0xC4CEB9FE1A85EC53ull, 0x94D049BB133111EBull, 0xBF58476D1CE4E5B9ull,
+        0x2545F4914F6CDD1Dull, 0x9FB21C651E98DF25ull, 0xDB4F0B9175AE2165ull, 0x8CB92BA72F3D8DD7ull,
+        0xA0761D6478BD642Full, 0xE7037ED1A0B428DBull, 0x8EBC6AF09C88C6E3ull, 0x589965CC75374CC3ull};
+    uint64_t h = 0;
+    for (int i = 0; i < d_; ++i) h += static_cast<uint64_t>(static_cast<uint32_t>(key[i])) * kOdd[i];
+    h ^= h >> 32;
+    h *= 0xD6E8FEB86659FD93ull;
     return static_cast<size_t>(h ^ (h >> 32));
   }
   bool equal(int32_t id, const int32_t* key) const {
@@ -134,16 +135,22 @@ class LatticeBuilder {
     if (bad.load()) return false;
 
     tables_.clear();
-    for (int64_t b = 0; b < batch_; ++b) tables_.emplace_back(d_, pixels_);
+    for (int64_t b = 0; b < batch_; ++b) tables_.emplace_back(d_);
     parallel_for(0, batch_, 1, [&](int64_t begin, int64_t end) {
       int z[kMaxFeatureDim + 2], rank[kMaxFeatureDim + 2], key[kMaxFeatureDim];
       for (int64_t b = begin; b < end; ++b) {
         VertexHashTable& table = tables_[b];
         for (int64_t q = b * pixels_; q < (b + 1) * pixels_; ++q) {
           int32_t* ids = vertices_ + q * d1;
+          bool same_simplex = q > b * pixels_;
           for (int i = 0; i <= d_; ++i) {
+            same_simplex = same_simplex && z[i] == ids[i] && rank[i] == ranks_[q * d1 + i];
             z[i] = ids[i];
             rank[i] = ranks_[q * d1 + i];
+          }
+          if (same_simplex) {  // common in smooth regions: reuse the previous pixel's ids
+            std::copy(ids - d1, ids, ids);
+            continue;
           }
           for (int k = 0; k <= d_; ++k) {
             for (int i = 0; i < d_; ++i) key[i] = vertex_coordinate(z, rank, d_, k, i);
@@ -225,40 +232,95 @@ class LatticeBuilder {
   std::vector<int64_t> offsets_;
 };
 
-// One filtering of `channels` value channels (a chunk of rows of stride `ld`):
-// out = alpha W B_d ... B_0 W^T in (transpose: blur order reversed, SPEC 1 steps 8-10).
-// `lattice_a` and `lattice_b` hold (M + 1) * channels scratch values; row M stays zero
-// and stands for every missing neighbour.
+// Pixels per tile: a tile's values (all channels of a chunk) stay in L1 while they are
+// transposed between the channel-planar tensors and the vertex-major lattice rows.
+constexpr int64_t kTilePixels = 64;
+// Most channels filtered in one pass over the lattice (the caller loops over chunks).
+constexpr int64_t kMaxChunkChannels = 32;
+
+// A built lattice, as produced by LatticeBuilder (see the top of this file).
+struct LatticeView {
+  const int32_t* vertices;
+  const float* weights;
+  const int32_t* neighbours;
+  const int32_t* splat_ptr;
+  const int32_t* splat_index;
+  int64_t batch, pixels, num_vertices;
+  int d;
+};
+
+// One filtering of channels [c0, c0 + c) (c <= kMaxChunkChannels) of channel-planar
+// values in/out [B][C][N]: out = alpha W B_d ... B_0 W^T in (transpose: blur order
+// reversed), SPEC 1 steps 8-10. `lattice_a`, `lattice_b` hold (M + 1) c scratch values;
+// row M stays zero and stands for every missing neighbour. The splat is a scatter with
+// one image per thread when there are at least `threads` images, else a gather over the
+// CSR, which needs `pixel_major` scratch of B N c values; both add each vertex's
+// contributions in the same (pixel, corner) order, so they give identical results.
 template <typename scalar_t, class ParallelFor>
-void lattice_filter(const int32_t* vertices, const float* weights, const int32_t* neighbours,
-                    const int32_t* splat_ptr, const int32_t* splat_index, int64_t pixels,
-                    int64_t num_vertices, int d, const scalar_t* in, scalar_t* out, int64_t ld,
-                    int64_t channels, bool transpose, scalar_t* lattice_a, scalar_t* lattice_b,
-                    ParallelFor&& parallel_for) {
-  const int d1 = d + 1;
-  const int64_t c = channels;
-  const int64_t grain = std::max<int64_t>(64, 16384 / (c * d1));
+void lattice_filter(const LatticeView& lat, const scalar_t* in, scalar_t* out, int64_t channels,
+                    int64_t c0, int64_t c, bool transpose, scalar_t* lattice_a, scalar_t* lattice_b,
+                    scalar_t* pixel_major, ParallelFor&& parallel_for) {
+  const int d1 = lat.d + 1;
+  const int64_t pixels = lat.pixels, num_vertices = lat.num_vertices;
+  const int64_t tiles_per_image = (pixels + kTilePixels - 1) / kTilePixels;
+  const int64_t vertex_grain = std::max<int64_t>(64, 8192 / c);
+  // Calls f(q0, count, tile) per tile of one image's pixels, tile[t * c + ch] holding
+  // channel c0 + ch of pixel q0 + t (q = b N + p).
+  auto for_each_input_tile = [&](int64_t tile_begin, int64_t tile_end, auto&& f) {
+    scalar_t tile[kTilePixels * kMaxChunkChannels];
+    for (int64_t i = tile_begin; i < tile_end; ++i) {
+      const int64_t b = i / tiles_per_image, p0 = (i % tiles_per_image) * kTilePixels;
+      const int64_t count = std::min(kTilePixels, pixels - p0);
+      for (int64_t ch = 0; ch < c; ++ch) {
+        const scalar_t* src = in + ((b * channels + c0 + ch) * pixels + p0);
+        for (int64_t t = 0; t < count; ++t) tile[t * c + ch] = src[t];
+      }
+      f(b * pixels + p0, count, tile);
+    }
+  };
+
   std::fill(lattice_a + num_vertices * c, lattice_a + (num_vertices + 1) * c, scalar_t(0));
   std::fill(lattice_b + num_vertices * c, lattice_b + (num_vertices + 1) * c, scalar_t(0));
-
-  parallel_for(0, num_vertices, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t v = begin; v < end; ++v) {
-      scalar_t* acc = lattice_a + v * c;
-      for (int64_t ch = 0; ch < c; ++ch) acc[ch] = scalar_t(0);
-      for (int32_t s = splat_ptr[v]; s < splat_ptr[v + 1]; ++s) {
-        const int32_t slot = splat_index[s];
-        const scalar_t w = static_cast<scalar_t>(weights[slot]);
-        const scalar_t* row = in + static_cast<int64_t>(slot / d1) * ld;
-        for (int64_t ch = 0; ch < c; ++ch) acc[ch] += w * row[ch];
-      }
-    }
-  });
-
-  for (int step = 0; step <= d; ++step) {
-    const int j = transpose ? d - step : step;
-    parallel_for(0, num_vertices, grain, [&](int64_t begin, int64_t end) {
+  if (pixel_major == nullptr) {
+    std::fill(lattice_a, lattice_a + num_vertices * c, scalar_t(0));
+    parallel_for(0, lat.batch, 1, [&](int64_t image_begin, int64_t image_end) {
+      for_each_input_tile(image_begin * tiles_per_image, image_end * tiles_per_image,
+                          [&](int64_t q0, int64_t count, const scalar_t* tile) {
+                            for (int64_t t = 0; t < count; ++t) {
+                              const int64_t q = q0 + t;
+                              for (int k = 0; k < d1; ++k) {
+                                const scalar_t w = static_cast<scalar_t>(lat.weights[q * d1 + k]);
+                                scalar_t* row = lattice_a + static_cast<int64_t>(lat.vertices[q * d1 + k]) * c;
+                                for (int64_t ch = 0; ch < c; ++ch) row[ch] += w * tile[t * c + ch];
+                              }
+                            }
+                          });
+    });
+  } else {
+    parallel_for(0, lat.batch * tiles_per_image, 16, [&](int64_t begin, int64_t end) {
+      for_each_input_tile(begin, end, [&](int64_t q0, int64_t count, const scalar_t* tile) {
+        std::copy(tile, tile + count * c, pixel_major + q0 * c);
+      });
+    });
+    parallel_for(0, num_vertices, vertex_grain, [&](int64_t begin, int64_t end) {
       for (int64_t v = begin; v < end; ++v) {
-        const int32_t* nb = neighbours + (v * d1 + j) * 2;
+        scalar_t* acc = lattice_a + v * c;
+        for (int64_t ch = 0; ch < c; ++ch) acc[ch] = scalar_t(0);
+        for (int32_t s = lat.splat_ptr[v]; s < lat.splat_ptr[v + 1]; ++s) {
+          const int32_t slot = lat.splat_index[s];
+          const scalar_t w = static_cast<scalar_t>(lat.weights[slot]);
+          const scalar_t* row = pixel_major + static_cast<int64_t>(slot / d1) * c;
+          for (int64_t ch = 0; ch < c; ++ch) acc[ch] += w * row[ch];
+        }
+      }
+    });
+  }
+
+  for (int step = 0; step <= lat.d; ++step) {
+    const int j = transpose ? lat.d - step : step;
+    parallel_for(0, num_vertices, vertex_grain, [&](int64_t begin, int64_t end) {
+      for (int64_t v = begin; v < end; ++v) {
+        const int32_t* nb = lat.neighbours + (v * d1 + j) * 2;
         const scalar_t* own = lattice_a + v * c;
         const scalar_t* n1 = lattice_a + static_cast<int64_t>(nb[0]) * c;
         const scalar_t* n2 = lattice_a + static_cast<int64_t>(nb[1]) * c;
@@ -269,17 +331,26 @@ void lattice_filter(const int32_t* vertices, const float* weights, const int32_t
     std::swap(lattice_a, lattice_b);
   }
 
-  const scalar_t alpha = static_cast<scalar_t>(slice_scale(d));
-  parallel_for(0, pixels, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t p = begin; p < end; ++p) {
-      scalar_t* res = out + p * ld;
-      for (int64_t ch = 0; ch < c; ++ch) res[ch] = scalar_t(0);
-      for (int k = 0; k < d1; ++k) {
-        const scalar_t w = static_cast<scalar_t>(weights[p * d1 + k]);
-        const scalar_t* val = lattice_a + static_cast<int64_t>(vertices[p * d1 + k]) * c;
-        for (int64_t ch = 0; ch < c; ++ch) res[ch] += w * val[ch];
+  const scalar_t alpha = static_cast<scalar_t>(slice_scale(lat.d));
+  parallel_for(0, lat.batch * tiles_per_image, 16, [&](int64_t begin, int64_t end) {
+    scalar_t tile[kTilePixels * kMaxChunkChannels];
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t b = i / tiles_per_image, p0 = (i % tiles_per_image) * kTilePixels;
+      const int64_t count = std::min(kTilePixels, pixels - p0);
+      for (int64_t t = 0; t < count; ++t) {
+        const int64_t q = b * pixels + p0 + t;
+        scalar_t* acc = tile + t * c;
+        for (int64_t ch = 0; ch < c; ++ch) acc[ch] = scalar_t(0);
+        for (int k = 0; k < d1; ++k) {
+          const scalar_t w = static_cast<scalar_t>(lat.weights[q * d1 + k]);
+          const scalar_t* val = lattice_a + static_cast<int64_t>(lat.vertices[q * d1 + k]) * c;
+          for (int64_t ch = 0; ch < c; ++ch) acc[ch] += w * val[ch];
+        }
       }
-      for (int64_t ch = 0; ch < c; ++ch) res[ch] *= alpha;
+      for (int64_t ch = 0; ch < c; ++ch) {
+        scalar_t* dst = out + ((b * channels + c0 + ch) * pixels + p0);
+        for (int64_t t = 0; t < count; ++t) dst[t] = alpha * tile[t * c + ch];
+      }
     }
   });
 }

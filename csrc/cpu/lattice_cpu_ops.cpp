@@ -54,29 +54,34 @@ at::Tensor lattice_filter_cpu(const at::Tensor& vertices_in, const at::Tensor& w
   const at::Tensor vertices = vertices_in.contiguous(), weights = weights_in.contiguous(),
                    neighbours = neighbours_in.contiguous(), splat_ptr = splat_ptr_in.contiguous(),
                    splat_index = splat_index_in.contiguous();
-  const int64_t batch = values.size(0), channels = values.size(1), pixels = values.size(2);
-  const int d = static_cast<int>(vertices.size(2)) - 1;
-  const int64_t num_vertices = neighbours.size(0);
-  // Pixel-major copies so that the kernels treat all channels of a pixel or vertex together.
-  const at::Tensor in = values.transpose(1, 2).contiguous();
+  const at::Tensor in = values.contiguous();
+  const int64_t batch = in.size(0), channels = in.size(1), pixels = in.size(2);
+  const cpu::LatticeView lattice{vertices.data_ptr<int32_t>(),    weights.data_ptr<float>(),
+                                 neighbours.data_ptr<int32_t>(),  splat_ptr.data_ptr<int32_t>(),
+                                 splat_index.data_ptr<int32_t>(), batch,
+                                 pixels,                          neighbours.size(0),
+                                 static_cast<int>(vertices.size(2)) - 1};
   at::Tensor out = at::empty_like(in);
-  // Channel chunks bound the scratch lattice to about 256 MB (two buffers) and keep
-  // the rows of one vertex within a few cache lines.
-  const int64_t row_budget = std::max<int64_t>(1, (int64_t{32} << 20) / (num_vertices + 1));
-  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>({channels, 32, row_budget}));
-  AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "lattice_filter_cpu", [&] {
-    at::Tensor scratch = at::empty({2, num_vertices + 1, chunk}, values.options());
+  // Channel chunks bound the scratch lattice (about 256 MB for two float buffers).
+  const int64_t row_budget = std::max<int64_t>(1, (int64_t{32} << 20) / (lattice.num_vertices + 1));
+  const int64_t chunk =
+      std::max<int64_t>(1, std::min<int64_t>({channels, cpu::kMaxChunkChannels, row_budget}));
+  // One image per thread when there are enough images, else a gather over the CSR.
+  const bool scatter = batch >= at::get_num_threads();
+  AT_DISPATCH_FLOATING_TYPES(in.scalar_type(), "lattice_filter_cpu", [&] {
+    at::Tensor scratch =
+        at::empty({2 * (lattice.num_vertices + 1) * chunk + (scatter ? 0 : batch * pixels * chunk)},
+                  in.options());
     scalar_t* lattice_a = scratch.data_ptr<scalar_t>();
-    scalar_t* lattice_b = lattice_a + (num_vertices + 1) * chunk;
+    scalar_t* lattice_b = lattice_a + (lattice.num_vertices + 1) * chunk;
+    scalar_t* pixel_major = scatter ? nullptr : lattice_b + (lattice.num_vertices + 1) * chunk;
     for (int64_t c0 = 0; c0 < channels; c0 += chunk) {
-      cpu::lattice_filter<scalar_t>(
-          vertices.data_ptr<int32_t>(), weights.data_ptr<float>(), neighbours.data_ptr<int32_t>(),
-          splat_ptr.data_ptr<int32_t>(), splat_index.data_ptr<int32_t>(), batch * pixels,
-          num_vertices, d, in.data_ptr<scalar_t>() + c0, out.data_ptr<scalar_t>() + c0, channels,
-          std::min(chunk, channels - c0), transpose, lattice_a, lattice_b, AtenParallelFor{});
+      cpu::lattice_filter<scalar_t>(lattice, in.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
+                                    channels, c0, std::min(chunk, channels - c0), transpose,
+                                    lattice_a, lattice_b, pixel_major, AtenParallelFor{});
     }
   });
-  return out.transpose(1, 2).contiguous();
+  return out;
 }
 
 }  // namespace

@@ -1,0 +1,137 @@
+"""DenseCRFLoss forward+backward on the canonical workload (the main job until the demo).
+
+B=8, K=21, 512x512, sigma_rgb=15, sigma_xy=100, scale_factor 0.5 and 1.0, photographs and
+noise; per configuration the median of --repeats runs of the whole step and of its parts
+(lattice build, one filtering), and peak memory; plus the exact dense reference on a
+small image. Prints a table and writes JSON.
+
+    python benchmarks/densecrf.py [--device cuda] [--json results.json]
+"""
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import workloads  # noqa: E402
+
+import wsloss  # noqa: E402
+
+# The original rloss CPU code on a 2-core machine (figures from the foundation issue).
+RLOSS_SECONDS = {("photographs", 0.5): 1.2, ("noise", 0.5): 2.4, ("photographs", 1.0): 3.0, ("noise", 1.0): 5.5}
+
+
+def timed(fn, repeats, device):
+    def once():
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    once()  # warm-up
+    return statistics.median(once() for _ in range(repeats))
+
+
+def peak_memory_mb(device):
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # whole process, high-water mark
+
+
+def run_config(kind, scale, args, generator):
+    device = args.device
+    images = workloads.photographs(args.batch, args.size) if kind == "photographs" else workloads.noise(
+        args.batch, args.size, generator)
+    seg = workloads.segmentations(args.batch, args.classes, args.size, generator)
+    images, seg = images.to(device), seg.to(device)
+    roi = torch.ones(args.batch, args.size, args.size, device=device)
+    loss_fn = wsloss.DenseCRFLoss(1e-9, args.sigma_rgb, args.sigma_xy, scale)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+    def step():
+        s = seg.detach().requires_grad_()
+        loss_fn(images, s, roi).backward()
+
+    step_s = timed(step, args.repeats, device)
+    small = torch.nn.functional.interpolate(images, scale_factor=scale) if scale != 1 else images
+    features = wsloss.bilateral_features(small, args.sigma_rgb, args.sigma_xy * scale)
+    lattice = wsloss.PermutohedralLattice(features)
+    values = torch.rand(args.batch, args.classes, *small.shape[2:], generator=generator).to(device)
+    build_s = timed(lambda: wsloss.PermutohedralLattice(features), args.repeats, device)
+    filter_s = timed(lambda: lattice.filter(values), args.repeats, device)
+    row = dict(images=kind, scale_factor=scale, step_s=step_s, build_s=build_s, filter_s=filter_s,
+               vertices_per_image=lattice.num_vertices / args.batch, pixels_per_image=small.shape[2] * small.shape[3],
+               peak_memory_mb=peak_memory_mb(device))
+    if device == "cpu":
+        row["rloss_s"] = RLOSS_SECONDS[(kind, scale)]
+        row["speedup_vs_rloss"] = row["rloss_s"] / step_s
+    return row
+
+
+def run_exact(args, generator):
+    """Exact dense reference vs the lattice on one small image (N = 64 x 64)."""
+    images = workloads.photographs(1, 64).to(args.device)
+    seg = workloads.segmentations(1, args.classes, 64, generator).to(args.device)
+    roi = torch.ones(1, 64, 64, device=args.device)
+    sigma_xy = args.sigma_xy * 64 / args.size  # same relative spatial extent as the big images
+    lattice_s = timed(lambda: wsloss.DenseCRFLoss(1.0, args.sigma_rgb, sigma_xy, 1.0)(images, seg, roi),
+                      args.repeats, args.device)
+    exact_s = timed(lambda: wsloss.reference.dense_crf_loss(images, seg, roi, 1.0, args.sigma_rgb, sigma_xy),
+                    args.repeats, args.device)
+    ratio = (wsloss.DenseCRFLoss(1.0, args.sigma_rgb, sigma_xy, 1.0)(images, seg, roi)
+             / wsloss.reference.dense_crf_loss(images, seg, roi, 1.0, args.sigma_rgb, sigma_xy)).item()
+    return dict(size=64, lattice_forward_s=lattice_s, exact_forward_s=exact_s, lattice_over_exact_loss=ratio)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--classes", type=int, default=21)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--sigma-rgb", type=float, default=15.0)
+    parser.add_argument("--sigma-xy", type=float, default=100.0)
+    parser.add_argument("--scales", type=float, nargs="+", default=[0.5, 1.0])
+    parser.add_argument("--inputs", nargs="+", default=["photographs", "noise"])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", default="wsloss-bench/densecrf.json")
+    args = parser.parse_args()
+    generator = torch.Generator().manual_seed(0)
+
+    machine = dict(platform=platform.platform(), processor=platform.processor() or platform.machine(),
+                   cpus=os.cpu_count(), threads=torch.get_num_threads(), torch=torch.__version__,
+                   wsloss=wsloss.__version__, device=args.device,
+                   gpu=torch.cuda.get_device_name() if args.device == "cuda" else None)
+    print(f"# DenseCRFLoss forward+backward, B={args.batch}, K={args.classes}, {args.size}x{args.size}, "
+          f"sigma_rgb={args.sigma_rgb}, sigma_xy={args.sigma_xy}, median of {args.repeats}")
+    print("# " + ", ".join(f"{k}={v}" for k, v in machine.items() if v is not None))
+    rows = [run_config(kind, scale, args, generator) for scale in args.scales for kind in args.inputs]
+    header = f"{'images':<12} {'scale':>5} {'step ms':>9} {'build ms':>9} {'filter ms':>9} {'vertices/img':>12} " \
+             f"{'peak MB':>8} {'rloss ms':>9} {'speedup':>8}"
+    print(header)
+    for r in rows:
+        rl = f"{r['rloss_s'] * 1e3:9.0f} {r['speedup_vs_rloss']:7.1f}x" if "rloss_s" in r else f"{'-':>9} {'-':>8}"
+        print(f"{r['images']:<12} {r['scale_factor']:>5} {r['step_s'] * 1e3:9.1f} {r['build_s'] * 1e3:9.1f} "
+              f"{r['filter_s'] * 1e3:9.1f} {r['vertices_per_image']:12.0f} {r['peak_memory_mb']:8.0f} {rl}")
+    exact = run_exact(args, generator)
+    print(f"exact dense reference, 1x{args.classes}x64x64 forward: {exact['exact_forward_s'] * 1e3:.1f} ms; "
+          f"lattice {exact['lattice_forward_s'] * 1e3:.2f} ms; lattice/exact loss = "
+          f"{exact['lattice_over_exact_loss']:.3f}")
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump(dict(machine=machine, args=vars(args), rows=rows, exact=exact), f, indent=1)
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""Inputs of the canonical DenseCRFLoss workload: photographs (scikit-image's sample
+images, public domain / CC0) or uniform noise, B x 3 x S x S in 0..255, with random
+softmax segmentations and all-ones ROIs."""
+import torch
+import torch.nn.functional as F
+
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field", "retina",
+          "colorwheel")
+
+
+def photographs(batch: int, size: int) -> torch.Tensor:
+    import skimage.data
+
+    images = []
+    for i in range(batch):
+        image = torch.from_numpy(getattr(skimage.data, PHOTOS[i % len(PHOTOS)])()[..., :3].copy())
+        h, w = image.shape[:2]
+        side = min(h, w)
+        square = image[(h - side) // 2 : (h - side) // 2 + side, (w - side) // 2 : (w - side) // 2 + side]
+        square = square.permute(2, 0, 1)[None].float()
+        images.append(F.interpolate(square, size=(size, size), mode="bilinear", align_corners=False))
+    return torch.cat(images).round().clamp(0, 255)
+
+
+def noise(batch: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    return torch.rand(batch, 3, size, size, generator=generator) * 255
+
+
+def segmentations(batch: int, classes: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    logits = torch.randn(batch, classes, size // 8, size // 8, generator=generator) * 4
+    return torch.softmax(F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False), dim=1)

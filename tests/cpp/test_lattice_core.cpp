@@ -1,0 +1,193 @@
+// C++ unit tests of the torch-free lattice core (run by ctest).
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <numeric>
+#include <random>
+#include <set>
+#include <vector>
+
+#include "cpu/lattice_cpu.h"
+#include "lattice_math.h"
+
+namespace {
+
+int failures = 0;
+#define CHECK(cond)                                                    \
+  do {                                                                 \
+    if (!(cond)) {                                                     \
+      std::fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond); \
+      ++failures;                                                      \
+    }                                                                  \
+  } while (0)
+
+struct Serial {
+  template <class F>
+  void operator()(int64_t begin, int64_t end, int64_t, const F& f) const {
+    if (begin < end) f(begin, end);
+  }
+};
+
+// Splits the range in chunks of `grain`, in reverse order, to catch order dependence.
+struct Chunked {
+  template <class F>
+  void operator()(int64_t begin, int64_t end, int64_t grain, const F& f) const {
+    for (int64_t hi = end; hi > begin; hi -= grain) f(std::max(begin, hi - grain), hi);
+  }
+};
+
+using wsloss::cpu::LatticeBuilder;
+using wsloss::cpu::LatticeView;
+
+struct Built {
+  std::vector<int32_t> vertices, neighbours, splat_ptr, splat_index;
+  std::vector<float> weights;
+  std::vector<int64_t> offsets;
+  LatticeView view(int64_t batch, int64_t pixels, int d) const {
+    return {vertices.data(), weights.data(), neighbours.data(), splat_ptr.data(), splat_index.data(),
+            batch, pixels, static_cast<int64_t>(offsets.back()), d};
+  }
+};
+
+template <class PF>
+Built build(const std::vector<float>& features, int64_t batch, int d, int64_t pixels, PF pf) {
+  Built out;
+  out.vertices.resize(batch * pixels * (d + 1));
+  out.weights.resize(batch * pixels * (d + 1));
+  LatticeBuilder builder(features.data(), batch, d, pixels, out.vertices.data(), out.weights.data());
+  CHECK(builder.embed_and_hash(pf));
+  out.offsets = builder.offsets();
+  const int64_t m = out.offsets.back();
+  out.neighbours.resize(m * (d + 1) * 2);
+  out.splat_ptr.resize(m + 1);
+  out.splat_index.resize(batch * pixels * (d + 1));
+  builder.finish(out.neighbours.data(), out.splat_ptr.data(), out.splat_index.data(), pf);
+  return out;
+}
+
+std::vector<double> filter(const Built& lat, int64_t batch, int64_t pixels, int d,
+                           const std::vector<double>& in, int64_t channels, bool transpose, bool scatter) {
+  const int64_t m = lat.offsets.back();
+  std::vector<double> out(in.size()), a((m + 1) * channels), b((m + 1) * channels),
+      pixel_major(batch * pixels * channels);
+  wsloss::cpu::lattice_filter<double>(lat.view(batch, pixels, d), in.data(), out.data(), channels, 0,
+                                      channels, transpose, a.data(), b.data(),
+                                      scatter ? nullptr : pixel_major.data(), Serial{});
+  return out;
+}
+
+void test_scales_and_rounding() {
+  const float expected[] = {3.4641018f, 2.0f, 1.4142137f, 1.0954452f, 0.89442724f};
+  for (int i = 0; i < 5; ++i) CHECK(wsloss::elevation_scale(i, 5) == expected[i]);
+  CHECK(wsloss::round_half_even(0.5f) == 0 && wsloss::round_half_even(1.5f) == 2);
+  CHECK(wsloss::round_half_even(-0.5f) == 0 && wsloss::round_half_even(-2.5f) == -2);
+  CHECK(wsloss::round_half_even(2.4999998f) == 2 && wsloss::round_half_even(-7.5f) == -8);
+  CHECK(wsloss::round_half_even(8388609.0f) == 8388609 && wsloss::round_half_even(5000000.5f) == 5000000);
+}
+
+void test_embedding_properties() {
+  std::mt19937 gen(1);
+  std::uniform_real_distribution<float> uniform(-20.0f, 20.0f);
+  for (int d = 1; d <= wsloss::kMaxFeatureDim; ++d) {
+    float scale[wsloss::kMaxFeatureDim];
+    for (int i = 0; i < d; ++i) scale[i] = wsloss::elevation_scale(i, d);
+    for (int trial = 0; trial < 200; ++trial) {
+      float f[wsloss::kMaxFeatureDim], bary[wsloss::kMaxFeatureDim + 1];
+      int z[wsloss::kMaxFeatureDim + 2], rank[wsloss::kMaxFeatureDim + 2];
+      for (int i = 0; i < d; ++i) f[i] = trial % 3 == 0 ? std::round(uniform(gen)) : uniform(gen);
+      wsloss::lattice_embed(f, 1, scale, d, z, rank, bary);
+      std::set<int> ranks(rank, rank + d + 1);
+      CHECK(static_cast<int>(ranks.size()) == d + 1 && *ranks.begin() == 0 && *ranks.rbegin() == d);
+      const double total = std::accumulate(bary, bary + d + 1, 0.0);
+      CHECK(std::fabs(total - 1.0) < 1e-5);
+      for (int k = 0; k <= d; ++k) {
+        CHECK(bary[k] >= -1e-6f);
+        // every vertex is a remainder-k lattice point: all d+1 coordinates = k mod (d+1), sum 0
+        long sum = 0;
+        for (int i = 0; i < d; ++i) {
+          const int c = wsloss::vertex_coordinate(z, rank, d, k, i);
+          CHECK(((c - k) % (d + 1) + (d + 1)) % (d + 1) == 0);
+          sum += c;
+        }
+        const long last = -sum;  // implied coordinate d
+        CHECK(((last - k) % (d + 1) + (d + 1)) % (d + 1) == 0);
+      }
+    }
+  }
+}
+
+void test_hash_table_growth() {
+  const int d = 7;
+  wsloss::cpu::VertexHashTable table(d);
+  std::mt19937 gen(2);
+  std::uniform_int_distribution<int32_t> coordinate(-100000, 100000);
+  std::vector<int32_t> keys(50000 * d);
+  for (auto& c : keys) c = coordinate(gen);
+  for (int i = 0; i < 50000; ++i) CHECK(table.insert(&keys[i * d]) == i);
+  CHECK(table.size() == 50000);
+  for (int i = 0; i < 50000; i += 7) CHECK(table.insert(&keys[i * d]) == i && table.find(&keys[i * d]) == i);
+  std::vector<int32_t> absent(d, 200001);
+  CHECK(table.find(absent.data()) == -1);
+}
+
+void test_filter_adjoint_and_paths() {
+  const int64_t batch = 3, pixels = 257, channels = 5;
+  std::mt19937 gen(3);
+  std::uniform_real_distribution<float> uniform(0.0f, 4.0f);
+  std::normal_distribution<double> normal;
+  for (int d : {2, 5, 11}) {
+    std::vector<float> features(batch * d * pixels);
+    for (auto& f : features) f = uniform(gen);
+    const Built lat = build(features, batch, d, pixels, Serial{});
+    const Built chunked = build(features, batch, d, pixels, Chunked{});
+    CHECK(lat.vertices == chunked.vertices && lat.neighbours == chunked.neighbours &&
+          lat.splat_index == chunked.splat_index);
+    std::vector<double> x(batch * channels * pixels), y(x.size());
+    for (auto& v : x) v = normal(gen);
+    for (auto& v : y) v = normal(gen);
+    const auto ax = filter(lat, batch, pixels, d, x, channels, false, true);
+    const auto aty = filter(lat, batch, pixels, d, y, channels, true, true);
+    const double lhs = std::inner_product(ax.begin(), ax.end(), y.begin(), 0.0);
+    const double rhs = std::inner_product(x.begin(), x.end(), aty.begin(), 0.0);
+    CHECK(std::fabs(lhs - rhs) <= 1e-10 * std::fabs(lhs));
+    CHECK(ax == filter(lat, batch, pixels, d, x, channels, false, false));  // scatter == gather, bitwise
+  }
+}
+
+void test_constant_features_average() {
+  const int64_t pixels = 50;
+  const int d = 4;
+  std::vector<float> features(d * pixels, 1.25f);
+  const Built lat = build(features, 1, d, pixels, Serial{});
+  CHECK(lat.offsets.back() == d + 1);
+  std::vector<double> values(pixels), ones(pixels, 1.0);
+  for (int64_t p = 0; p < pixels; ++p) values[p] = static_cast<double>(p);
+  const auto num = filter(lat, 1, pixels, d, values, 1, false, true);
+  const auto den = filter(lat, 1, pixels, d, ones, 1, false, true);
+  for (int64_t p = 0; p < pixels; ++p) CHECK(std::fabs(num[p] / den[p] - 24.5) < 1e-9);
+}
+
+void test_non_finite_features_rejected() {
+  std::vector<float> features(3 * 10, 0.5f);
+  features[7] = NAN;
+  std::vector<int32_t> vertices(10 * 4);
+  std::vector<float> weights(10 * 4);
+  LatticeBuilder builder(features.data(), 1, 3, 10, vertices.data(), weights.data());
+  CHECK(!builder.embed_and_hash(Serial{}));
+  features[7] = 2e7f;
+  LatticeBuilder too_large(features.data(), 1, 3, 10, vertices.data(), weights.data());
+  CHECK(!too_large.embed_and_hash(Serial{}));
+}
+
+}  // namespace
+
+int main() {
+  test_scales_and_rounding();
+  test_embedding_properties();
+  test_hash_table_growth();
+  test_filter_adjoint_and_paths();
+  test_constant_features_average();
+  test_non_finite_features_rejected();
+  if (failures == 0) std::printf("all lattice core tests passed\n");
+  return failures == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
