@@ -127,9 +127,10 @@ WSLOSS_HD void lattice_embed(const float* feature, int64_t stride, const float* 
   for (int i = 0; i <= d; ++i) bary[i] = b[i];
 }
 
-// SPEC 1 step 7: coordinate i (< d) of the k-th vertex of the pixel's simplex.
-WSLOSS_HD int vertex_coordinate(const int* z, const int* rank, int d, int k, int i) {
-  return rank[i] <= d - k ? z[i] + k : z[i] + k - (d + 1);
+// SPEC 1 step 7: a coordinate of the k-th vertex of a pixel's simplex, from that
+// coordinate's remainder-0 value z_i and rank_i.
+WSLOSS_HD int vertex_coordinate(int z_i, int rank_i, int d, int k) {
+  return rank_i <= d - k ? z_i + k : z_i + k - (d + 1);
 }
 
 }  // namespace wsloss

@@ -6,6 +6,11 @@ from . import _C  # noqa: F401  (its static initializers register torch.ops.wslo
 ops = torch.ops.wsloss
 
 
+def has_cuda_kernels() -> bool:
+    """True when this build of wsloss has its CUDA kernels (torch with CUDA and nvcc at build time)."""
+    return torch._C._dispatch_has_kernel_for_dispatch_key("wsloss::lattice_build", "CUDA")
+
+
 @torch.library.register_fake("wsloss::lattice_build")
 def _lattice_build_fake(features):
     batch, dim, pixels = features.shape

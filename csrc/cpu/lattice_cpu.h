@@ -153,7 +153,7 @@ class LatticeBuilder {
             continue;
           }
           for (int k = 0; k <= d_; ++k) {
-            for (int i = 0; i < d_; ++i) key[i] = vertex_coordinate(z, rank, d_, k, i);
+            for (int i = 0; i < d_; ++i) key[i] = vertex_coordinate(z[i], rank[i], d_, k);
             ids[k] = table.insert(key);  // local id for now
           }
         }

@@ -105,7 +105,7 @@ void test_embedding_properties() {
         // every vertex is a remainder-k lattice point: all d+1 coordinates = k mod (d+1), sum 0
         long sum = 0;
         for (int i = 0; i < d; ++i) {
-          const int c = wsloss::vertex_coordinate(z, rank, d, k, i);
+          const int c = wsloss::vertex_coordinate(z[i], rank[i], d, k);
           CHECK(((c - k) % (d + 1) + (d + 1)) % (d + 1) == 0);
           sum += c;
         }

@@ -1,0 +1,114 @@
+// CUDA kernels of wsloss::lattice_build and wsloss::lattice_filter: thin torch wrappers
+// that allocate from the caching allocator and launch on the current stream.
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include "../lattice_checks.h"
+#include "lattice_cuda.h"
+
+namespace wsloss {
+namespace {
+
+void check_cuda(cudaError_t err, const char* what) {
+  TORCH_CHECK(err == cudaSuccess, what, ": ", cudaGetErrorString(err));
+}
+
+at::Tensor workspace(size_t bytes, const at::Tensor& like) {
+  return at::empty({static_cast<int64_t>(std::max<size_t>(bytes, 1))}, like.options().dtype(at::kByte));
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+lattice_build_cuda(const at::Tensor& features_in) {
+  check_lattice_features(features_in);
+  const c10::cuda::CUDAGuard guard(features_in.device());
+  const at::Tensor features = features_in.contiguous();
+  const int64_t batch = features.size(0), pixels = features.size(2);
+  const int d = static_cast<int>(features.size(1));
+  const int64_t corners = batch * pixels * (d + 1);
+  const int64_t capacity = cuda::table_capacity(pixels, d);
+  TORCH_CHECK_VALUE(batch * capacity < (int64_t{1} << 31), "lattice_build: batch too large for one hash table (B = ",
+                    batch, ", N = ", pixels, ", d = ", d, "); split it");
+  const auto ints = features.options().dtype(at::kInt);
+  if (corners == 0) {  // no pixels: an empty lattice
+    return {at::zeros({batch + 1}, features.options().dtype(at::kLong)), at::empty({batch, pixels, d + 1}, ints),
+            at::empty({batch, pixels, d + 1}, features.options()), at::empty({0, d + 1, 2}, ints),
+            at::zeros({1}, ints), at::empty({0}, ints)};
+  }
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+
+  at::Tensor remainder = at::empty({corners}, ints);
+  at::Tensor rank = at::empty({corners}, features.options().dtype(at::kChar));
+  at::Tensor weights = at::empty({batch, pixels, d + 1}, features.options());
+  at::Tensor vertices = at::empty({batch, pixels, d + 1}, ints);
+  at::Tensor table = at::empty({batch * capacity}, ints);
+  at::Tensor occupied = at::empty({batch * capacity}, ints);
+  at::Tensor vertex_id = at::empty({batch * capacity}, ints);
+  const size_t scan_bytes = cuda::scan_workspace_bytes(batch * capacity);
+  at::Tensor scan_workspace = workspace(scan_bytes, features);
+  at::Tensor offsets = at::empty({batch + 1}, features.options().dtype(at::kLong));
+  at::Tensor status = at::empty({2}, ints);
+  cuda::BuildBuffers buffers{features.data_ptr<float>(), batch, pixels, d, capacity,
+                             remainder.data_ptr<int32_t>(), rank.data_ptr<int8_t>(), weights.data_ptr<float>(),
+                             vertices.data_ptr<int32_t>(), table.data_ptr<int32_t>(),
+                             occupied.data_ptr<int32_t>(), vertex_id.data_ptr<int32_t>(),
+                             scan_workspace.data_ptr(), scan_bytes, offsets.data_ptr<int64_t>(),
+                             status.data_ptr<int32_t>()};
+  check_cuda(cuda::lattice_build_count(buffers, stream), "lattice_build");
+  const at::Tensor status_host = status.cpu();  // the build's one host sync: sizes the outputs
+  TORCH_CHECK_VALUE(status_host[1].item<int32_t>() == 0, "lattice_build: features must be finite and within +-",
+                    kMaxFeatureMagnitude, " (check images for NaN/Inf and sigmas for tiny values)");
+  const int64_t num_vertices = status_host[0].item<int32_t>();
+
+  at::Tensor neighbours = at::empty({num_vertices, d + 1, 2}, ints);
+  at::Tensor splat_ptr = at::empty({num_vertices + 1}, ints);
+  at::Tensor splat_index = at::empty({corners}, ints);
+  at::Tensor owner = at::empty({num_vertices}, ints);
+  at::Tensor sort_keys = at::empty({corners}, ints);
+  at::Tensor slot_iota = at::empty({corners}, ints);
+  const size_t sort_bytes = cuda::sort_workspace_bytes(corners);
+  at::Tensor sort_workspace = workspace(sort_bytes, features);
+  check_cuda(cuda::lattice_build_finish(buffers, num_vertices, neighbours.data_ptr<int32_t>(),
+                                        splat_ptr.data_ptr<int32_t>(), splat_index.data_ptr<int32_t>(),
+                                        owner.data_ptr<int32_t>(), sort_keys.data_ptr<int32_t>(),
+                                        slot_iota.data_ptr<int32_t>(), sort_workspace.data_ptr(), sort_bytes,
+                                        stream),
+             "lattice_build");
+  return {offsets, vertices, weights, neighbours, splat_ptr, splat_index};
+}
+
+at::Tensor lattice_filter_cuda(const at::Tensor& vertices, const at::Tensor& weights, const at::Tensor& neighbours,
+                               const at::Tensor& splat_ptr, const at::Tensor& splat_index, const at::Tensor& values,
+                               bool transpose) {
+  check_lattice_filter(vertices, weights, neighbours, splat_ptr, splat_index, values);
+  const c10::cuda::CUDAGuard guard(values.device());
+  const int64_t batch = values.size(0), channels = values.size(1), pixels = values.size(2);
+  const int64_t num_vertices = neighbours.size(0);
+  // Pixel-major values so that consecutive threads touch consecutive channels.
+  const at::Tensor in = values.transpose(1, 2).contiguous();
+  at::Tensor out = at::empty_like(in);
+  at::Tensor scratch = at::empty({2, num_vertices + 1, channels}, values.options());
+  const at::Tensor v = vertices.contiguous(), w = weights.contiguous(), n = neighbours.contiguous(),
+                   ptr = splat_ptr.contiguous(), idx = splat_index.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "lattice_filter_cuda", [&] {
+    scalar_t* lattice_a = scratch.data_ptr<scalar_t>();
+    check_cuda(cuda::lattice_filter<scalar_t>(v.data_ptr<int32_t>(), w.data_ptr<float>(), n.data_ptr<int32_t>(),
+                                              ptr.data_ptr<int32_t>(), idx.data_ptr<int32_t>(), batch * pixels,
+                                              num_vertices, static_cast<int>(vertices.size(2)) - 1,
+                                              in.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), channels, transpose,
+                                              lattice_a, lattice_a + (num_vertices + 1) * channels,
+                                              c10::cuda::getCurrentCUDAStream()),
+               "lattice_filter");
+  });
+  return out.transpose(1, 2).contiguous();
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(wsloss, CUDA, m) {
+  m.impl("lattice_build", &lattice_build_cuda);
+  m.impl("lattice_filter", &lattice_filter_cuda);
+}
+
+}  // namespace wsloss

@@ -1,0 +1,76 @@
+"""The CUDA kernels against the CPU kernels (which are proven against SPEC 1 and rloss)."""
+import pytest
+import torch
+
+import wsloss
+from conftest import random_photo, requires_cuda
+from wsloss import DenseCRFLoss, PermutohedralLattice
+
+pytestmark = requires_cuda
+
+
+def assert_same_filter(features, values, rtol=1e-5):
+    cpu = PermutohedralLattice(features)
+    gpu = PermutohedralLattice(features.cuda())
+    assert torch.equal(cpu.offsets, gpu.offsets.cpu())
+    torch.testing.assert_close(gpu.weights.cpu(), cpu.weights, rtol=0, atol=0)
+    for transpose in (False, True):
+        expected = cpu.filter(values, transpose=transpose)
+        got = gpu.filter(values.cuda(), transpose=transpose).cpu()
+        scale = expected.abs().max().clamp_min(1e-30)
+        torch.testing.assert_close(got / scale, expected / scale, rtol=rtol, atol=rtol)
+
+
+@pytest.mark.parametrize("batch", [1, 3, 16])
+@pytest.mark.parametrize("d", [2, 3, 5, 8, 16])
+@pytest.mark.parametrize("channels", [1, 21, 64])
+def test_random_features(batch, d, channels, rng):
+    n = 301
+    features = torch.rand(batch, d, n, generator=rng) * torch.linspace(0.5, 8.0, batch).view(batch, 1, 1)
+    values = torch.randn(batch, channels, n, generator=rng)
+    assert_same_filter(features, values)
+
+
+def test_photographs_odd_size(rng):
+    images = random_photo(4, 37, 53, rng)
+    features = wsloss.bilateral_features(images, 15.0, 10.0)
+    assert_same_filter(features, torch.rand(4, 21, 37, 53, generator=rng))
+
+
+def test_few_and_many_vertices(rng):
+    few = torch.zeros(2, 5, 1000)  # every pixel in one simplex
+    assert_same_filter(few, torch.rand(2, 3, 1000, generator=rng))
+    many = torch.rand(2, 16, 1000, generator=rng) * 100  # nearly every corner a new vertex
+    assert_same_filter(many, torch.rand(2, 3, 1000, generator=rng))
+
+
+def test_float64_values(rng):
+    features = torch.rand(2, 5, 200, generator=rng) * 3
+    assert_same_filter(features, torch.randn(2, 4, 200, generator=rng, dtype=torch.float64), rtol=1e-12)
+
+
+def test_densecrf_loss_matches_cpu(rng):
+    images = random_photo(3, 48, 61, rng)
+    seg = torch.softmax(torch.randn(3, 21, 48, 61, generator=rng) * 3, 1)
+    roi = (torch.rand(3, 48, 61, generator=rng) > 0.3).float()
+    for scale in (1.0, 0.5):
+        for gradient in ("reference", "exact"):
+            loss_fn = DenseCRFLoss(1.5, 15.0, 30.0, scale, gradient=gradient)
+            s_cpu, s_gpu = seg.clone().requires_grad_(), seg.cuda().requires_grad_()
+            l_cpu, l_gpu = loss_fn(images, s_cpu, roi), loss_fn(images.cuda(), s_gpu, roi.cuda())
+            l_cpu.backward()
+            l_gpu.backward()
+            assert l_gpu.device.type == "cuda"
+            torch.testing.assert_close(l_gpu.cpu(), l_cpu, rtol=1e-5, atol=0)
+            torch.testing.assert_close(s_gpu.grad.cpu(), s_cpu.grad, rtol=1e-5, atol=1e-7)
+
+
+def test_side_stream_and_repeatability(rng):
+    features = (torch.rand(4, 5, 4000, generator=rng) * 5).cuda()
+    values = torch.rand(4, 21, 4000, generator=rng).cuda()
+    first = PermutohedralLattice(features).filter(values)
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        again = PermutohedralLattice(features).filter(values)
+    stream.synchronize()
+    assert torch.equal(first, again)
