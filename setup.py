@@ -26,7 +26,7 @@ def extension():
     rel = lambda pattern: sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
     sources = rel("csrc/*.cpp") + rel("csrc/cpu/*.cpp")
     # The build steps of SPEC 1 must not be contracted into fused multiply-adds.
-    cxx_flags = ["-O3", "-std=c++17", "-ffp-contract=off", "-DPy_LIMITED_API=0x03090000"]
+    cxx_flags = ["-O3", "-std=c++17", "-ffp-contract=off"]
     link_flags = []
     if "parallel backend: OpenMP" in torch.__config__.parallel_info():
         # at::parallel_for is inlined into the extension: without -fopenmp it runs serially.

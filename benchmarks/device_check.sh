@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# On a GPU machine (the device tool): build with CUDA, run the whole suite on CPU and CUDA,
+# compute-sanitizer on a small case, and the benchmarks on both. Logs go to $OUT (or ./device-out).
+set -uo pipefail
+OUT="${OUT:-device-out}"; mkdir -p "$OUT"
+export CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}" TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" PYTHONUNBUFFERED=1
+# The lent machines' default C++ compiler (/opt/gcc) has newer libstdc++ headers than the
+# libstdc++ the process loads: any std::ostream use in the extension (every TORCH_CHECK
+# message) then segfaults. Build with the system compiler that matches the runtime.
+export CC=/usr/bin/gcc CXX=/usr/bin/g++
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
+python3 -m pip install --no-build-isolation -q . > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
+(cd /tmp && python3 -c "import wsloss, torch; print('cuda kernels:', wsloss._ops.has_cuda_kernels(), torch.__version__)")
+(cd tests && python3 -m pytest -q -rs -x . 2>&1) | tee "$OUT/pytest.log" | tail -15
+for tool in memcheck racecheck; do
+  compute-sanitizer --tool "$tool" --error-exitcode 3 python3 benchmarks/sanitizer_case.py > "$OUT/sanitizer-$tool.log" 2>&1
+  echo "compute-sanitizer $tool: exit $? ($(grep -c 'ERROR SUMMARY: 0 errors' "$OUT/sanitizer-$tool.log") clean summaries)"
+done
+python3 benchmarks/densecrf.py --device cuda --repeats 10 --json "$OUT/densecrf-cuda.json" 2>&1 | tee "$OUT/bench-cuda.log"
+python3 benchmarks/densecrf.py --device cpu --repeats 5 --json "$OUT/densecrf-cpu.json" 2>&1 | tee "$OUT/bench-cpu.log"
