@@ -81,13 +81,16 @@ __global__ void embed_kernel(const float* features, int64_t batch, int64_t pixel
   }
 }
 
-// Inserts every corner's key in its image's segment of the table with one atomicCAS of
-// the owner id: no locks, no duplicates; at most half full, so every probe ends.
+// Inserts every corner's key in its image's segment of the table with one atomicCAS:
+// no locks, no duplicates; at most half full, so every probe ends. The entry then
+// keeps the smallest corner with that key (atomicMin among equal keys only), which
+// makes the vertex numbering independent of thread timing.
 template <int D>
 __global__ void insert_kernel(const int32_t* remainder, const int8_t* rank, int64_t batch, int64_t pixels,
                               int64_t capacity, int32_t* table, int32_t* table_slot) {
   WSLOSS_GRID_STRIDE(s, batch * pixels * (D + 1)) {
     const int64_t q = s / (D + 1);
+    const int32_t corner = static_cast<int32_t>(s);
     int key[D];
     corner_key<D>(remainder, rank, q, static_cast<int>(s % (D + 1)), key);
     int32_t* segment = table + (q / pixels) * capacity;
@@ -95,10 +98,12 @@ __global__ void insert_kernel(const int32_t* remainder, const int8_t* rank, int6
     for (int64_t h = key_hash<D>(key) & mask;; h = (h + 1) & mask) {
       int32_t owner = static_cast<volatile int32_t*>(segment)[h];
       if (owner < 0) {
-        owner = atomicCAS(segment + h, -1, static_cast<int32_t>(s));
-        if (owner < 0) owner = static_cast<int32_t>(s);
+        owner = atomicCAS(segment + h, -1, corner);
+        if (owner < 0) owner = corner;
       }
-      if (owner == s || owner_has_key<D>(remainder, rank, owner, key)) {
+      // An entry's key never changes: any owner read here shows the same key.
+      if (owner == corner || owner_has_key<D>(remainder, rank, owner, key)) {
+        if (corner < owner) atomicMin(segment + h, corner);
         table_slot[s] = static_cast<int32_t>((q / pixels) * capacity + h);
         break;
       }
@@ -118,28 +123,30 @@ __device__ int64_t find_key(const int32_t* remainder, const int8_t* rank, const 
   }
 }
 
-__global__ void occupied_kernel(const int32_t* table, int64_t n, int32_t* occupied) {
-  WSLOSS_GRID_STRIDE(i, n) occupied[i] = table[i] >= 0;
+__global__ void first_kernel(const int32_t* table, const int32_t* table_slot, int64_t corners, int32_t* first) {
+  WSLOSS_GRID_STRIDE(s, corners) first[s] = table[table_slot[s]] == s;
 }
 
-__global__ void offsets_kernel(const int32_t* vertex_id, const int32_t* occupied, int64_t batch,
-                               int64_t capacity, int64_t* offsets, int32_t* status) {
+__global__ void offsets_kernel(const int32_t* vertex_id, const int32_t* first, int64_t batch,
+                               int64_t corners_per_image, int64_t* offsets, int32_t* status) {
   if (blockIdx.x == 0 && threadIdx.x == 0) {
-    for (int64_t b = 0; b < batch; ++b) offsets[b] = vertex_id[b * capacity];
-    const int64_t last = batch * capacity - 1;
-    offsets[batch] = vertex_id[last] + occupied[last];
+    for (int64_t b = 0; b < batch; ++b) offsets[b] = vertex_id[b * corners_per_image];
+    const int64_t last = batch * corners_per_image - 1;
+    offsets[batch] = vertex_id[last] + first[last];
     status[0] = static_cast<int32_t>(offsets[batch]);
   }
 }
 
-__global__ void owner_kernel(const int32_t* table, const int32_t* vertex_id, int64_t n, int32_t* owner) {
-  WSLOSS_GRID_STRIDE(i, n) {
-    if (table[i] >= 0) owner[vertex_id[i]] = table[i];
+__global__ void owner_kernel(const int32_t* first, const int32_t* vertex_id, int64_t corners, int32_t* owner) {
+  WSLOSS_GRID_STRIDE(s, corners) {
+    if (first[s]) owner[vertex_id[s]] = static_cast<int32_t>(s);
   }
 }
 
-__global__ void vertex_ids_kernel(const int32_t* vertex_id, int64_t n, int32_t* vertices) {
-  WSLOSS_GRID_STRIDE(s, n) vertices[s] = vertex_id[vertices[s]];
+// vertices holds each corner's table index on entry and its vertex id on exit.
+__global__ void vertex_ids_kernel(const int32_t* table, const int32_t* vertex_id, int64_t corners,
+                                  int32_t* vertices) {
+  WSLOSS_GRID_STRIDE(s, corners) vertices[s] = vertex_id[table[vertices[s]]];
 }
 
 template <int D>
@@ -159,7 +166,7 @@ __global__ void neighbours_kernel(const int32_t* remainder, const int8_t* rank, 
         for (int i = 0; i < D; ++i) other[i] = key[i] + (i == j ? -D * step : step);
         const int64_t h = find_key<D>(remainder, rank, table + image * capacity, capacity, other);
         neighbours[(v * (D + 1) + j) * 2 + sign] =
-            h < 0 ? static_cast<int32_t>(num_vertices) : vertex_id[image * capacity + h];
+            h < 0 ? static_cast<int32_t>(num_vertices) : vertex_id[table[image * capacity + h]];
       }
     }
   }
@@ -186,18 +193,16 @@ cudaError_t build_count(const BuildBuffers& a, cudaStream_t stream) {
   cudaError_t err = cudaMemsetAsync(a.status, 0, 2 * sizeof(int32_t), stream);
   if (err == cudaSuccess) err = cudaMemsetAsync(a.table, 0xff, slots * sizeof(int32_t), stream);  // -1
   if (err != cudaSuccess) return err;
-  if (points > 0) {
-    embed_kernel<D><<<blocks_for(points), kThreads, 0, stream>>>(a.features, a.batch, a.pixels, scales,
-                                                                 a.remainder, a.rank, a.weights, a.status);
-    insert_kernel<D><<<blocks_for(corners), kThreads, 0, stream>>>(a.remainder, a.rank, a.batch, a.pixels,
-                                                                   a.capacity, a.table, a.vertices);
-  }
-  occupied_kernel<<<blocks_for(slots), kThreads, 0, stream>>>(a.table, slots, a.occupied);
+  embed_kernel<D><<<blocks_for(points), kThreads, 0, stream>>>(a.features, a.batch, a.pixels, scales, a.remainder,
+                                                               a.rank, a.weights, a.status);
+  insert_kernel<D><<<blocks_for(corners), kThreads, 0, stream>>>(a.remainder, a.rank, a.batch, a.pixels, a.capacity,
+                                                                 a.table, a.vertices);
+  first_kernel<<<blocks_for(corners), kThreads, 0, stream>>>(a.table, a.vertices, corners, a.first);
   size_t bytes = a.scan_bytes;
-  err = cub::DeviceScan::ExclusiveSum(a.scan_workspace, bytes, a.occupied, a.vertex_id, static_cast<int>(slots),
+  err = cub::DeviceScan::ExclusiveSum(a.scan_workspace, bytes, a.first, a.vertex_id, static_cast<int>(corners),
                                       stream);
   if (err != cudaSuccess) return err;
-  offsets_kernel<<<1, 1, 0, stream>>>(a.vertex_id, a.occupied, a.batch, a.capacity, a.offsets, a.status);
+  offsets_kernel<<<1, 1, 0, stream>>>(a.vertex_id, a.first, a.batch, a.pixels * (D + 1), a.offsets, a.status);
   return cudaGetLastError();
 }
 
@@ -205,12 +210,11 @@ template <int D>
 cudaError_t build_finish(const BuildBuffers& a, int64_t num_vertices, int32_t* neighbours, int32_t* splat_ptr,
                          int32_t* splat_index, int32_t* owner, int32_t* sort_keys, int32_t* slot_iota,
                          void* sort_workspace, size_t sort_bytes, cudaStream_t stream) {
-  const int64_t corners = a.batch * a.pixels * (D + 1), slots = a.batch * a.capacity;
-  owner_kernel<<<blocks_for(slots), kThreads, 0, stream>>>(a.table, a.vertex_id, slots, owner);
-  vertex_ids_kernel<<<blocks_for(corners), kThreads, 0, stream>>>(a.vertex_id, corners, a.vertices);
-  if (num_vertices > 0)
-    neighbours_kernel<D><<<blocks_for(num_vertices), kThreads, 0, stream>>>(
-        a.remainder, a.rank, a.table, a.vertex_id, owner, a.pixels, a.capacity, num_vertices, neighbours);
+  const int64_t corners = a.batch * a.pixels * (D + 1);
+  owner_kernel<<<blocks_for(corners), kThreads, 0, stream>>>(a.first, a.vertex_id, corners, owner);
+  vertex_ids_kernel<<<blocks_for(corners), kThreads, 0, stream>>>(a.table, a.vertex_id, corners, a.vertices);
+  neighbours_kernel<D><<<blocks_for(num_vertices), kThreads, 0, stream>>>(
+      a.remainder, a.rank, a.table, a.vertex_id, owner, a.pixels, a.capacity, num_vertices, neighbours);
   iota_kernel<<<blocks_for(corners), kThreads, 0, stream>>>(corners, slot_iota);
   int end_bit = 1;
   while ((int64_t{1} << end_bit) <= num_vertices) ++end_bit;
@@ -220,8 +224,7 @@ cudaError_t build_finish(const BuildBuffers& a, int64_t num_vertices, int32_t* n
   cudaError_t err = cub::DeviceRadixSort::SortPairs(sort_workspace, bytes, a.vertices, sort_keys, slot_iota,
                                                     splat_index, static_cast<int>(corners), 0, end_bit, stream);
   if (err != cudaSuccess) return err;
-  csr_ptr_kernel<<<blocks_for(std::max<int64_t>(corners, 1)), kThreads, 0, stream>>>(sort_keys, corners,
-                                                                                     num_vertices, splat_ptr);
+  csr_ptr_kernel<<<blocks_for(corners), kThreads, 0, stream>>>(sort_keys, corners, num_vertices, splat_ptr);
   return cudaGetLastError();
 }
 

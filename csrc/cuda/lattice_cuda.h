@@ -21,9 +21,9 @@ struct BuildBuffers {
   int8_t* rank;           // [P][d1] scratch
   float* weights;         // [P][d1] out
   int32_t* vertices;      // [P][d1] out: table slot of each corner, then its vertex id
-  int32_t* table;         // [B capacity] scratch: owner corner (p (d+1) + k) of each key, or -1
-  int32_t* occupied;      // [B capacity] scratch
-  int32_t* vertex_id;     // [B capacity] scratch: exclusive scan of occupied
+  int32_t* table;         // [B capacity] scratch: first corner (q (d+1) + k) with each key, or -1
+  int32_t* first;         // [P][d1] scratch: 1 where a corner is its key's first corner
+  int32_t* vertex_id;     // [P][d1] scratch: exclusive scan of first (the vertex a first corner opens)
   void* scan_workspace;
   size_t scan_bytes;
   int64_t* offsets;       // [B+1] out: first vertex of each image
@@ -36,8 +36,9 @@ int64_t table_capacity(int64_t pixels, int d);
 size_t scan_workspace_bytes(int64_t items);
 size_t sort_workspace_bytes(int64_t items);
 
-// Phase 1: embed every pixel, insert every corner, number the vertices; writes the
-// vertex count to status[0] for the caller to read (the build's one host sync).
+// Phase 1: embed every pixel, insert every corner, number the vertices in order of
+// their first corner (as the CPU build does, so both give identical lattices); writes
+// the vertex count to status[0] for the caller to read (the build's one host sync).
 cudaError_t lattice_build_count(const BuildBuffers& buffers, cudaStream_t stream);
 
 // Phase 2, once the vertex count M is known: vertex ids, blur neighbours [M][d1][2]

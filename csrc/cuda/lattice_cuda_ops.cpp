@@ -43,16 +43,16 @@ lattice_build_cuda(const at::Tensor& features_in) {
   at::Tensor weights = at::empty({batch, pixels, d + 1}, features.options());
   at::Tensor vertices = at::empty({batch, pixels, d + 1}, ints);
   at::Tensor table = at::empty({batch * capacity}, ints);
-  at::Tensor occupied = at::empty({batch * capacity}, ints);
-  at::Tensor vertex_id = at::empty({batch * capacity}, ints);
-  const size_t scan_bytes = cuda::scan_workspace_bytes(batch * capacity);
+  at::Tensor first = at::empty({corners}, ints);
+  at::Tensor vertex_id = at::empty({corners}, ints);
+  const size_t scan_bytes = cuda::scan_workspace_bytes(corners);
   at::Tensor scan_workspace = workspace(scan_bytes, features);
   at::Tensor offsets = at::empty({batch + 1}, features.options().dtype(at::kLong));
   at::Tensor status = at::empty({2}, ints);
   cuda::BuildBuffers buffers{features.data_ptr<float>(), batch, pixels, d, capacity,
                              remainder.data_ptr<int32_t>(), rank.data_ptr<int8_t>(), weights.data_ptr<float>(),
                              vertices.data_ptr<int32_t>(), table.data_ptr<int32_t>(),
-                             occupied.data_ptr<int32_t>(), vertex_id.data_ptr<int32_t>(),
+                             first.data_ptr<int32_t>(), vertex_id.data_ptr<int32_t>(),
                              scan_workspace.data_ptr(), scan_bytes, offsets.data_ptr<int64_t>(),
                              status.data_ptr<int32_t>()};
   check_cuda(cuda::lattice_build_count(buffers, stream), "lattice_build");
