@@ -94,8 +94,9 @@ class VertexHashTable {
   std::vector<int32_t> keys_;
 };
 
-// Builds a batched lattice in three phases so that the caller can size the
-// per-vertex outputs once the vertex count is known.
+// Builds a batched lattice in two phases so that the caller can size the per-vertex
+// outputs once the vertex count is known. Vertices are numbered per image in order of
+// their first (pixel, corner), the numbering the CUDA build reproduces.
 class LatticeBuilder {
  public:
   // features: [B][d][N] float32. Scratch `vertices` [B N][d+1] and the outputs
