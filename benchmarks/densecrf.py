@@ -78,7 +78,14 @@ def run_config(kind, scale, args, generator):
         s = seg.detach().requires_grad_()
         loss_fn(images, s, roi).backward()
 
+    def resampling_only():  # the same torch resampling and autograd, no lattice
+        s = seg.detach().requires_grad_()
+        small_seg = torch.nn.functional.interpolate(s, scale_factor=scale, mode="bilinear") if scale != 1 else s
+        small_roi = torch.nn.functional.interpolate(roi[:, None], scale_factor=scale) if scale != 1 else roi[:, None]
+        (small_seg * small_roi).square().sum().backward()
+
     step_s = timed(step, args.repeats, device)
+    floor_s = timed(resampling_only, args.repeats, device)
     memory_mb = step_memory_mb(step, device)
     small = torch.nn.functional.interpolate(images, scale_factor=scale) if scale != 1 else images
     features = wsloss.bilateral_features(small, args.sigma_rgb, args.sigma_xy * scale)
@@ -86,7 +93,7 @@ def run_config(kind, scale, args, generator):
     values = torch.rand(args.batch, args.classes, *small.shape[2:], generator=generator).to(device)
     build_s = timed(lambda: wsloss.PermutohedralLattice(features), args.repeats, device)
     filter_s = timed(lambda: lattice.filter(values), args.repeats, device)
-    row = dict(images=kind, scale_factor=scale, step_s=step_s, build_s=build_s, filter_s=filter_s,
+    row = dict(images=kind, scale_factor=scale, step_s=step_s, resampling_s=floor_s, build_s=build_s, filter_s=filter_s,
                vertices_per_image=lattice.num_vertices / args.batch, pixels_per_image=small.shape[2] * small.shape[3],
                step_memory_mb=memory_mb)
     if device == "cpu":
@@ -133,12 +140,14 @@ def main():
           f"sigma_rgb={args.sigma_rgb}, sigma_xy={args.sigma_xy}, median of {args.repeats}")
     print("# " + ", ".join(f"{k}={v}" for k, v in machine.items() if v is not None))
     rows = [run_config(kind, scale, args, generator) for scale in args.scales for kind in args.inputs]
-    header = f"{'images':<12} {'scale':>5} {'step ms':>9} {'build ms':>9} {'filter ms':>9} {'vertices/img':>12} " \
+    print("# step: DenseCRFLoss forward+backward; torch: the same resampling and autograd without the lattice "
+          "(part of step); build, filter: one lattice_build, one 21-channel lattice_filter (part of step)")
+    header = f"{'images':<12} {'scale':>5} {'step ms':>9} {'torch ms':>9} {'build ms':>9} {'filter ms':>9} {'vertices/img':>12} " \
              f"{'step MB':>8} {'rloss ms':>9} {'speedup':>8}"
     print(header)
     for r in rows:
         rl = f"{r['rloss_s'] * 1e3:9.0f} {r['speedup_vs_rloss']:7.1f}x" if "rloss_s" in r else f"{'-':>9} {'-':>8}"
-        print(f"{r['images']:<12} {r['scale_factor']:>5} {r['step_s'] * 1e3:9.1f} {r['build_s'] * 1e3:9.1f} "
+        print(f"{r['images']:<12} {r['scale_factor']:>5} {r['step_s'] * 1e3:9.1f} {r['resampling_s'] * 1e3:9.1f} {r['build_s'] * 1e3:9.1f} "
               f"{r['filter_s'] * 1e3:9.1f} {r['vertices_per_image']:12.0f} {r['step_memory_mb']:8.0f} {rl}")
     exact = run_exact(args, generator)
     print(f"exact dense reference, 1x{args.classes}x64x64 forward: {exact['exact_forward_s'] * 1e3:.1f} ms; "
