@@ -14,7 +14,8 @@ python3 -m pip install --no-build-isolation -q . > "$OUT/build.log" 2>&1 || { ta
 (cd tests && python3 -m pytest -q -rs -x . 2>&1) | tee "$OUT/pytest.log" | tail -15
 for tool in memcheck racecheck; do
   compute-sanitizer --tool "$tool" --error-exitcode 3 python3 benchmarks/sanitizer_case.py > "$OUT/sanitizer-$tool.log" 2>&1
-  echo "compute-sanitizer $tool: exit $? ($(grep -c 'ERROR SUMMARY: 0 errors' "$OUT/sanitizer-$tool.log") clean summaries)"
+  echo "compute-sanitizer $tool: exit $?; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer-$tool.log" | tail -1)"
 done
 python3 benchmarks/densecrf.py --device cuda --repeats 10 --json "$OUT/densecrf-cuda.json" 2>&1 | tee "$OUT/bench-cuda.log"
+(cd tests && python3 -m pytest -q ../benchmarks/test_bench_densecrf.py -k cuda --benchmark-columns=median,iqr,rounds 2>&1) | tail -12
 python3 benchmarks/densecrf.py --device cpu --repeats 5 --json "$OUT/densecrf-cpu.json" 2>&1 | tee "$OUT/bench-cpu.log"
