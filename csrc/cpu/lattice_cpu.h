@@ -23,43 +23,50 @@ namespace wsloss {
 namespace cpu {
 
 // Open-addressing hash table from d integer coordinates to dense vertex ids of one
-// image. Grows (doubling, rehash) at half load, so it never overflows.
+// image. Grows (doubling, rehash) at half load, so it never overflows. Each slot
+// keeps 32 more bits of the key's hash, so that probing past other keys and looking
+// up absent keys (most blur neighbours of sparse lattices) rarely reads a stored key.
 class VertexHashTable {
  public:
   // Starts small (a compact table stays in cache; smooth images have few vertices).
-  explicit VertexHashTable(int d) : d_(d), slots_(4096, -1) {}
+  explicit VertexHashTable(int d) : d_(d), slots_(4096) {}
 
   int32_t size() const { return static_cast<int32_t>(keys_.size() / d_); }
   const int32_t* key(int32_t id) const { return keys_.data() + static_cast<int64_t>(id) * d_; }
 
-  // Id of the key, inserting it if absent.
-  int32_t insert(const int32_t* key) {
+  // Id of the key, inserting it if absent; `h` = hash(key).
+  int32_t insert(const int32_t* key) { return insert(key, hash(key)); }
+  int32_t insert(const int32_t* key, uint64_t h) {
     if (2 * (static_cast<int64_t>(size()) + 1) > static_cast<int64_t>(slots_.size())) grow();
+    const uint32_t tag = static_cast<uint32_t>(h >> 32);
     const size_t mask = slots_.size() - 1;
-    for (size_t h = hash(key) & mask;; h = (h + 1) & mask) {
-      const int32_t id = slots_[h];
-      if (id < 0) {
-        const int32_t new_id = size();
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
+      Slot& slot = slots_[i];
+      if (slot.id < 0) {
+        slot = {tag, size()};
         keys_.resize(keys_.size() + d_);
         std::copy(key, key + d_, keys_.end() - d_);
-        slots_[h] = new_id;
-        return new_id;
+        return slot.id;
       }
-      if (equal(id, key)) return id;
+      if (slot.tag == tag && equal(slot.id, key)) return slot.id;
     }
   }
 
   // Id of the key, or -1 if absent.
-  int32_t find(const int32_t* key) const {
+  int32_t find(const int32_t* key) const { return find(key, hash(key)); }
+  int32_t find(const int32_t* key, uint64_t h) const {
+    const uint32_t tag = static_cast<uint32_t>(h >> 32);
     const size_t mask = slots_.size() - 1;
-    for (size_t h = hash(key) & mask;; h = (h + 1) & mask) {
-      const int32_t id = slots_[h];
-      if (id < 0 || equal(id, key)) return id;
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
+      const Slot& slot = slots_[i];
+      if (slot.id < 0 || (slot.tag == tag && equal(slot.id, key))) return slot.id;
     }
   }
 
- private:
-  size_t hash(const int32_t* key) const {
+  // Starts loading the slot where a key of hash h begins its probe.
+  void prefetch(uint64_t h) const { __builtin_prefetch(&slots_[h & (slots_.size() - 1)]); }
+
+  uint64_t hash(const int32_t* key) const {
     // Independent products (no serial dependency between coordinates), then one mix.
     static constexpr uint64_t kOdd[kMaxFeatureDim] = {
         0x9E3779B97F4A7C15ull, 0xC2B2AE3D27D4EB4Full, 0x165667B19E3779F9ull, 0xD6E8FEB86659FD93ull,
@@ -70,8 +77,15 @@ class VertexHashTable {
     for (int i = 0; i < d_; ++i) h += static_cast<uint64_t>(static_cast<uint32_t>(key[i])) * kOdd[i];
     h ^= h >> 32;
     h *= 0xD6E8FEB86659FD93ull;
-    return static_cast<size_t>(h ^ (h >> 32));
+    return h ^ (h >> 29);
   }
+
+ private:
+  struct Slot {
+    uint32_t tag = 0;
+    int32_t id = -1;
+  };
+
   bool equal(int32_t id, const int32_t* key) const {
     const int32_t* stored = this->key(id);
     for (int i = 0; i < d_; ++i)
@@ -79,18 +93,19 @@ class VertexHashTable {
     return true;
   }
   void grow() {
-    std::vector<int32_t> slots(slots_.size() * 2, -1);
+    std::vector<Slot> slots(slots_.size() * 2);
     const size_t mask = slots.size() - 1;
-    for (int32_t id = 0; id < size(); ++id) {
-      size_t h = hash(key(id)) & mask;
-      while (slots[h] >= 0) h = (h + 1) & mask;
-      slots[h] = id;
+    for (const Slot& slot : slots_) {
+      if (slot.id < 0) continue;
+      size_t i = hash(key(slot.id)) & mask;
+      while (slots[i].id >= 0) i = (i + 1) & mask;
+      slots[i] = slot;
     }
     slots_.swap(slots);
   }
 
   int d_;
-  std::vector<int32_t> slots_;
+  std::vector<Slot> slots_;
   std::vector<int32_t> keys_;
 };
 
@@ -138,7 +153,8 @@ class LatticeBuilder {
     tables_.clear();
     for (int64_t b = 0; b < batch_; ++b) tables_.emplace_back(d_);
     parallel_for(0, batch_, 1, [&](int64_t begin, int64_t end) {
-      int z[kMaxFeatureDim + 2], rank[kMaxFeatureDim + 2], key[kMaxFeatureDim];
+      int z[kMaxFeatureDim + 2], rank[kMaxFeatureDim + 2], keys[kMaxFeatureDim + 1][kMaxFeatureDim];
+      uint64_t hashes[kMaxFeatureDim + 1];
       for (int64_t b = begin; b < end; ++b) {
         VertexHashTable& table = tables_[b];
         for (int64_t q = b * pixels_; q < (b + 1) * pixels_; ++q) {
@@ -153,10 +169,12 @@ class LatticeBuilder {
             std::copy(ids - d1, ids, ids);
             continue;
           }
-          for (int k = 0; k <= d_; ++k) {
-            for (int i = 0; i < d_; ++i) key[i] = vertex_coordinate(z[i], rank[i], d_, k);
-            ids[k] = table.insert(key);  // local id for now
+          for (int k = 0; k <= d_; ++k) {  // all corners' slots requested before the probes
+            for (int i = 0; i < d_; ++i) keys[k][i] = vertex_coordinate(z[i], rank[i], d_, k);
+            hashes[k] = table.hash(keys[k]);
+            table.prefetch(hashes[k]);
           }
+          for (int k = 0; k <= d_; ++k) ids[k] = table.insert(keys[k], hashes[k]);  // local ids for now
         }
       }
     });
@@ -183,18 +201,24 @@ class LatticeBuilder {
       const VertexHashTable& table = tables_[b];
       const int64_t offset = offsets_[b];
       parallel_for(0, table.size(), 2048, [&](int64_t begin, int64_t end) {
-        int32_t key[kMaxFeatureDim + 1];
+        // All 2(d+1) neighbour keys of a vertex first, their slots prefetched, then the
+        // probes: the lookups are independent cache misses and now overlap.
+        int32_t keys[2 * (kMaxFeatureDim + 1)][kMaxFeatureDim];
+        uint64_t hashes[2 * (kMaxFeatureDim + 1)];
         for (int64_t v = begin; v < end; ++v) {
           const int32_t* own = table.key(static_cast<int32_t>(v));
+          // Slot 2j: v - e_j, slot 2j+1: v + e_j, e_j = (-1, ..., d at j, ..., -1);
+          // coordinate d is implied.
+          for (int n = 0; n < 2 * d1; ++n) {
+            const int j = n / 2, step = n % 2 == 0 ? 1 : -1;
+            for (int i = 0; i < d_; ++i) keys[n][i] = own[i] + (i == j ? -d_ * step : step);
+            hashes[n] = table.hash(keys[n]);
+            table.prefetch(hashes[n]);
+          }
           int32_t* out = neighbours + (offset + v) * d1 * 2;
-          for (int j = 0; j <= d_; ++j) {
-            // v - e_j and v + e_j, e_j = (-1, ..., d at j, ..., -1); coordinate d is implied.
-            for (int sign = 0; sign < 2; ++sign) {
-              const int step = sign == 0 ? 1 : -1;
-              for (int i = 0; i < d_; ++i) key[i] = own[i] + (i == j ? -d_ * step : step);
-              const int32_t id = table.find(key);
-              out[j * 2 + sign] = id < 0 ? missing : static_cast<int32_t>(offset + id);
-            }
+          for (int n = 0; n < 2 * d1; ++n) {
+            const int32_t id = table.find(keys[n], hashes[n]);
+            out[n] = id < 0 ? missing : static_cast<int32_t>(offset + id);
           }
         }
       });
