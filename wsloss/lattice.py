@@ -10,7 +10,7 @@ from typing import Tuple
 import torch
 
 from ._checks import check_positive, check_tensor, compute_dtype
-from ._ops import ops
+from ._ops import has_cuda_kernels, ops
 
 __all__ = ["PermutohedralLattice", "bilateral_features", "spatial_features"]
 
@@ -57,6 +57,11 @@ class PermutohedralLattice:
 
     def __init__(self, features: torch.Tensor):
         check_tensor("features", features, dims=(3, 4), floating=True)
+        if features.is_cuda and not has_cuda_kernels():
+            raise RuntimeError(
+                "wsloss was built without its CUDA kernels: reinstall it where torch has CUDA and nvcc is "
+                "found (pip install --no-build-isolation ., or WSLOSS_CUDA=1), or pass CPU tensors"
+            )
         self.batch, self.dim = features.shape[:2]
         self.spatial_shape = tuple(features.shape[2:])
         flat = features.reshape(self.batch, self.dim, -1).to(torch.float32).contiguous()
