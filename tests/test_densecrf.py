@@ -164,3 +164,11 @@ def test_compile_fullgraph(rng, device):
     (g_compiled,) = torch.autograd.grad(out, s)
     torch.testing.assert_close(out, eager, rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(g_compiled, g_eager, rtol=1e-5, atol=1e-6)
+
+
+def test_double_backward_is_refused_not_silently_zero(rng):
+    images, seg, roi = photo_batch(rng, batch=1, classes=2, height=8, width=9)
+    seg = seg.double().requires_grad_()
+    (grad,) = torch.autograd.grad(DenseCRFLoss(1.0, 15.0, 5.0, 1.0)(images, seg, roi), seg, create_graph=True)
+    with pytest.raises(RuntimeError):
+        grad.sum().backward()

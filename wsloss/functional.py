@@ -3,6 +3,7 @@ from typing import Tuple
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from ._checks import check_positive, check_real, check_same_device, check_tensor, compute_dtype
 from ._ops import ops
@@ -29,6 +30,7 @@ class _DenseCRFLossFunction(torch.autograd.Function):
         return loss
 
     @staticmethod
+    @once_differentiable  # the saved A S~ carries no graph: refuse double backward, never zero it
     def backward(ctx, grad_loss):
         filtered, rois, *rest = ctx.saved_tensors
         batch = filtered.shape[0]
