@@ -3,7 +3,6 @@ from typing import Tuple
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 from ._checks import check_positive, check_real, check_same_device, check_tensor, compute_dtype
 from ._ops import ops
@@ -30,8 +29,9 @@ class _DenseCRFLossFunction(torch.autograd.Function):
         return loss
 
     @staticmethod
-    @once_differentiable  # the saved A S~ carries no graph: refuse double backward, never zero it
     def backward(ctx, grad_loss):
+        if torch.is_grad_enabled():  # create_graph: the saved A S~ carries no graph, never return zero
+            raise RuntimeError("DenseCRFLoss supports no double backward (create_graph=True)")
         filtered, rois, *rest = ctx.saved_tensors
         batch = filtered.shape[0]
         if ctx.exact:  # d/dS of S^T A S is (A + A^T) S
