@@ -6,9 +6,14 @@ from . import _C  # noqa: F401  (its static initializers register torch.ops.wslo
 ops = torch.ops.wsloss
 
 
+# Fixed at import (a constant to torch.compile): this build has its CUDA kernels
+# (torch had CUDA and nvcc was found when it was compiled).
+HAS_CUDA_KERNELS = torch._C._dispatch_has_kernel_for_dispatch_key("wsloss::lattice_build", "CUDA")
+
+
 def has_cuda_kernels() -> bool:
-    """True when this build of wsloss has its CUDA kernels (torch with CUDA and nvcc at build time)."""
-    return torch._C._dispatch_has_kernel_for_dispatch_key("wsloss::lattice_build", "CUDA")
+    """True when this build of wsloss has its CUDA kernels."""
+    return HAS_CUDA_KERNELS
 
 
 @torch.library.register_fake("wsloss::lattice_build")

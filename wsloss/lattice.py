@@ -10,7 +10,7 @@ from typing import Tuple
 import torch
 
 from ._checks import check_positive, check_tensor, compute_dtype
-from ._ops import has_cuda_kernels, ops
+from ._ops import HAS_CUDA_KERNELS, ops
 
 __all__ = ["PermutohedralLattice", "bilateral_features", "spatial_features"]
 
@@ -57,7 +57,7 @@ class PermutohedralLattice:
 
     def __init__(self, features: torch.Tensor):
         check_tensor("features", features, dims=(3, 4), floating=True)
-        if features.is_cuda and not has_cuda_kernels():
+        if features.is_cuda and not HAS_CUDA_KERNELS:
             raise RuntimeError(
                 "wsloss was built without its CUDA kernels: reinstall it where torch has CUDA and nvcc is "
                 "found (pip install --no-build-isolation ., or WSLOSS_CUDA=1), or pass CPU tensors"
