@@ -10,7 +10,7 @@ export CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}" TORCH_CUDA_ARCH_LIST="${TORCH_C
 export CC=/usr/bin/gcc CXX=/usr/bin/g++
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 python3 -m pip install --no-build-isolation -q . > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
-(cd /tmp && python3 -c "import wsloss, torch; print('cuda kernels:', wsloss._ops.has_cuda_kernels(), torch.__version__)")
+(cd /tmp && python3 -c "import wsloss, torch; print('cuda kernels:', wsloss._ops.HAS_CUDA_KERNELS, torch.__version__)")
 (cd tests && python3 -m pytest -q -rs -x . 2>&1) | tee "$OUT/pytest.log" | tail -15
 for tool in memcheck racecheck; do
   compute-sanitizer --tool "$tool" --error-exitcode 3 python3 benchmarks/sanitizer_case.py > "$OUT/sanitizer-$tool.log" 2>&1

@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from wsloss._ops import has_cuda_kernels
+from wsloss._ops import HAS_CUDA_KERNELS
 
 sys.path.insert(0, os.path.dirname(__file__))  # for spec_lattice
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "rloss_reference.npz")
 
 
-CUDA = torch.cuda.is_available() and has_cuda_kernels()
+CUDA = torch.cuda.is_available() and HAS_CUDA_KERNELS
 CUDA_REASON = "CUDA not available" + ("" if not torch.cuda.is_available() else " (wsloss built without CUDA kernels)")
 requires_cuda = pytest.mark.skipif(not CUDA, reason=CUDA_REASON)
 

@@ -11,11 +11,6 @@ ops = torch.ops.wsloss
 HAS_CUDA_KERNELS = torch._C._dispatch_has_kernel_for_dispatch_key("wsloss::lattice_build", "CUDA")
 
 
-def has_cuda_kernels() -> bool:
-    """True when this build of wsloss has its CUDA kernels."""
-    return HAS_CUDA_KERNELS
-
-
 @torch.library.register_fake("wsloss::lattice_build")
 def _lattice_build_fake(features):
     batch, dim, pixels = features.shape

@@ -6,15 +6,14 @@
 //   vertices  [P][d+1] int32  global vertex id of each pixel's simplex corners
 //   weights   [P][d+1] float  barycentric weights
 //   neighbours[M][d+1][2]     blur neighbours along each lattice direction; M = missing
-//   splat_ptr [M+1], splat_index[P(d+1)]  CSR of (pixel, corner) slots per vertex, so
-//                                          the splat is a race-free gather
+//   splat_ptr [M+1], splat_index[P(d+1)]  CSR of (pixel, corner) slots per vertex, for a
+//                                          race-free gather splat (CUDA; CPU with few images)
 // where P = B N pixels of all images and M the number of vertices of all images.
 #pragma once
 
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
-#include <stdexcept>
 #include <vector>
 
 #include "../lattice_math.h"
