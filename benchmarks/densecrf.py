@@ -3,7 +3,9 @@
 B=8, K=21, 512x512, sigma_rgb=15, sigma_xy=100, scale_factor 0.5 and 1.0, photographs and
 noise; per configuration the median of --repeats runs of the whole step and of its parts
 (lattice build, one filtering), and the peak memory a step adds; plus the exact dense reference on a
-small image. Prints a table and writes JSON.
+small image. On CUDA also: the same step on the CPU engine (same inputs, same run), the
+per-kernel split of one build and one filtering (torch.profiler), and the filter's bandwidth
+floor (bytes it must move / measured device copy bandwidth). Prints tables and writes JSON.
 
     python benchmarks/densecrf.py [--device cuda] [--json results.json]
 """
@@ -39,6 +41,51 @@ def timed(fn, repeats, device):
 
     once()  # warm-up
     return statistics.median(once() for _ in range(repeats))
+
+
+# Kernel name fragments of each part of the CUDA engine (csrc/cuda/lattice_cuda.cu).
+KERNEL_PARTS = (("splat", ("splat_chunk", "splat_carry")), ("blur", ("blur_kernel",)), ("slice", ("slice_kernel",)),
+                ("build", ("range_init", "embed_kernel", "key_layout", "insert_kernel", "first_kernel",
+                           "offsets_kernel", "owner_kernel", "vertex_id_kernel", "neighbours_kernel", "iota_kernel",
+                           "splat_ptr_kernel", "DeviceScan", "DeviceRadixSort", "cub::")),
+                ("memset", ("Memset",)))
+
+
+def kernel_split_ms(fn, repeats):
+    """Median GPU time per call of each part: build kernels, splat / blur / slice kernels,
+    memsets, and other (torch's layout copies)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    totals = {part: [] for part, _ in KERNEL_PARTS + (("other", ()),)}
+    for _ in range(repeats):
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            fn()
+            torch.cuda.synchronize()
+        sums = dict.fromkeys(totals, 0.0)
+        for event in prof.events():
+            if event.device_type != torch.autograd.DeviceType.CUDA:
+                continue
+            part = next((p for p, names in KERNEL_PARTS if any(n in event.name for n in names)), "other")
+            sums[part] += event.time_range.elapsed_us() / 1e3
+        for part, value in sums.items():
+            totals[part].append(value)
+    return {part: statistics.median(values) for part, values in totals.items()}
+
+
+def copy_bandwidth(device, repeats):
+    """Bytes per second of a large device-to-device copy (read + write)."""
+    source = torch.empty(2**28, dtype=torch.uint8, device=device)
+    target = torch.empty_like(source)
+    return 2 * source.numel() / timed(lambda: target.copy_(source), repeats, device)
+
+
+def filter_floor_bytes(pixels_total, d, num_vertices, channels, value_bytes=4):
+    """What one filtering must move at least: the values in and out, each pixel's d+1
+    vertex ids, weights and splat entries once, and the lattice rows written by the splat,
+    read and written by each of the d+1 blur steps, and read by the slice."""
+    return (2 * pixels_total * channels * value_bytes + 12 * pixels_total * (d + 1)
+            + (2 * (d + 1) + 2) * num_vertices * channels * value_bytes)
 
 
 def _status_kb(field):
@@ -99,6 +146,19 @@ def run_config(kind, scale, args, generator):
     if device == "cpu":
         row["rloss_s"] = RLOSS_SECONDS[(kind, scale)]
         row["speedup_vs_rloss"] = row["rloss_s"] / step_s
+    else:
+        row["build_split_ms"] = kernel_split_ms(lambda: wsloss.PermutohedralLattice(features), args.repeats)
+        row["filter_split_ms"] = kernel_split_ms(lambda: lattice.filter(values), args.repeats)
+        floor = filter_floor_bytes(lattice.vertices.shape[0] * lattice.vertices.shape[1], features.shape[1],
+                                   lattice.num_vertices, args.classes)
+        row["filter_floor_s"] = floor / args.copy_bandwidth
+        cpu_images, cpu_seg, cpu_roi = images.cpu(), seg.cpu(), roi.cpu()
+
+        def cpu_step():  # the CPU engine, same inputs
+            s = cpu_seg.detach().requires_grad_()
+            loss_fn(cpu_images, s, cpu_roi).backward()
+
+        row["cpu_step_s"] = timed(cpu_step, max(1, min(args.repeats, 3)), "cpu")
     return row
 
 
@@ -139,6 +199,7 @@ def main():
     print(f"# DenseCRFLoss forward+backward, B={args.batch}, K={args.classes}, {args.size}x{args.size}, "
           f"sigma_rgb={args.sigma_rgb}, sigma_xy={args.sigma_xy}, median of {args.repeats}")
     print("# " + ", ".join(f"{k}={v}" for k, v in machine.items() if v is not None))
+    args.copy_bandwidth = copy_bandwidth(args.device, args.repeats) if args.device == "cuda" else None
     rows = [run_config(kind, scale, args, generator) for scale in args.scales for kind in args.inputs]
     print("# step: DenseCRFLoss forward+backward; torch: the same resampling and autograd without the lattice "
           "(part of step); build, filter: one lattice_build, one 21-channel lattice_filter (part of step)")
@@ -149,6 +210,20 @@ def main():
         rl = f"{r['rloss_s'] * 1e3:9.0f} {r['speedup_vs_rloss']:7.1f}x" if "rloss_s" in r else f"{'-':>9} {'-':>8}"
         print(f"{r['images']:<12} {r['scale_factor']:>5} {r['step_s'] * 1e3:9.1f} {r['resampling_s'] * 1e3:9.1f} {r['build_s'] * 1e3:9.1f} "
               f"{r['filter_s'] * 1e3:9.1f} {r['vertices_per_image']:12.0f} {r['step_memory_mb']:8.0f} {rl}")
+    if args.device == "cuda":
+        print(f"# CUDA kernel split (ms, median of {args.repeats}, torch.profiler); copy bandwidth "
+              f"{args.copy_bandwidth / 1e9:.0f} GB/s; floor: the bytes one filtering must move / copy bandwidth")
+        parts = [p for p, _ in KERNEL_PARTS] + ["other"]
+        print(f"{'images':<12} {'scale':>5} {'op':>7} " + " ".join(f"{p:>7}" for p in parts)
+              + f" {'floor ms':>9} {'x floor':>8} {'cpu step ms':>12} {'cpu/cuda':>9}")
+        for r in rows:
+            for op in ("build", "filter"):
+                split = r[f"{op}_split_ms"]
+                line = f"{r['images']:<12} {r['scale_factor']:>5} {op:>7} " + " ".join(f"{split[p]:7.3f}" for p in parts)
+                if op == "filter":
+                    line += (f" {r['filter_floor_s'] * 1e3:9.3f} {r['filter_s'] / r['filter_floor_s']:8.1f}"
+                             f" {r['cpu_step_s'] * 1e3:12.1f} {r['cpu_step_s'] / r['step_s']:8.0f}x")
+                print(line)
     exact = run_exact(args, generator)
     print(f"exact dense reference, 1x{args.classes}x64x64 forward: {exact['exact_forward_s'] * 1e3:.1f} ms; "
           f"lattice {exact['lattice_forward_s'] * 1e3:.2f} ms; lattice/exact loss = "

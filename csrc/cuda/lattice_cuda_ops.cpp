@@ -42,20 +42,27 @@ lattice_build_cuda(const at::Tensor& features_in) {
   at::Tensor rank = at::empty({corners}, features.options().dtype(at::kChar));
   at::Tensor weights = at::empty({batch, pixels, d + 1}, features.options());
   at::Tensor vertices = at::empty({batch, pixels, d + 1}, ints);
-  at::Tensor table = at::empty({batch * capacity}, ints);
+  // coordinate minima and maxima [2][B][d], then the key layout
+  const int64_t layout_ints = (sizeof(cuda::KeyLayout) + sizeof(int32_t) - 1) / sizeof(int32_t);
+  at::Tensor key_ranges = at::empty({2 * batch * d + layout_ints}, ints);
+  at::Tensor table_key = at::empty({batch * capacity}, features.options().dtype(at::kLong));
+  at::Tensor table_corner = at::empty({batch * capacity}, ints);
   at::Tensor first = at::empty({corners}, ints);
   at::Tensor vertex_id = at::empty({corners}, ints);
   const size_t scan_bytes = cuda::scan_workspace_bytes(corners);
   at::Tensor scan_workspace = workspace(scan_bytes, features);
   at::Tensor offsets = at::empty({batch + 1}, features.options().dtype(at::kLong));
   at::Tensor status = at::empty({2}, ints);
-  cuda::BuildBuffers buffers{features.data_ptr<float>(), batch, pixels, d, capacity,
-                             remainder.data_ptr<int32_t>(), rank.data_ptr<int8_t>(), weights.data_ptr<float>(),
-                             vertices.data_ptr<int32_t>(), table.data_ptr<int32_t>(),
-                             first.data_ptr<int32_t>(), vertex_id.data_ptr<int32_t>(),
-                             scan_workspace.data_ptr(), scan_bytes, offsets.data_ptr<int64_t>(),
-                             status.data_ptr<int32_t>()};
-  check_cuda(cuda::lattice_build_count(buffers, stream), "lattice_build");
+  int32_t* ranges = key_ranges.data_ptr<int32_t>();
+  const cuda::BuildBuffers buffers{features.data_ptr<float>(), batch, pixels, d, capacity,
+                                   remainder.data_ptr<int32_t>(), rank.data_ptr<int8_t>(), weights.data_ptr<float>(),
+                                   vertices.data_ptr<int32_t>(), ranges, ranges + batch * d,
+                                   reinterpret_cast<cuda::KeyLayout*>(ranges + 2 * batch * d),
+                                   reinterpret_cast<cuda::PackedKey*>(table_key.data_ptr<int64_t>()),
+                                   table_corner.data_ptr<int32_t>(), first.data_ptr<int32_t>(),
+                                   vertex_id.data_ptr<int32_t>(), offsets.data_ptr<int64_t>(),
+                                   status.data_ptr<int32_t>()};
+  check_cuda(cuda::lattice_build_count(buffers, scan_workspace.data_ptr(), scan_bytes, stream), "lattice_build");
   const at::Tensor status_host = status.cpu();  // the build's one host sync: sizes the outputs
   TORCH_CHECK_VALUE(status_host[1].item<int32_t>() == 0, "lattice_build: features must be finite and within +-",
                     kMaxFeatureMagnitude, " (check images for NaN/Inf and sigmas for tiny values)");
@@ -66,15 +73,14 @@ lattice_build_cuda(const at::Tensor& features_in) {
   at::Tensor splat_index = at::empty({corners}, ints);
   at::Tensor owner = at::empty({num_vertices}, ints);
   at::Tensor sort_keys = at::empty({corners}, ints);
-  at::Tensor slot_iota = at::empty({corners}, ints);
+  at::Tensor sort_values = at::empty({corners}, ints);
   const size_t sort_bytes = cuda::sort_workspace_bytes(corners);
   at::Tensor sort_workspace = workspace(sort_bytes, features);
-  check_cuda(cuda::lattice_build_finish(buffers, num_vertices, neighbours.data_ptr<int32_t>(),
-                                        splat_ptr.data_ptr<int32_t>(), splat_index.data_ptr<int32_t>(),
-                                        owner.data_ptr<int32_t>(), sort_keys.data_ptr<int32_t>(),
-                                        slot_iota.data_ptr<int32_t>(), sort_workspace.data_ptr(), sort_bytes,
-                                        stream),
-             "lattice_build");
+  const cuda::FinishBuffers finish{num_vertices, neighbours.data_ptr<int32_t>(), splat_ptr.data_ptr<int32_t>(),
+                                   splat_index.data_ptr<int32_t>(), owner.data_ptr<int32_t>(),
+                                   sort_keys.data_ptr<int32_t>(), sort_values.data_ptr<int32_t>(),
+                                   sort_workspace.data_ptr(), sort_bytes};
+  check_cuda(cuda::lattice_build_finish(buffers, finish, stream), "lattice_build");
   return {offsets, vertices, weights, neighbours, splat_ptr, splat_index};
 }
 
@@ -85,23 +91,26 @@ at::Tensor lattice_filter_cuda(const at::Tensor& vertices, const at::Tensor& wei
   const c10::cuda::CUDAGuard guard(values.device());
   const int64_t batch = values.size(0), channels = values.size(1), pixels = values.size(2);
   const int64_t num_vertices = neighbours.size(0);
-  // Pixel-major values so that consecutive threads touch consecutive channels.
+  const int64_t entries = splat_index.size(0);
+  // Pixel-major input, so that the threads of one splat entry read consecutive channels;
+  // the slice writes the channel-planar result directly.
   const at::Tensor in = values.transpose(1, 2).contiguous();
-  at::Tensor out = at::empty_like(in);
-  at::Tensor scratch = at::empty({2, num_vertices + 1, channels}, values.options());
+  at::Tensor out = at::empty({batch, channels, pixels}, values.options());
+  at::Tensor scratch = at::empty({2 * (num_vertices + 1) + cuda::splat_chunks(entries), channels}, values.options());
   const at::Tensor v = vertices.contiguous(), w = weights.contiguous(), n = neighbours.contiguous(),
                    ptr = splat_ptr.contiguous(), idx = splat_index.contiguous();
   AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "lattice_filter_cuda", [&] {
     scalar_t* lattice_a = scratch.data_ptr<scalar_t>();
-    check_cuda(cuda::lattice_filter<scalar_t>(v.data_ptr<int32_t>(), w.data_ptr<float>(), n.data_ptr<int32_t>(),
-                                              ptr.data_ptr<int32_t>(), idx.data_ptr<int32_t>(), batch * pixels,
-                                              num_vertices, static_cast<int>(vertices.size(2)) - 1,
-                                              in.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), channels, transpose,
-                                              lattice_a, lattice_a + (num_vertices + 1) * channels,
-                                              c10::cuda::getCurrentCUDAStream()),
+    scalar_t* lattice_b = lattice_a + (num_vertices + 1) * channels;
+    const cuda::FilterBuffers<scalar_t> buffers{
+        v.data_ptr<int32_t>(), w.data_ptr<float>(), n.data_ptr<int32_t>(), ptr.data_ptr<int32_t>(),
+        idx.data_ptr<int32_t>(), batch, pixels, num_vertices, channels, static_cast<int>(vertices.size(2)) - 1,
+        in.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), lattice_a, lattice_b,
+        lattice_b + (num_vertices + 1) * channels};
+    check_cuda(cuda::lattice_filter<scalar_t>(buffers, transpose, c10::cuda::getCurrentCUDAStream()),
                "lattice_filter");
   });
-  return out.transpose(1, 2).contiguous();
+  return out;
 }
 
 }  // namespace
