@@ -26,20 +26,12 @@ constexpr int32_t kEmptyCorner = 0x7f7f7f7f;
 constexpr int64_t kSplatChunk = 64;
 
 // ---------------------------------------------------------------- atomics
-WSLOSS_HD int32_t atomic_cas(int32_t* p, int32_t expected, int32_t desired) {
+template <typename T>  // int32_t or PackedKey
+WSLOSS_HD T atomic_cas(T* p, T expected, T desired) {
 #if defined(__CUDA_ARCH__)
   return atomicCAS(p, expected, desired);
 #else
-  const int32_t old = *p;
-  if (old == expected) *p = desired;
-  return old;
-#endif
-}
-WSLOSS_HD PackedKey atomic_cas(PackedKey* p, PackedKey expected, PackedKey desired) {
-#if defined(__CUDA_ARCH__)
-  return atomicCAS(p, expected, desired);
-#else
-  const PackedKey old = *p;
+  const T old = *p;
   if (old == expected) *p = desired;
   return old;
 #endif
