@@ -13,13 +13,7 @@
 #include <cmath>
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define WSLOSS_HD __host__ __device__ __forceinline__
-#define WSLOSS_UNROLL _Pragma("unroll")
-#else
-#define WSLOSS_HD inline
-#define WSLOSS_UNROLL
-#endif
+#include "host_device.h"
 
 namespace wsloss {
 

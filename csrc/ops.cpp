@@ -22,4 +22,9 @@ TORCH_LIBRARY(wsloss, m) {
   m.def(
       "lattice_filter(Tensor vertices, Tensor weights, Tensor neighbours, Tensor splat_ptr, "
       "Tensor splat_index, Tensor values, bool transpose=False) -> Tensor");
+  // EM-Adapt (SPEC 4): logits [B, K, N] float32/float64, present [B, K] bool, order [B, K]
+  // int64 (visiting order) -> labels [B, N] int64, biases [B, K] (the logits' dtype).
+  m.def(
+      "em_adapt(Tensor logits, Tensor present, Tensor order, float bg_portion, float fg_portion, "
+      "bool suppress_absent, float margin) -> (Tensor labels, Tensor biases)");
 }

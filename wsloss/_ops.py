@@ -32,6 +32,12 @@ def _lattice_filter_fake(vertices, weights, neighbours, splat_ptr, splat_index, 
     return values.new_empty(values.shape)
 
 
+@torch.library.register_fake("wsloss::em_adapt")
+def _em_adapt_fake(logits, present, order, bg_portion, fg_portion, suppress_absent, margin):
+    batch, classes, pixels = logits.shape
+    return logits.new_empty((batch, pixels), dtype=torch.int64), logits.new_empty((batch, classes))
+
+
 def _lattice_filter_setup_context(ctx, inputs, output):
     *lattice, _values, transpose = inputs
     ctx.save_for_backward(*lattice)

@@ -1,0 +1,39 @@
+// CPU kernel of wsloss::em_adapt: images in parallel (torch.get_num_threads()).
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include "../em_adapt_checks.h"
+#include "em_adapt_cpu.h"
+
+namespace wsloss {
+namespace {
+
+std::tuple<at::Tensor, at::Tensor> em_adapt_cpu(const at::Tensor& logits_in, const at::Tensor& present_in,
+                                                const at::Tensor& order_in, double bg_portion, double fg_portion,
+                                                bool suppress_absent, double margin) {
+  check_em_adapt(logits_in, present_in, order_in, bg_portion, fg_portion, margin);
+  const at::Tensor logits = logits_in.contiguous(), present = present_in.contiguous(),
+                   order = order_in.contiguous();
+  const int64_t batch = logits.size(0), classes = logits.size(1), pixels = logits.size(2);
+  at::Tensor labels = at::empty({batch, pixels}, logits.options().dtype(at::kLong));
+  at::Tensor biases = at::empty({batch, classes}, logits.options());
+  const int64_t rank_bg = em_rank(bg_portion, pixels), rank_fg = em_rank(fg_portion, pixels);
+  AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "em_adapt_cpu", [&] {
+    const scalar_t* scores = logits.data_ptr<scalar_t>();
+    at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        const EmAdaptImage<scalar_t> image{scores + b * classes * pixels, present.data_ptr<bool>() + b * classes,
+                                           order.data_ptr<int64_t>() + b * classes, classes, pixels};
+        cpu::em_adapt_image(image, rank_bg, rank_fg, suppress_absent, static_cast<scalar_t>(margin),
+                            labels.data_ptr<int64_t>() + b * pixels, biases.data_ptr<scalar_t>() + b * classes);
+      }
+    });
+  });
+  return {labels, biases};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(wsloss, CPU, m) { m.impl("em_adapt", &em_adapt_cpu); }
+
+}  // namespace wsloss

@@ -1,0 +1,36 @@
+// Argument checks shared by the CPU and CUDA wrappers of wsloss::em_adapt.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+
+#include "em_adapt_math.h"
+
+namespace wsloss {
+
+inline void check_em_adapt(const at::Tensor& logits, const at::Tensor& present, const at::Tensor& order,
+                           double bg_portion, double fg_portion, double margin) {
+  TORCH_CHECK_VALUE(logits.dim() == 3, "em_adapt: logits must be [B, K, N], got shape ", logits.sizes());
+  TORCH_CHECK_TYPE(logits.scalar_type() == at::kFloat || logits.scalar_type() == at::kDouble,
+                   "em_adapt: logits must be float32 or float64, got ", logits.scalar_type());
+  const int64_t batch = logits.size(0), classes = logits.size(1), pixels = logits.size(2);
+  TORCH_CHECK_VALUE(classes >= 1 && classes <= kMaxEmClasses, "em_adapt: the class count K must be in 1..",
+                    kMaxEmClasses, ", got ", classes);
+  TORCH_CHECK_VALUE(pixels >= 1 && pixels < (int64_t{1} << 31), "em_adapt: N must be in 1..2^31-1, got ", pixels);
+  TORCH_CHECK_VALUE(present.dim() == 2 && present.size(0) == batch && present.size(1) == classes,
+                    "em_adapt: present must be [B, K] = [", batch, ", ", classes, "], got ", present.sizes());
+  TORCH_CHECK_TYPE(present.scalar_type() == at::kBool, "em_adapt: present must be bool, got ",
+                   present.scalar_type());
+  TORCH_CHECK_VALUE(order.sizes() == present.sizes(), "em_adapt: order must be [B, K] = [", batch, ", ", classes,
+                    "], got ", order.sizes());
+  TORCH_CHECK_TYPE(order.scalar_type() == at::kLong, "em_adapt: order must be int64, got ", order.scalar_type());
+  TORCH_CHECK_VALUE(present.device() == logits.device() && order.device() == logits.device(),
+                    "em_adapt: logits, present and order must be on one device, got ", logits.device(), ", ",
+                    present.device(), " and ", order.device());
+  TORCH_CHECK_VALUE(bg_portion >= 0 && bg_portion <= 1 && fg_portion >= 0 && fg_portion <= 1,
+                    "em_adapt: bg_portion and fg_portion must be in [0, 1], got ", bg_portion, " and ", fg_portion);
+  TORCH_CHECK_VALUE(std::isfinite(margin) && margin >= 0, "em_adapt: margin must be finite and >= 0, got ", margin);
+}
+
+}  // namespace wsloss

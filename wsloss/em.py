@@ -1,0 +1,239 @@
+"""EM pseudo-labels for weak supervision (Papandreou et al., ICCV 2015), ../shared/SPEC.md section 4.
+
+The E-step of "Weakly- and Semi-Supervised Learning of a Deep Convolutional Network for
+Semantic Image Segmentation": the network's own logits, biased towards the classes an
+image is tagged with (or the boxes drawn on it), give hard pseudo-labels; the M-step is
+plain cross-entropy against them (``EMAdaptLoss``, ``EMFixedLoss``). No gradient flows
+through an E-step.
+
+Image-level labels are either a B x K bool tensor (``labels[b, c]``: class c is in
+image b; class 0 is the background) or integer class indices, B x L, padded with
+negative values or ``ignore_index`` (the DeepLab list format).
+"""
+import math
+from numbers import Integral
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+
+from ._checks import check_real, check_tensor, compute_dtype
+from ._ops import ops
+
+__all__ = ["em_fixed", "em_adapt", "bbox_rect", "bbox_em_fixed", "semi_supervised_targets"]
+
+ImageLabels = Union[torch.Tensor, Sequence[Sequence[int]]]
+
+
+def _check_logits(logits) -> torch.Tensor:
+    check_tensor("logits", logits, dims=(4,), floating=True)
+    return logits.detach()
+
+
+def present_classes(labels: ImageLabels, logits: torch.Tensor, ignore_index: Optional[int] = None) -> torch.Tensor:
+    """Image-level labels as a B x K bool tensor on the logits' device."""
+    batch, classes = logits.shape[:2]
+    if not isinstance(labels, torch.Tensor):
+        if not isinstance(labels, Sequence) or len(labels) != batch:
+            raise TypeError(f"labels must be a tensor or a list of {batch} lists of class indices, got "
+                            f"{type(labels).__name__}" + (f" of length {len(labels)}" if isinstance(labels, Sequence) else ""))
+        longest = max((len(row) for row in labels), default=0)
+        rows = [list(row) + [-1] * (longest - len(row)) for row in labels]
+        if any(not isinstance(v, Integral) for row in rows for v in row):
+            raise TypeError("labels must hold integer class indices")
+        labels = torch.tensor(rows, dtype=torch.int64).reshape(batch, longest).to(logits.device)
+    if labels.device != logits.device:
+        raise ValueError(f"labels must be on the logits' device {logits.device}, got {labels.device}")
+    if labels.dtype == torch.bool:
+        if labels.shape != (batch, classes):
+            raise ValueError(f"labels (bool) must be B x K = {batch} x {classes}, got shape {tuple(labels.shape)}")
+        return labels
+    if labels.is_floating_point() or labels.is_complex() or labels.dim() != 2 or labels.shape[0] != batch:
+        raise TypeError(
+            f"labels must be a B x K bool tensor or B x L integer class indices (B = {batch}), got "
+            f"{labels.dtype} of shape {tuple(labels.shape)}"
+        )
+    labels = labels.long()
+    filler = labels < 0
+    if ignore_index is not None:
+        filler |= labels == ignore_index
+    # An index list is a rarer input than a bool tensor; checking it costs one sync.
+    if bool(((labels >= classes) & ~filler).any()):
+        raise ValueError(f"labels hold class indices outside 0..{classes - 1} (ignore_index={ignore_index})")
+    present = torch.zeros(batch, classes + 1, dtype=torch.bool, device=labels.device)
+    present.scatter_(1, torch.where(filler, classes, labels), True)
+    return present[:, :classes]
+
+
+def _argmax_last(scores: torch.Tensor) -> torch.Tensor:
+    """argmax over dim 1 with ties to the larger index (SPEC 4)."""
+    return (scores.shape[1] - 1) - scores.flip(1).argmax(1)
+
+
+@torch.no_grad()
+def em_fixed(logits: torch.Tensor, labels: ImageLabels, fg_bias: float = 5.0, bg_bias: float = 3.0,
+             suppress_absent: bool = False, ignore_index: Optional[int] = None) -> torch.Tensor:
+    """EM-Fixed pseudo-labels (Papandreou et al., ICCV 2015, section 3.1), B x H x W int64.
+
+    argmax over classes of the logits plus bg_bias on the background channel and fg_bias on
+    every present foreground class; absent classes are left as they are (the reference)
+    or, with suppress_absent, never win. Ties go to the larger class index.
+    """
+    logits = _check_logits(logits)
+    fg_bias, bg_bias = check_real("fg_bias", fg_bias), check_real("bg_bias", bg_bias)
+    present = present_classes(labels, logits, ignore_index)
+    scores = logits.to(compute_dtype(logits.dtype))
+    bias = torch.where(present, fg_bias, 0.0).to(scores.dtype)
+    bias[:, 0] = bg_bias
+    scores = scores + bias[:, :, None, None]
+    if suppress_absent:
+        absent = ~present
+        absent[:, 0] = False
+        scores = scores.masked_fill(absent[:, :, None, None], -math.inf)
+    return _argmax_last(scores)
+
+
+def _visiting_order(present: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+    batch, classes = present.shape
+    if generator is None:
+        return torch.arange(classes, device=present.device).expand(batch, classes)
+    # Background first, the foreground classes shuffled per image (as the original does).
+    shuffled = torch.rand(batch, classes - 1, generator=generator, device=generator.device).argsort(1) + 1
+    order = torch.cat((torch.zeros(batch, 1, dtype=torch.int64, device=shuffled.device), shuffled), dim=1)
+    return order.to(present.device)
+
+
+@torch.no_grad()
+def em_adapt(logits: torch.Tensor, labels: ImageLabels, fg_portion: float = 0.2, bg_portion: float = 0.4,
+             suppress_absent: bool = True, margin: float = 1e-5, ignore_index: Optional[int] = None,
+             generator: Optional[torch.Generator] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """EM-Adapt pseudo-labels (Papandreou et al., ICCV 2015, section 3.1; SPEC 4).
+
+    Per image, each present class l in turn (background first, then the foreground
+    classes ascending, or in a random order drawn from ``generator``) gets the adaptive
+    bias b_l that makes it tie or beat the running maximum on at least a fraction rho_l
+    of the pixels (rho = bg_portion for the background, fg_portion otherwise): b_l is
+    the k-th smallest of M - F_l, k = min(floor(rho_l N), N - 1). With suppress_absent,
+    absent classes are clipped below the least present score (minus margin) first.
+
+    Returns (labels B x H x W int64, ties to the larger class index; biases B x K, 0
+    for classes without one, float32 or float64). float16/bfloat16 are computed in float32.
+    """
+    logits = _check_logits(logits)
+    for name, value in (("fg_portion", fg_portion), ("bg_portion", bg_portion)):
+        if not 0.0 <= check_real(name, value) <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {value}")
+    margin = check_real("margin", margin)
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    present = present_classes(labels, logits, ignore_index)
+    batch, classes, height, width = logits.shape
+    flat = logits.to(compute_dtype(logits.dtype)).reshape(batch, classes, height * width)
+    pseudo, biases = ops.em_adapt(flat, present, _visiting_order(present, generator), float(bg_portion),
+                                  float(fg_portion), bool(suppress_absent), margin)
+    return pseudo.reshape(batch, height, width), biases
+
+
+def _box_span(lo: float, hi: float, size: int) -> Tuple[int, int]:
+    # Pixel i (covering [i, i + 1)) is inside when its centre i + 0.5 lies in [lo, hi).
+    return min(max(math.ceil(lo - 0.5), 0), size), min(max(math.ceil(hi - 0.5), 0), size)
+
+
+def bbox_rect(boxes: Sequence, classes: Sequence, height: int, width: int,
+              device: Union[str, torch.device, None] = None) -> torch.Tensor:
+    """Bbox-Rect label maps (Papandreou et al., ICCV 2015, section 3.2), B x H x W int64.
+
+    boxes[b]: image b's boxes, n_b x 4 (x0, y0, x1, y1) in pixel coordinates, x1 and y1
+    exclusive (pixel i covers [i, i + 1); it is inside when its centre is); classes[b]:
+    their n_b classes, each >= 1. A pixel takes the class of the smallest box that holds
+    it (equal areas: the later box); outside every box it is background (0).
+    (VOC's 1-based inclusive xmin..xmax is x0 = xmin - 1, x1 = xmax.)
+    """
+    for name, value in (("height", height), ("width", width)):
+        if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if len(boxes) != len(classes):
+        raise ValueError(f"boxes and classes must list the same number of images, got {len(boxes)} and {len(classes)}")
+    out = torch.zeros(len(boxes), height, width, dtype=torch.int64, device=device)
+    for b, (image_boxes, image_classes) in enumerate(zip(boxes, classes)):
+        coords = torch.as_tensor(image_boxes, dtype=torch.float64).reshape(-1, 4).tolist()
+        labels = torch.as_tensor(image_classes).reshape(-1).tolist()
+        if len(coords) != len(labels):
+            raise ValueError(f"image {b}: {len(coords)} boxes but {len(labels)} classes")
+        for box, label in zip(coords, labels):
+            if not all(math.isfinite(v) for v in box) or box[2] < box[0] or box[3] < box[1]:
+                raise ValueError(f"boxes[{b}] must be finite x0, y0, x1, y1 with x0 <= x1 and y0 <= y1, got {box}")
+            if isinstance(label, bool) or not isinstance(label, Integral) or label < 1:
+                raise ValueError(f"classes[{b}] must be integer classes >= 1 (0 is the background), got {label!r}")
+        # Largest first, so that smaller boxes (and later ones of equal area) paint over.
+        by_area = sorted(range(len(coords)), key=lambda i: -(coords[i][2] - coords[i][0]) * (coords[i][3] - coords[i][1]))
+        for i in by_area:
+            x0, y0, x1, y1 = coords[i]
+            (c0, c1), (r0, r1) = _box_span(x0, x1, width), _box_span(y0, y1, height)
+            out[b, r0:r1, c0:c1] = labels[i]
+    return out
+
+
+@torch.no_grad()
+def bbox_em_fixed(logits: torch.Tensor, rect_labels: torch.Tensor, fg_bias: float = 5.0,
+                  bg_bias: float = 3.0) -> torch.Tensor:
+    """Bbox-EM-Fixed pseudo-labels (Papandreou et al., ICCV 2015, section 3.2), B x H x W int64.
+
+    On a Bbox-Rect map (``bbox_rect``): the background gets bg_bias everywhere, a box's
+    class gets fg_bias inside its box (where rect_labels holds it); argmax, ties to the
+    larger class index. rect_labels values outside 1..K-1 give no foreground bias.
+    """
+    logits = _check_logits(logits)
+    fg_bias, bg_bias = check_real("fg_bias", fg_bias), check_real("bg_bias", bg_bias)
+    check_tensor("rect_labels", rect_labels, dims=(3,))
+    batch, classes, height, width = logits.shape
+    if rect_labels.shape != (batch, height, width):
+        raise ValueError(f"rect_labels must be B x H x W = {batch} x {height} x {width}, got {tuple(rect_labels.shape)}")
+    if rect_labels.device != logits.device:
+        raise ValueError(f"rect_labels must be on the logits' device {logits.device}, got {rect_labels.device}")
+    if rect_labels.dtype == torch.bool or rect_labels.is_floating_point() or rect_labels.is_complex():
+        raise TypeError(f"rect_labels must be an integer tensor, got {rect_labels.dtype}")
+    scores = logits.to(compute_dtype(logits.dtype))
+    foreground = torch.arange(classes, device=logits.device)[None, :, None, None]
+    inside = (rect_labels[:, None] == foreground) & (foreground > 0)
+    scores = scores + inside.to(scores.dtype) * fg_bias
+    scores[:, 0] += bg_bias
+    return _argmax_last(scores)
+
+
+@torch.no_grad()
+def semi_supervised_targets(logits: torch.Tensor, labels: ImageLabels, masks: Optional[torch.Tensor] = None,
+                            strong: Optional[torch.Tensor] = None, method: str = "em_adapt",
+                            ignore_index: Optional[int] = None, **options) -> torch.Tensor:
+    """Cross-entropy targets for a batch mixing strong and weak images (SPEC 4), B x H x W int64.
+
+    Images with strong[b] keep masks[b] (which may hold ignore_index); the others get the
+    E-step pseudo-labels of ``method`` ("em_adapt" or "em_fixed", with its ``options``)
+    from their image-level labels. Without masks every image is weak.
+    """
+    logits = _check_logits(logits)
+    if method == "em_adapt":
+        targets = em_adapt(logits, labels, ignore_index=ignore_index, **options)[0]
+    elif method == "em_fixed":
+        targets = em_fixed(logits, labels, ignore_index=ignore_index, **options)
+    else:
+        raise ValueError(f"method must be 'em_adapt' or 'em_fixed', got {method!r}")
+    if masks is None:
+        if strong is not None:
+            raise ValueError("strong needs masks")
+        return targets
+    batch, _, height, width = logits.shape
+    check_tensor("masks", masks, dims=(3,))
+    if masks.shape != (batch, height, width) or masks.is_floating_point() or masks.dtype == torch.bool:
+        raise ValueError(f"masks must be integer B x H x W = {batch} x {height} x {width} (the logits' size), "
+                         f"got {masks.dtype} of shape {tuple(masks.shape)}")
+    if strong is None:
+        raise ValueError("masks need strong (B bools: which images keep their masks)")
+    check_tensor("strong", strong, dims=(1,))
+    if strong.dtype != torch.bool or strong.shape != (batch,):
+        raise ValueError(f"strong must be {batch} bools, got {strong.dtype} of shape {tuple(strong.shape)}")
+    for name, t in (("masks", masks), ("strong", strong)):
+        if t.device != logits.device:
+            raise ValueError(f"{name} must be on the logits' device {logits.device}, got {t.device}")
+    return torch.where(strong[:, None, None], masks.long(), targets)
