@@ -186,9 +186,11 @@ WSLOSS_HD int key_digit(Key key, int pass) {
 
 // Looks for the element of rank `rank` (0-based, among keys with the chosen prefix) in
 // the histogram bins [begin, end), given `below` keys in earlier bins. On success,
-// sets the digit and the rank within that digit's bin.
+// sets the digit and the rank within that digit's bin; exactly one of the threads that
+// split the bins among them succeeds.
 WSLOSS_HD bool find_digit(const uint32_t* histogram, int begin, int end, uint32_t below, uint32_t rank, int* digit,
                           uint32_t* rank_in_digit) {
+  if (rank < below) return false;  // an earlier thread's bins hold it
   for (int d = begin; d < end; ++d) {
     if (rank < below + histogram[d]) {
       *digit = d;

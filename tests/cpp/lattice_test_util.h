@@ -1,5 +1,5 @@
-// Helpers shared by the C++ tests: a CHECK that counts failures, a serial
-// parallel_for, and the CPU lattice (build and filter) as vectors.
+// Helpers shared by the lattice tests: a serial parallel_for and the CPU lattice
+// (build and filter) as vectors.
 #pragma once
 
 #include <cstdio>
@@ -7,17 +7,9 @@
 
 #include "cpu/lattice_cpu.h"
 #include "lattice_math.h"
+#include "test_check.h"
 
 namespace {
-
-int failures = 0;
-#define CHECK(cond)                                                    \
-  do {                                                                 \
-    if (!(cond)) {                                                     \
-      std::fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond); \
-      ++failures;                                                      \
-    }                                                                  \
-  } while (0)
 
 struct Serial {
   template <class F>

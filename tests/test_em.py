@@ -1,0 +1,325 @@
+"""E-steps (SPEC 4) against the literal NumPy reference in spec_em.py, on every device."""
+import numpy as np
+import pytest
+import torch
+
+import spec_em
+import wsloss
+from conftest import requires_cuda
+
+
+def random_logits(batch, classes, height, width, generator, ties=False, dtype=torch.float32):
+    logits = torch.randn(batch, classes, height, width, generator=generator, dtype=torch.float64) * 3
+    if ties:  # few distinct values: many equal differences and equal scores
+        logits = logits.round()
+    return logits.to(dtype)
+
+
+def random_present(batch, classes, generator, fraction=0.3):
+    present = torch.rand(batch, classes, generator=generator) < fraction
+    present[:, 0] |= torch.rand(batch, generator=generator) < 0.9
+    return present
+
+
+def assert_em_adapt_matches_spec(logits, present, device, **kwargs):
+    labels, biases = wsloss.em_adapt(logits.to(device), present.to(device), **kwargs)
+    expected_labels, expected_biases = spec_em.em_adapt(logits.numpy(), present.numpy(), **{
+        k: v for k, v in kwargs.items() if k != "generator"})
+    assert labels.dtype == torch.int64 and labels.shape == logits.shape[:1] + logits.shape[2:]
+    assert biases.dtype == logits.dtype and biases.shape == present.shape
+    np.testing.assert_array_equal(biases.cpu().numpy(), expected_biases)
+    np.testing.assert_array_equal(labels.cpu().numpy(), expected_labels)
+    return labels, biases
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("batch,classes,height,width", [
+    (1, 2, 1, 1), (3, 2, 1, 7), (4, 5, 9, 13), (2, 21, 33, 31), (32, 3, 6, 5), (2, 60, 17, 19), (1, 21, 65, 65),
+])
+def test_em_adapt_matches_spec(batch, classes, height, width, ties, dtype, device, rng):
+    logits = random_logits(batch, classes, height, width, rng, ties, dtype)
+    present = random_present(batch, classes, rng)
+    assert_em_adapt_matches_spec(logits, present, device)
+
+
+@pytest.mark.parametrize("suppress_absent", [False, True])
+@pytest.mark.parametrize("portions", [(0.2, 0.4), (0.0, 0.0), (1.0, 1.0), (0.35, 0.05)])
+def test_em_adapt_options(portions, suppress_absent, device, rng):
+    logits = random_logits(6, 7, 11, 10, rng, ties=True)
+    present = random_present(6, 7, rng, fraction=0.5)
+    present[1] = True  # all classes present
+    present[2] = False  # no class at all: no bias, plain argmax
+    present[3] = False
+    present[3, 4] = True  # a foreground class only
+    fg, bg = portions
+    assert_em_adapt_matches_spec(logits, present, device, fg_portion=fg, bg_portion=bg,
+                                 suppress_absent=suppress_absent, margin=0.5)
+
+
+def test_em_adapt_large_images(device, rng):
+    # 513 x 513: the multi-block CUDA path; odd sizes; one image with every class.
+    logits = random_logits(2, 21, 513, 513, rng, ties=True)
+    present = random_present(2, 21, rng)
+    present[1] = True
+    assert_em_adapt_matches_spec(logits, present, device)
+
+
+def replay_wins(logits, present, biases, order):
+    """Per visited class, pixels where it ties or beats the running maximum when visited."""
+    classes = logits.shape[0]
+    flat = logits.reshape(classes, -1)
+    m = flat[present].max(0).values
+    wins = {}
+    for c in order:
+        if present[c]:
+            biased = flat[c] + biases[c]
+            wins[c] = int((biased >= m).sum())
+            m = torch.maximum(m, biased)
+    return wins
+
+
+@pytest.mark.parametrize("size", [(1, 1), (5, 7), (64, 48)])
+def test_em_adapt_visited_class_wins_its_portion(size, device, rng):
+    """SPEC 4: class l ties or beats M on at least k_l + 1 pixels when it is visited.
+
+    Exactly so where F_l + (M - F_l) rounds to M: logits on a 1/16 grid (elsewhere
+    rounding may put F_l + b_l one ulp below M, in the original as here).
+    """
+    logits = (random_logits(8, 21, *size, rng) * 16).round() / 16
+    present = random_present(8, 21, rng, fraction=0.4)
+    labels, biases = wsloss.em_adapt(logits.to(device), present.to(device))
+    n = size[0] * size[1]
+    for b in range(8):
+        wins = replay_wins(logits[b], present[b], biases[b].cpu(), range(21))
+        assert len(wins) == int(present[b].sum())
+        for c, count in wins.items():
+            rho = 0.4 if c == 0 else 0.2
+            assert count >= min(int(np.floor(rho * n)), n - 1) + 1, (b, c, count)
+        assert (biases[b] >= 0).all() and not biases[b][~present[b].to(device)].any()
+
+
+def test_em_adapt_generator_shuffles_foreground(device, rng):
+    logits = random_logits(4, 12, 23, 29, rng)
+    present = torch.ones(4, 12, dtype=torch.bool)
+    seed = int(torch.randint(1 << 30, (), generator=rng))
+    first = wsloss.em_adapt(logits.to(device), present.to(device), generator=torch.Generator(device).manual_seed(seed))
+    again = wsloss.em_adapt(logits.to(device), present.to(device), generator=torch.Generator(device).manual_seed(seed))
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    # The same order, drawn the same way, given to the reference.
+    g = torch.Generator(device).manual_seed(seed)
+    shuffled = torch.rand(4, 11, generator=g, device=device).argsort(1) + 1
+    orders = [[0] + row for row in shuffled.cpu().tolist()]
+    assert any(order != list(range(12)) for order in orders)
+    expected_labels, expected_biases = spec_em.em_adapt(logits.numpy(), present.numpy(), orders=orders)
+    np.testing.assert_array_equal(first[1].cpu().numpy(), expected_biases)
+    np.testing.assert_array_equal(first[0].cpu().numpy(), expected_labels)
+    # The background stays first: its bias is the plain order's.
+    plain = wsloss.em_adapt(logits.to(device), present.to(device))[1]
+    torch.testing.assert_close(first[1][:, 0], plain[:, 0], rtol=0, atol=0)
+
+
+def test_em_adapt_suppression(device):
+    # Class 2 is absent and has the largest logits everywhere.
+    logits = torch.zeros(1, 3, 4, 4)
+    logits[0, 2] = 10
+    logits[0, 1, :2] = 1
+    present = torch.tensor([[True, True, False]])
+    suppressed, _ = wsloss.em_adapt(logits.to(device), present.to(device))
+    assert not (suppressed == 2).any()
+    kept, _ = wsloss.em_adapt(logits.to(device), present.to(device), suppress_absent=False)
+    assert (kept == 2).all()
+
+
+def test_em_adapt_index_lists_equal_bool(device, rng):
+    logits = random_logits(3, 6, 8, 9, rng).to(device)
+    lists = [[0, 3], [5, 255, 0, 1, -1], [2]]
+    present = torch.zeros(3, 6, dtype=torch.bool)
+    for b, row in enumerate(lists):
+        for c in row:
+            if 0 <= c < 6:
+                present[b, c] = True
+    expected = wsloss.em_adapt(logits, present.to(device))
+    padded = torch.tensor([row + [-1] * (5 - len(row)) for row in lists], device=device)
+    for labels in (lists, padded):
+        got = wsloss.em_adapt(logits, labels, ignore_index=255)
+        assert all(torch.equal(a, b) for a, b in zip(got, expected))
+    with pytest.raises(ValueError, match="outside 0..5"):
+        wsloss.em_adapt(logits, lists)  # 255 is a class index without ignore_index
+
+
+def test_em_adapt_half_precision_and_no_grad(device, rng):
+    logits = random_logits(2, 4, 10, 10, rng).to(device)
+    present = torch.tensor([[True, False, True, False], [True, True, True, True]], device=device)
+    for dtype in (torch.float16, torch.bfloat16):
+        source = logits.to(dtype).requires_grad_()
+        labels, biases = wsloss.em_adapt(source, present)
+        expected = wsloss.em_adapt(logits.to(dtype).float(), present)
+        assert biases.dtype == torch.float32 and not biases.requires_grad
+        assert torch.equal(labels, expected[0]) and torch.equal(biases, expected[1])
+
+
+def test_em_adapt_non_contiguous(device, rng):
+    logits = random_logits(2, 5, 12, 14, rng).to(device)
+    present = torch.ones(2, 5, dtype=torch.bool, device=device)
+    expected = wsloss.em_adapt(logits, present)
+    for view in (logits.permute(0, 1, 3, 2).contiguous().permute(0, 1, 3, 2),
+                 logits.contiguous(memory_format=torch.channels_last)):
+        got = wsloss.em_adapt(view, present)
+        assert all(torch.equal(a, b) for a, b in zip(got, expected))
+
+
+def test_em_adapt_non_finite_logits_do_not_crash(device):
+    logits = torch.randn(2, 3, 40, 40)
+    logits[0, 0, :5] = float("nan")
+    logits[0, 1, 5:9] = float("inf")
+    logits[1, 2] = float("-inf")
+    present = torch.ones(2, 3, dtype=torch.bool)
+    cpu = wsloss.em_adapt(logits, present)
+    got = wsloss.em_adapt(logits.to(device), present.to(device))
+    assert torch.equal(got[0].cpu(), cpu[0])
+    torch.testing.assert_close(got[1].cpu(), cpu[1], rtol=0, atol=0, equal_nan=True)
+    assert ((cpu[0] >= 0) & (cpu[0] < 3)).all()
+
+
+@pytest.mark.parametrize("suppress_absent", [False, True])
+def test_em_fixed_matches_spec(suppress_absent, device, rng):
+    logits = random_logits(5, 21, 13, 17, rng, ties=True)
+    present = random_present(5, 21, rng)
+    labels = wsloss.em_fixed(logits.to(device), present.to(device), fg_bias=2.0, bg_bias=1.0,
+                             suppress_absent=suppress_absent)
+    expected = spec_em.em_fixed(logits.numpy(), present.numpy(), 2.0, 1.0, suppress_absent)
+    np.testing.assert_array_equal(labels.cpu().numpy(), expected)
+
+
+def test_em_fixed_ties_to_larger_class(device):
+    logits = torch.zeros(1, 3, 2, 2)
+    present = torch.tensor([[True, True, True]])
+    labels = wsloss.em_fixed(logits.to(device), present.to(device), fg_bias=0.0, bg_bias=0.0)
+    assert (labels == 2).all()
+
+
+def test_bbox_rect_matches_spec(rng):
+    height, width = 23, 31
+    boxes, classes = [], []
+    for b in range(4):
+        n = int(torch.randint(0, 6, (), generator=rng))
+        corners = torch.rand(n, 2, 2, generator=rng) * torch.tensor([width + 6.0, height + 6.0]) - 3
+        corners = corners.sort(dim=1).values
+        box = torch.cat((corners[:, 0], corners[:, 1]), 1)  # x0, y0, x1, y1
+        if b == 1 and n:
+            box = box.round()  # integer boxes, equal areas likely to tie
+            box[-1] = box[0]
+        boxes.append(box)
+        classes.append(torch.randint(1, 21, (n,), generator=rng))
+    got = wsloss.bbox_rect(boxes, classes, height, width)
+    expected = spec_em.bbox_rect([b.tolist() for b in boxes], [c.tolist() for c in classes], height, width)
+    np.testing.assert_array_equal(got.numpy(), expected)
+
+
+def test_bbox_rect_overlaps_and_conventions():
+    boxes = [[[0, 0, 10, 10], [2, 3, 5, 6]], []]
+    got = wsloss.bbox_rect(boxes, [[1, 7], []], 8, 12)
+    assert got[0, 3:6, 2:5].eq(7).all() and got[0, 3:6, 2:5].numel() == 9  # x1, y1 exclusive
+    assert got[0, :8, :10].ne(0).all() and got[0, :, 10:].eq(0).all()
+    assert got[1].eq(0).all()
+    with pytest.raises(ValueError, match="classes"):
+        wsloss.bbox_rect([[[0, 0, 2, 2]]], [[0]], 4, 4)
+    with pytest.raises(ValueError, match="boxes"):
+        wsloss.bbox_rect([[[3, 0, 2, 2]]], [[1]], 4, 4)
+    with pytest.raises(ValueError, match="height"):
+        wsloss.bbox_rect([[[0, 0, 2, 2]]], [[1]], 0, 4)
+
+
+def test_bbox_em_fixed_matches_spec(device, rng):
+    logits = random_logits(3, 6, 12, 15, rng, ties=True)
+    rect = wsloss.bbox_rect([[[1, 1, 9, 8], [4, 2, 14, 11]], [[0, 0, 15, 12]], []], [[2, 5], [1], []], 12, 15)
+    got = wsloss.bbox_em_fixed(logits.to(device), rect.to(device), fg_bias=1.5, bg_bias=0.5)
+    np.testing.assert_array_equal(got.cpu().numpy(), spec_em.bbox_em_fixed(logits.numpy(), rect.numpy(), 1.5, 0.5))
+
+
+def test_semi_supervised_targets(device, rng):
+    logits = random_logits(4, 5, 9, 11, rng).to(device)
+    present = random_present(4, 5, rng).to(device)
+    masks = torch.randint(0, 5, (4, 9, 11), generator=rng).to(device)
+    masks[0, 0, 0] = 255
+    strong = torch.tensor([True, False, True, False], device=device)
+    targets = wsloss.semi_supervised_targets(logits, present, masks, strong)
+    pseudo = wsloss.em_adapt(logits, present)[0]
+    assert torch.equal(targets[strong], masks[strong]) and torch.equal(targets[~strong], pseudo[~strong])
+    fixed = wsloss.semi_supervised_targets(logits, present, method="em_fixed", fg_bias=1.0)
+    assert torch.equal(fixed, wsloss.em_fixed(logits, present, fg_bias=1.0))
+
+
+@pytest.mark.parametrize("loss_type", [wsloss.EMAdaptLoss, wsloss.EMFixedLoss])
+def test_e_step_losses(loss_type, device, rng):
+    logits = random_logits(3, 6, 10, 12, rng).to(device).requires_grad_()
+    present = random_present(3, 6, rng).to(device)
+    masks = torch.randint(0, 6, (3, 10, 12), generator=rng).to(device)
+    masks[:, :2] = 255
+    strong = torch.tensor([False, True, False], device=device)
+    loss_fn = loss_type()
+    loss = loss_fn(logits, present, masks, strong)
+    targets = wsloss.semi_supervised_targets(logits, present, masks, strong, loss_fn.method, 255, **loss_fn.options)
+    expected = torch.nn.functional.cross_entropy(logits, targets, ignore_index=255)
+    torch.testing.assert_close(loss, expected, rtol=0, atol=0)
+    loss.backward()
+    (grad,) = torch.autograd.grad(expected, logits)
+    torch.testing.assert_close(logits.grad, grad)
+    assert loss_type.__name__ in repr(loss_fn)
+
+
+def test_em_adapt_loss_trains_towards_tags(rng):
+    """A few steps of EMAdaptLoss on free logits move the prediction towards the tagged classes."""
+    logits = torch.randn(2, 4, 16, 16, generator=rng).requires_grad_()
+    present = torch.tensor([[True, False, True, False], [True, True, False, False]])
+    optimizer = torch.optim.SGD([logits], lr=300.0)  # the mean over 512 pixels
+    loss_fn = wsloss.EMAdaptLoss()
+    for _ in range(30):
+        optimizer.zero_grad()
+        loss_fn(logits, present).backward()
+        optimizer.step()
+    predicted = logits.argmax(1)
+    for b in range(2):
+        assert set(predicted[b].unique().tolist()) <= set(present[b].nonzero().flatten().tolist())
+
+
+def test_em_adapt_opcheck(device, rng):
+    logits = random_logits(2, 5, 6, 7, rng).reshape(2, 5, 42).to(device)
+    present = random_present(2, 5, rng).to(device)
+    order = torch.arange(5, device=device).expand(2, 5).contiguous()
+    torch.library.opcheck(torch.ops.wsloss.em_adapt.default, (logits, present, order, 0.4, 0.2, True, 1e-5))
+
+
+def test_em_adapt_compiles(device, rng):
+    logits = random_logits(2, 5, 6, 7, rng).to(device)
+    present = random_present(2, 5, rng).to(device)
+
+    @torch.compile(fullgraph=True)
+    def step(x):
+        labels, biases = wsloss.em_adapt(x, present)
+        return torch.nn.functional.cross_entropy(x, labels), biases
+
+    loss, biases = step(logits)
+    labels, expected = wsloss.em_adapt(logits, present)
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(logits, labels))
+    assert torch.equal(biases, expected)
+
+
+@requires_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(32, 21, 65, 65), (8, 21, 128, 129), (3, 60, 300, 301), (1, 2, 1, 1)])
+def test_em_adapt_cuda_matches_cpu(shape, dtype, rng):
+    """Both CUDA paths (one block per image; a cooperative grid for large images), bit for bit."""
+    logits = random_logits(*shape, rng, ties=True, dtype=dtype)
+    present = random_present(shape[0], shape[1], rng)
+    present[0] = True
+    cpu = wsloss.em_adapt(logits, present)
+    gpu = wsloss.em_adapt(logits.cuda(), present.cuda())
+    assert torch.equal(gpu[0].cpu(), cpu[0]) and torch.equal(gpu[1].cpu(), cpu[1])
+    # On a side stream, repeatable.
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        again = wsloss.em_adapt(logits.cuda(), present.cuda())
+    stream.synchronize()
+    assert torch.equal(again[0], gpu[0]) and torch.equal(again[1], gpu[1])
