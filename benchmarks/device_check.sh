@@ -18,4 +18,5 @@ for tool in memcheck racecheck; do
 done
 python3 benchmarks/densecrf.py --device cuda --repeats 10 --json "$OUT/densecrf-cuda.json" 2>&1 | tee "$OUT/bench-cuda.log"
 (cd tests && python3 -m pytest -q ../benchmarks/test_bench_densecrf.py -k cuda --benchmark-columns=median,iqr,rounds 2>&1) | tail -12
+python3 benchmarks/em.py --device cuda --repeats 20 --json "$OUT/em-cuda.json" 2>&1 | tee "$OUT/bench-em.log"
 python3 benchmarks/densecrf.py --device cpu --repeats 5 --json "$OUT/densecrf-cpu.json" 2>&1 | tee "$OUT/bench-cpu.log"

@@ -308,9 +308,11 @@ def test_em_adapt_compiles(device, rng):
 
 @requires_cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("shape", [(32, 21, 65, 65), (8, 21, 128, 129), (3, 60, 300, 301), (1, 2, 1, 1)])
+@pytest.mark.parametrize("shape", [(32, 21, 65, 65), (8, 21, 128, 129), (3, 60, 300, 301), (1, 2, 1, 1),
+                                   (300, 2, 130, 131)])
 def test_em_adapt_cuda_matches_cpu(shape, dtype, rng):
-    """Both CUDA paths (one block per image; a cooperative grid for large images), bit for bit."""
+    """Both CUDA paths, bit for bit: one block per image (small images, or more large images
+    than resident blocks) and a cooperative grid of several blocks per image."""
     logits = random_logits(*shape, rng, ties=True, dtype=dtype)
     present = random_present(shape[0], shape[1], rng)
     present[0] = True

@@ -35,7 +35,7 @@ __device__ EmAdaptImage<T> image_view(const EmAdaptBuffers<T>& a, int64_t b) {
 // kGrid: a cooperative grid of exactly B * blocks_per_image blocks, block i working on
 // image i / blocks_per_image. Otherwise blocks_per_image is 1 and blocks loop over images.
 template <typename T, bool kGrid>
-__global__ void __launch_bounds__(kEmThreads) em_adapt_kernel(EmAdaptBuffers<T> a, int blocks_per_image) {
+__global__ void __launch_bounds__(kEmThreads, 1) em_adapt_kernel(EmAdaptBuffers<T> a, int blocks_per_image) {
   using Key = typename OrderedKey<T>::type;
   constexpr int kPasses = kSelectPasses<Key>;
   using BlockScan = cub::BlockScan<uint32_t, kEmThreads>;
@@ -78,7 +78,12 @@ __global__ void __launch_bounds__(kEmThreads) em_adapt_kernel(EmAdaptBuffers<T> 
         if (l >= 0) {
           for (int64_t p = pixel_begin; p < a.pixels; p += pixel_stride) {
             const Key key = ordered_key(em_difference(max_score[p], score[p]));
-            if (key_has_prefix(key, prefix, pass)) atomicAdd(histogram + key_digit(key, pass), 1u);
+            if (key_has_prefix(key, prefix, pass)) {
+              // Differences repeat (0 wherever class l is the maximum): one atomic per digit and warp.
+              const int digit = key_digit(key, pass);
+              const unsigned same = __match_any_sync(__activemask(), digit);
+              if ((threadIdx.x & 31) == __ffs(same) - 1) atomicAdd(histogram + digit, unsigned(__popc(same)));
+            }
           }
         }
         __syncthreads();
