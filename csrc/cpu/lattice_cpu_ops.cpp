@@ -1,23 +1,15 @@
 // CPU kernels of wsloss::lattice_build and wsloss::lattice_filter: thin torch
 // wrappers over the torch-free core in lattice_cpu.h.
-#include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
 
 #include "../lattice_checks.h"
+#include "aten_parallel_for.h"
 #include "lattice_cpu.h"
 
 namespace wsloss {
 namespace {
-
-// at::parallel_for honours torch.get_num_threads().
-struct AtenParallelFor {
-  template <class F>
-  void operator()(int64_t begin, int64_t end, int64_t grain, const F& f) const {
-    at::parallel_for(begin, end, grain, f);
-  }
-};
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
 lattice_build_cpu(const at::Tensor& features_in) {
@@ -31,7 +23,7 @@ lattice_build_cpu(const at::Tensor& features_in) {
   at::Tensor weights = at::empty({batch, pixels, d + 1}, features.options());
   cpu::LatticeBuilder builder(features.data_ptr<float>(), batch, d, pixels,
                               vertices.data_ptr<int32_t>(), weights.data_ptr<float>());
-  TORCH_CHECK_VALUE(builder.embed_and_hash(AtenParallelFor{}),
+  TORCH_CHECK_VALUE(builder.embed_and_hash(cpu::AtenParallelFor{}),
                     "lattice_build: features must be finite and within +-", kMaxFeatureMagnitude,
                     " (check images for NaN/Inf and sigmas for tiny values)");
   const std::vector<int64_t>& offsets = builder.offsets();
@@ -40,7 +32,7 @@ lattice_build_cpu(const at::Tensor& features_in) {
   at::Tensor splat_ptr = at::empty({num_vertices + 1}, int_options);
   at::Tensor splat_index = at::empty({batch * pixels * (d + 1)}, int_options);
   builder.finish(neighbours.data_ptr<int32_t>(), splat_ptr.data_ptr<int32_t>(),
-                 splat_index.data_ptr<int32_t>(), AtenParallelFor{});
+                 splat_index.data_ptr<int32_t>(), cpu::AtenParallelFor{});
   at::Tensor offsets_tensor = at::empty({batch + 1}, features.options().dtype(at::kLong));
   std::copy(offsets.begin(), offsets.end(), offsets_tensor.data_ptr<int64_t>());
   return {offsets_tensor, vertices, weights, neighbours, splat_ptr, splat_index};
@@ -78,7 +70,7 @@ at::Tensor lattice_filter_cpu(const at::Tensor& vertices_in, const at::Tensor& w
     for (int64_t c0 = 0; c0 < channels; c0 += chunk) {
       cpu::lattice_filter<scalar_t>(lattice, in.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
                                     channels, c0, std::min(chunk, channels - c0), transpose,
-                                    lattice_a, lattice_b, pixel_major, AtenParallelFor{});
+                                    lattice_a, lattice_b, pixel_major, cpu::AtenParallelFor{});
     }
   });
   return out;

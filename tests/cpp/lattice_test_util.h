@@ -6,18 +6,13 @@
 #include <vector>
 
 #include "cpu/lattice_cpu.h"
+#include "cpu/parallel_for.h"
 #include "lattice_math.h"
 #include "test_check.h"
 
 namespace {
 
-struct Serial {
-  template <class F>
-  void operator()(int64_t begin, int64_t end, int64_t, const F& f) const {
-    if (begin < end) f(begin, end);
-  }
-};
-
+using Serial = wsloss::cpu::SerialFor;
 using wsloss::cpu::LatticeBuilder;
 using wsloss::cpu::LatticeView;
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cpu/em_adapt_cpu.h"
+#include "cpu/parallel_for.h"
 #include "em_adapt_math.h"
 #include "test_check.h"
 
@@ -134,7 +135,10 @@ void check_images(std::mt19937& gen) {
       std::vector<T> logits(shape.batch * k * n);
       std::normal_distribution<double> normal(0, 3);
       for (T& v : logits) v = static_cast<T>(ties ? std::round(normal(gen)) : normal(gen));
-      if (n > 100) logits[5] = std::numeric_limits<T>::infinity();  // no crash, same result
+      if (n > 100) {  // no crash, the same result
+        logits[5] = std::numeric_limits<T>::infinity();
+        logits[n + 7] = std::numeric_limits<T>::quiet_NaN();
+      }
       std::vector<char> present_bytes(shape.batch * k);
       std::bernoulli_distribution coin(0.3);
       for (int64_t i = 0; i < shape.batch * k; ++i) present_bytes[i] = (i % k == 0) || coin(gen);
@@ -151,7 +155,8 @@ void check_images(std::mt19937& gen) {
           const EmAdaptImage<T> image{logits.data() + b * k * n, present + b * k, order.data() + b * k, k, n};
           std::vector<int64_t> labels_cpu(n), labels_gpu(n);
           std::vector<T> bias_cpu(k), bias_gpu(k);
-          cpu::em_adapt_image(image, rank_bg, rank_fg, suppress, T(1e-5), labels_cpu.data(), bias_cpu.data());
+          cpu::em_adapt_image(image, rank_bg, rank_fg, suppress, T(1e-5), labels_cpu.data(), bias_cpu.data(),
+                              cpu::SerialFor{});
           for (int blocks : {1, 4}) {
             emulate_cuda_image(image, rank_bg, rank_fg, suppress, T(1e-5), blocks, 512, labels_gpu.data(),
                                bias_gpu.data());
