@@ -159,6 +159,24 @@ def test_em_adapt_half_precision_and_no_grad(device, rng):
         assert torch.equal(labels, expected[0]) and torch.equal(biases, expected[1])
 
 
+def test_em_adapt_batch_and_threads_independent(device, rng):
+    """A batch equals its images one by one (on the CPU: images in parallel vs one image's
+    pixel loops in parallel), and the thread count changes nothing."""
+    logits = random_logits(3, 21, 150, 130, rng, ties=True).to(device)
+    present = random_present(3, 21, rng).to(device)
+    batched = wsloss.em_adapt(logits, present)
+    for b in range(3):
+        single = wsloss.em_adapt(logits[b:b + 1], present[b:b + 1])
+        assert torch.equal(single[0][0], batched[0][b]) and torch.equal(single[1][0], batched[1][b])
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        serial = wsloss.em_adapt(logits, present)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(serial[0], batched[0]) and torch.equal(serial[1], batched[1])
+
+
 def test_em_adapt_non_contiguous(device, rng):
     logits = random_logits(2, 5, 12, 14, rng).to(device)
     present = torch.ones(2, 5, dtype=torch.bool, device=device)

@@ -85,3 +85,61 @@ def test_lattice_errors():
         torch.ops.wsloss.lattice_filter(*lattice.tensors, torch.rand(2, 1, 7), False)
     with pytest.raises(ValueError, match="sigma_xy must be finite and > 0"):
         wsloss.spatial_features(IMAGES, 0)
+
+
+LOGITS = torch.randn(2, 4, 5, 6)
+TAGS = torch.tensor([[True, True, False, False], [True, False, False, True]])
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda: wsloss.em_adapt(LOGITS[0], TAGS), ValueError, "logits must be 4-D"),
+        (lambda: wsloss.em_adapt(LOGITS.long(), TAGS), TypeError, "logits must be a floating-point"),
+        (lambda: wsloss.em_adapt(LOGITS[:, :0], TAGS[:, :0]), ValueError, "logits must not be empty"),
+        (lambda: wsloss.em_adapt(LOGITS, TAGS[:1]), ValueError, r"labels \(bool\) must be B x K = 2 x 4"),
+        (lambda: wsloss.em_adapt(LOGITS, TAGS.float()), TypeError, "labels must be a B x K bool tensor or B x L integer"),
+        (lambda: wsloss.em_adapt(LOGITS, TAGS.to("meta")), ValueError, "labels must be on the logits' device"),
+        (lambda: wsloss.em_adapt(LOGITS, [[0, 1]]), TypeError, "list of 2 lists"),
+        (lambda: wsloss.em_adapt(LOGITS, [[0, 1.5], [0]]), TypeError, "integer class indices"),
+        (lambda: wsloss.em_adapt(LOGITS, [[0, 4], [0]]), ValueError, r"outside 0..3"),
+        (lambda: wsloss.em_adapt(LOGITS, TAGS, fg_portion=1.5), ValueError, r"fg_portion must be in \[0, 1\]"),
+        (lambda: wsloss.em_adapt(LOGITS, TAGS, bg_portion=float("nan")), ValueError, "bg_portion must be finite"),
+        (lambda: wsloss.em_adapt(LOGITS, TAGS, margin=-1.0), ValueError, "margin must be >= 0"),
+        (lambda: wsloss.em_adapt(LOGITS, TAGS, generator=0), TypeError, "generator must be a torch.Generator"),
+        (lambda: wsloss.em_fixed(LOGITS, TAGS, fg_bias="5"), TypeError, "fg_bias must be a real number"),
+        (lambda: wsloss.bbox_em_fixed(LOGITS, torch.zeros(2, 5, 7, dtype=torch.long)), ValueError,
+         "rect_labels must be B x H x W = 2 x 5 x 6"),
+        (lambda: wsloss.bbox_em_fixed(LOGITS, torch.zeros(2, 5, 6)), TypeError, "rect_labels must be an integer"),
+        (lambda: wsloss.bbox_rect([[[0, 0, 1, 1]]], [[1], [2]], 4, 4), ValueError, "same number of images"),
+        (lambda: wsloss.bbox_rect([[[0, 0, 1, float("nan")]]], [[1]], 4, 4), ValueError, "boxes"),
+        (lambda: wsloss.semi_supervised_targets(LOGITS, TAGS, method="em"), ValueError, "method must be"),
+        (lambda: wsloss.semi_supervised_targets(LOGITS, TAGS, torch.zeros(2, 5, 6, dtype=torch.long)), ValueError,
+         "masks need strong"),
+        (lambda: wsloss.semi_supervised_targets(LOGITS, TAGS, torch.zeros(2, 5, 5, dtype=torch.long),
+                                                torch.ones(2, dtype=torch.bool)), ValueError, "masks must be integer"),
+        (lambda: wsloss.semi_supervised_targets(LOGITS, TAGS, torch.zeros(2, 5, 6, dtype=torch.long),
+                                                torch.ones(3, dtype=torch.bool)), ValueError, "strong must be 2 bools"),
+        (lambda: wsloss.EMAdaptLoss()(LOGITS, TAGS[:, :3]), ValueError, "labels"),
+    ],
+)
+def test_e_step_errors(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_em_adapt_op_errors():
+    flat = LOGITS.reshape(2, 4, 30)
+    order = torch.arange(4).expand(2, 4)
+    with pytest.raises(ValueError, match="em_adapt: present must be"):
+        torch.ops.wsloss.em_adapt(flat, TAGS[:1], order, 0.4, 0.2, True, 1e-5)
+    with pytest.raises(TypeError, match="em_adapt: order must be int64"):
+        torch.ops.wsloss.em_adapt(flat, TAGS, order.int(), 0.4, 0.2, True, 1e-5)
+    with pytest.raises(ValueError, match="em_adapt: bg_portion and fg_portion"):
+        torch.ops.wsloss.em_adapt(flat, TAGS, order, 2.0, 0.2, True, 1e-5)
+    with pytest.raises(ValueError, match="class count K must be in 1..4096"):
+        torch.ops.wsloss.em_adapt(torch.zeros(1, 4097, 1), torch.zeros(1, 4097, dtype=torch.bool),
+                                  torch.zeros(1, 4097, dtype=torch.long), 0.4, 0.2, True, 1e-5)
+    # An order with out-of-range entries is skipped, never read out of bounds.
+    labels, biases = torch.ops.wsloss.em_adapt(flat, TAGS, torch.full((2, 4), 99), 0.4, 0.2, True, 1e-5)
+    assert not biases.any() and ((labels >= 0) & (labels < 4)).all()
