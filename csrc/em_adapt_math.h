@@ -16,10 +16,6 @@
 
 namespace wsloss {
 
-// Class counts beyond this are rejected (the CUDA kernel keeps one bias per class in
-// shared memory).
-constexpr int64_t kMaxEmClasses = 4096;
-
 // One image's slice of the inputs: logits [K][N], present [K], order [K].
 template <typename T>
 struct EmAdaptImage {

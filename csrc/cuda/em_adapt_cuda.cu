@@ -5,8 +5,9 @@
 // so far, in shared memory; a block scan then finds the digit holding rank k. Images
 // up to kBlockPathPixels take one block each (block barriers only). Larger images take
 // several blocks each in a cooperative grid: block histograms are added into a
-// per-image histogram in global memory, one grid barrier per pass. Includes only CUDA
-// headers and the shared arithmetic, so that CI compiles it alone with nvcc.
+// per-image histogram in global memory, one grid barrier per pass. A second, pixel-parallel
+// kernel then writes the labels. Includes only CUDA headers and the shared arithmetic, so
+// that CI compiles it alone with nvcc.
 #include <cooperative_groups.h>
 
 #include <algorithm>
@@ -25,6 +26,9 @@ static_assert(kDigitBins % kEmThreads == 0, "every thread scans whole bins");
 constexpr int64_t kBlockPathPixels = 16384;
 // Fewest pixels per thread that justify another block for an image.
 constexpr int64_t kMinPixelsPerThread = 8;
+// Pixels whose loads one thread issues together in a histogram pass.
+constexpr int kPixelsInFlight = 4;
+constexpr int kLabelThreads = 256;
 
 template <typename T>
 __device__ EmAdaptImage<T> image_view(const EmAdaptBuffers<T>& a, int64_t b) {
@@ -42,8 +46,6 @@ __global__ void __launch_bounds__(kEmThreads, 1) em_adapt_kernel(EmAdaptBuffers<
   __shared__ uint32_t histogram[kDigitBins];
   __shared__ typename BlockScan::TempStorage scan_storage;
   __shared__ uint32_t choice[2];  // the chosen digit and the rank within its bin
-  extern __shared__ __align__(16) unsigned char bias_storage[];
-  T* bias = reinterpret_cast<T*>(bias_storage);  // [K], this image's biases
 
   const int sub = kGrid ? blockIdx.x % blocks_per_image : 0;
   const int64_t first_image = kGrid ? blockIdx.x / blocks_per_image : blockIdx.x;
@@ -63,7 +65,10 @@ __global__ void __launch_bounds__(kEmThreads, 1) em_adapt_kernel(EmAdaptBuffers<
   for (int64_t b = first_image; b < a.batch; b += image_stride) {
     const EmAdaptImage<T> image = image_view(a, b);
     T* max_score = a.max_score + b * a.pixels;
-    for (int64_t c = threadIdx.x; c < a.classes; c += kEmThreads) bias[c] = T(0);
+    T* bias = a.biases + b * a.classes;
+    if (sub == 0) {  // before thread 0 writes a bias: at least one barrier lies between
+      for (int64_t c = threadIdx.x; c < a.classes; c += kEmThreads) bias[c] = T(0);
+    }
     // Each thread keeps its own pixels in every phase, so M needs no barrier.
     for (int64_t p = pixel_begin; p < a.pixels; p += pixel_stride) max_score[p] = initial_max(image, p);
     const int steps = kGrid ? grid_steps : visit_count(image);
@@ -76,13 +81,24 @@ __global__ void __launch_bounds__(kEmThreads, 1) em_adapt_kernel(EmAdaptBuffers<
         for (int i = threadIdx.x; i < kDigitBins; i += kEmThreads) histogram[i] = 0;
         __syncthreads();
         if (l >= 0) {
-          for (int64_t p = pixel_begin; p < a.pixels; p += pixel_stride) {
-            const Key key = ordered_key(em_difference(max_score[p], score[p]));
-            if (key_has_prefix(key, prefix, pass)) {
-              // Differences repeat (0 wherever class l is the maximum): one atomic per digit and warp.
-              const int digit = key_digit(key, pass);
-              const unsigned same = __match_any_sync(__activemask(), digit);
-              if ((threadIdx.x & 31) == __ffs(same) - 1) atomicAdd(histogram + digit, unsigned(__popc(same)));
+          for (int64_t p0 = pixel_begin; p0 < a.pixels; p0 += kPixelsInFlight * pixel_stride) {
+            // Loads first, so that each thread has several in flight.
+            T m[kPixelsInFlight], f[kPixelsInFlight];
+#pragma unroll
+            for (int j = 0; j < kPixelsInFlight; ++j) {
+              const int64_t p = p0 + j * pixel_stride;
+              m[j] = p < a.pixels ? max_score[p] : T(0);
+              f[j] = p < a.pixels ? score[p] : T(0);
+            }
+#pragma unroll
+            for (int j = 0; j < kPixelsInFlight; ++j) {
+              const Key key = ordered_key(em_difference(m[j], f[j]));
+              if (p0 + j * pixel_stride < a.pixels && key_has_prefix(key, prefix, pass)) {
+                // Differences repeat (0 wherever class l is the maximum): one atomic per digit and warp.
+                const int digit = key_digit(key, pass);
+                const unsigned same = __match_any_sync(__activemask(), digit);
+                if ((threadIdx.x & 31) == __ffs(same) - 1) atomicAdd(histogram + digit, unsigned(__popc(same)));
+              }
             }
           }
         }
@@ -117,26 +133,29 @@ __global__ void __launch_bounds__(kEmThreads, 1) em_adapt_kernel(EmAdaptBuffers<
       }
       if (l >= 0) {
         const T b_l = key_value<T>(prefix);
-        if (threadIdx.x == 0) bias[l] = b_l;
+        if (sub == 0 && threadIdx.x == 0) bias[l] = b_l;
         for (int64_t p = pixel_begin; p < a.pixels; p += pixel_stride) {
           max_score[p] = em_max(max_score[p], score[p] + b_l);
         }
       }
     }
-    __syncthreads();
-    for (int64_t p = pixel_begin; p < a.pixels; p += pixel_stride) {
-      a.labels[b * a.pixels + p] = pixel_label(image, p, bias, a.suppress_absent, a.margin);
-    }
-    if (sub == 0) {
-      for (int64_t c = threadIdx.x; c < a.classes; c += kEmThreads) a.biases[b * a.classes + c] = bias[c];
-    }
-    __syncthreads();  // before the next image resets the biases
+  }
+}
+
+// Thread per pixel, after the biases are known.
+template <typename T>
+__global__ void __launch_bounds__(kLabelThreads) em_labels_kernel(EmAdaptBuffers<T> a) {
+  for (int64_t q = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; q < a.batch * a.pixels;
+       q += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t b = q / a.pixels;
+    a.labels[q] = pixel_label(image_view(a, b), q - b * a.pixels, a.biases + b * a.classes, a.suppress_absent,
+                              a.margin);
   }
 }
 
 // Blocks per image for the cooperative path, or 1 where one block per image is used.
 template <typename T>
-cudaError_t blocks_per_image(const EmAdaptBuffers<T>& a, size_t shared_bytes, int* blocks) {
+cudaError_t blocks_per_image(const EmAdaptBuffers<T>& a, int* blocks) {
   *blocks = 1;
   if (a.pixels <= kBlockPathPixels) return cudaSuccess;
   int device, multiprocessors, cooperative, per_multiprocessor;
@@ -144,8 +163,7 @@ cudaError_t blocks_per_image(const EmAdaptBuffers<T>& a, size_t shared_bytes, in
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, device);
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device);
   if (err == cudaSuccess) {
-    err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_multiprocessor, em_adapt_kernel<T, true>, kEmThreads,
-                                                        shared_bytes);
+    err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_multiprocessor, em_adapt_kernel<T, true>, kEmThreads, 0);
   }
   if (err != cudaSuccess || !cooperative) return err;
   // A cooperative grid must be resident at once.
@@ -160,21 +178,27 @@ cudaError_t blocks_per_image(const EmAdaptBuffers<T>& a, size_t shared_bytes, in
 template <typename T>
 cudaError_t em_adapt(const EmAdaptBuffers<T>& buffers, cudaStream_t stream) {
   if (buffers.batch == 0) return cudaSuccess;
-  const size_t shared_bytes = buffers.classes * sizeof(T);
   int blocks = 1;
-  cudaError_t err = blocks_per_image(buffers, shared_bytes, &blocks);
+  cudaError_t err = blocks_per_image(buffers, &blocks);
   if (err != cudaSuccess) return err;
   if (blocks > 1) {
     err = cudaMemsetAsync(buffers.histograms, 0,
                           sizeof(uint32_t) * kHistogramBuffers * buffers.batch * kDigitBins, stream);
     if (err != cudaSuccess) return err;
     void* args[] = {const_cast<EmAdaptBuffers<T>*>(&buffers), &blocks};
-    return cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(em_adapt_kernel<T, true>),
-                                       dim3(static_cast<unsigned>(buffers.batch * blocks)), dim3(kEmThreads), args,
-                                       shared_bytes, stream);
+    err = cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(em_adapt_kernel<T, true>),
+                                      dim3(static_cast<unsigned>(buffers.batch * blocks)), dim3(kEmThreads), args, 0,
+                                      stream);
+  } else {
+    const unsigned grid = static_cast<unsigned>(std::min<int64_t>(buffers.batch, 1 << 20));
+    em_adapt_kernel<T, false><<<grid, kEmThreads, 0, stream>>>(buffers, 1);
+    err = cudaGetLastError();
   }
-  const unsigned grid = static_cast<unsigned>(std::min<int64_t>(buffers.batch, 1 << 20));
-  em_adapt_kernel<T, false><<<grid, kEmThreads, shared_bytes, stream>>>(buffers, 1);
+  if (err != cudaSuccess) return err;
+  const int64_t pixels = buffers.batch * buffers.pixels;
+  const unsigned label_grid =
+      static_cast<unsigned>(std::min<int64_t>((pixels + kLabelThreads - 1) / kLabelThreads, 1 << 20));
+  em_labels_kernel<T><<<label_grid, kLabelThreads, 0, stream>>>(buffers);
   return cudaGetLastError();
 }
 
