@@ -1,13 +1,13 @@
-// EM-Adapt bias estimation on CUDA (SPEC 4), all images and classes in one launch.
+// EM-Adapt on CUDA (SPEC 4): one launch selects the biases of all images and classes,
+// a second writes the labels.
 //
 // Each bias is the k-th smallest of N differences M - F_l, found by radix selection:
 // per pass, a histogram of one 11-bit digit of the keys that match the digits chosen
 // so far, in shared memory; a block scan then finds the digit holding rank k. Images
 // up to kBlockPathPixels take one block each (block barriers only). Larger images take
 // several blocks each in a cooperative grid: block histograms are added into a
-// per-image histogram in global memory, one grid barrier per pass. A second, pixel-parallel
-// kernel then writes the labels. Includes only CUDA headers and the shared arithmetic, so
-// that CI compiles it alone with nvcc.
+// per-image histogram in global memory, one grid barrier per pass. Includes only CUDA
+// headers and the shared arithmetic, so that CI compiles it alone with nvcc.
 #include <cooperative_groups.h>
 
 #include <algorithm>

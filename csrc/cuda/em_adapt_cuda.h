@@ -30,8 +30,8 @@ struct EmAdaptBuffers {
 // while one is filled and one is read, with one grid barrier per pass.
 constexpr int kHistogramBuffers = 3;
 
-// One launch for the whole batch: one block per image when images are small, else a
-// cooperative grid with several blocks per image.
+// Two launches for the whole batch: the bias selection (one block per image when images
+// are small, else a cooperative grid of several blocks per image), then the labels.
 template <typename T>
 cudaError_t em_adapt(const EmAdaptBuffers<T>& buffers, cudaStream_t stream);
 
