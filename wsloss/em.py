@@ -29,13 +29,13 @@ def _check_logits(logits) -> torch.Tensor:
     return logits.detach()
 
 
-def present_classes(labels: ImageLabels, logits: torch.Tensor, ignore_index: Optional[int] = None) -> torch.Tensor:
+def _present_classes(labels: ImageLabels, logits: torch.Tensor, ignore_index: Optional[int] = None) -> torch.Tensor:
     """Image-level labels as a B x K bool tensor on the logits' device."""
     batch, classes = logits.shape[:2]
     if not isinstance(labels, torch.Tensor):
         if not isinstance(labels, Sequence) or len(labels) != batch:
-            raise TypeError(f"labels must be a tensor or a list of {batch} lists of class indices, got "
-                            f"{type(labels).__name__}" + (f" of length {len(labels)}" if isinstance(labels, Sequence) else ""))
+            found = type(labels).__name__ + (f" of length {len(labels)}" if isinstance(labels, Sequence) else "")
+            raise TypeError(f"labels must be a tensor or a list of {batch} lists of class indices, got {found}")
         longest = max((len(row) for row in labels), default=0)
         rows = [list(row) + [-1] * (longest - len(row)) for row in labels]
         if any(not isinstance(v, Integral) for row in rows for v in row):
@@ -80,7 +80,7 @@ def em_fixed(logits: torch.Tensor, labels: ImageLabels, fg_bias: float = 5.0, bg
     """
     logits = _check_logits(logits)
     fg_bias, bg_bias = check_real("fg_bias", fg_bias), check_real("bg_bias", bg_bias)
-    present = present_classes(labels, logits, ignore_index)
+    present = _present_classes(labels, logits, ignore_index)
     scores = logits.to(compute_dtype(logits.dtype))
     bias = torch.where(present, fg_bias, 0.0).to(scores.dtype)
     bias[:, 0] = bg_bias
@@ -117,6 +117,9 @@ def em_adapt(logits: torch.Tensor, labels: ImageLabels, fg_portion: float = 0.2,
 
     Returns (labels B x H x W int64, ties to the larger class index; biases B x K, 0
     for classes without one, float32 or float64). float16/bfloat16 are computed in float32.
+    A generator on another device than the logits costs one small copy of the order.
+    Non-finite logits are not checked (that would need a host sync): they give labels in
+    0..K-1 and may give NaN biases, never a crash.
     """
     logits = _check_logits(logits)
     for name, value in (("fg_portion", fg_portion), ("bg_portion", bg_portion)):
@@ -127,7 +130,7 @@ def em_adapt(logits: torch.Tensor, labels: ImageLabels, fg_portion: float = 0.2,
         raise ValueError(f"margin must be >= 0, got {margin}")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    present = present_classes(labels, logits, ignore_index)
+    present = _present_classes(labels, logits, ignore_index)
     batch, classes, height, width = logits.shape
     flat = logits.to(compute_dtype(logits.dtype)).reshape(batch, classes, height * width)
     pseudo, biases = ops.em_adapt(flat, present, _visiting_order(present, generator), float(bg_portion),
@@ -167,8 +170,8 @@ def bbox_rect(boxes: Sequence, classes: Sequence, height: int, width: int,
             if isinstance(label, bool) or not isinstance(label, Integral) or label < 1:
                 raise ValueError(f"classes[{b}] must be integer classes >= 1 (0 is the background), got {label!r}")
         # Largest first, so that smaller boxes (and later ones of equal area) paint over.
-        by_area = sorted(range(len(coords)), key=lambda i: -(coords[i][2] - coords[i][0]) * (coords[i][3] - coords[i][1]))
-        for i in by_area:
+        areas = [(x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in coords]
+        for i in sorted(range(len(coords)), key=lambda i: -areas[i]):
             x0, y0, x1, y1 = coords[i]
             (c0, c1), (r0, r1) = _box_span(x0, x1, width), _box_span(y0, y1, height)
             out[b, r0:r1, c0:c1] = labels[i]
@@ -189,7 +192,8 @@ def bbox_em_fixed(logits: torch.Tensor, rect_labels: torch.Tensor, fg_bias: floa
     check_tensor("rect_labels", rect_labels, dims=(3,))
     batch, classes, height, width = logits.shape
     if rect_labels.shape != (batch, height, width):
-        raise ValueError(f"rect_labels must be B x H x W = {batch} x {height} x {width}, got {tuple(rect_labels.shape)}")
+        raise ValueError(
+            f"rect_labels must be B x H x W = {batch} x {height} x {width}, got {tuple(rect_labels.shape)}")
     if rect_labels.device != logits.device:
         raise ValueError(f"rect_labels must be on the logits' device {logits.device}, got {rect_labels.device}")
     if rect_labels.dtype == torch.bool or rect_labels.is_floating_point() or rect_labels.is_complex():
