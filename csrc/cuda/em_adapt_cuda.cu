@@ -96,8 +96,9 @@ __global__ void __launch_bounds__(kEmThreads, 1) em_adapt_kernel(EmAdaptBuffers<
               if (p0 + j * pixel_stride < a.pixels && key_has_prefix(key, prefix, pass)) {
                 // Differences repeat (0 wherever class l is the maximum): one atomic per digit and warp.
                 const int digit = key_digit(key, pass);
-                const unsigned same = __match_any_sync(__activemask(), digit);
-                if ((threadIdx.x & 31) == __ffs(same) - 1) atomicAdd(histogram + digit, unsigned(__popc(same)));
+                namespace cg = cooperative_groups;
+                const cg::coalesced_group same = cg::labeled_partition(cg::coalesced_threads(), digit);
+                if (same.thread_rank() == 0) atomicAdd(histogram + digit, same.size());
               }
             }
           }
