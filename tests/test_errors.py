@@ -99,6 +99,7 @@ TAGS = torch.tensor([[True, True, False, False], [True, False, False, True]])
         (lambda: wsloss.em_adapt(LOGITS[:, :0], TAGS[:, :0]), ValueError, "logits must not be empty"),
         (lambda: wsloss.em_adapt(LOGITS, TAGS[:1]), ValueError, r"labels \(bool\) must be B x K = 2 x 4"),
         (lambda: wsloss.em_adapt(LOGITS, TAGS.float()), TypeError, "labels must be a B x K bool tensor or B x L"),
+        (lambda: wsloss.em_adapt(LOGITS, TAGS.to(torch.uint8)), TypeError, r"got uint8; use labels.bool\(\)"),
         (lambda: wsloss.em_adapt(LOGITS, TAGS.to("meta")), ValueError, "labels must be on the logits' device"),
         (lambda: wsloss.em_adapt(LOGITS, [[0, 1]]), TypeError, "list of 2 lists"),
         (lambda: wsloss.em_adapt(LOGITS, [[0, 1.5], [0]]), TypeError, "integer class indices"),

@@ -47,6 +47,9 @@ def _present_classes(labels: ImageLabels, logits: torch.Tensor, ignore_index: Op
         if labels.shape != (batch, classes):
             raise ValueError(f"labels (bool) must be B x K = {batch} x {classes}, got shape {tuple(labels.shape)}")
         return labels
+    if labels.dtype == torch.uint8:  # a common stand-in for bool: as indices it would be misread
+        raise TypeError("labels must be bool (multi-hot B x K) or int64/int32 class indices, got uint8; "
+                        "use labels.bool() for a multi-hot mask")
     if labels.is_floating_point() or labels.is_complex() or labels.dim() != 2 or labels.shape[0] != batch:
         raise TypeError(
             f"labels must be a B x K bool tensor or B x L integer class indices (B = {batch}), got "
