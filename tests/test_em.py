@@ -114,6 +114,10 @@ def test_em_adapt_generator_shuffles_foreground(device, rng):
     expected_labels, expected_biases = spec_em.em_adapt(logits.numpy(), present.numpy(), orders=orders)
     np.testing.assert_array_equal(first[1].cpu().numpy(), expected_biases)
     np.testing.assert_array_equal(first[0].cpu().numpy(), expected_labels)
+    # A CPU generator draws the same order for logits on any device.
+    on_cpu = wsloss.em_adapt(logits, present, generator=torch.Generator().manual_seed(seed))
+    from_cpu = wsloss.em_adapt(logits.to(device), present.to(device), generator=torch.Generator().manual_seed(seed))
+    assert torch.equal(from_cpu[0].cpu(), on_cpu[0]) and torch.equal(from_cpu[1].cpu(), on_cpu[1])
     # The background stays first: its bias is the plain order's.
     plain = wsloss.em_adapt(logits.to(device), present.to(device))[1]
     torch.testing.assert_close(first[1][:, 0], plain[:, 0], rtol=0, atol=0)

@@ -141,6 +141,12 @@ def test_em_adapt_op_errors():
     with pytest.raises(ValueError, match="class count K must be >= 1"):
         torch.ops.wsloss.em_adapt(torch.zeros(1, 0, 1), torch.zeros(1, 0, dtype=torch.bool),
                                   torch.zeros(1, 0, dtype=torch.long), 0.4, 0.2, True, 1e-5)
-    # An order with out-of-range entries is skipped, never read out of bounds.
-    labels, biases = torch.ops.wsloss.em_adapt(flat, TAGS, torch.full((2, 4), 99), 0.4, 0.2, True, 1e-5)
-    assert not biases.any() and ((labels >= 0) & (labels < 4)).all()
+
+
+def test_em_adapt_order_out_of_range_is_skipped(device):
+    """Entries of the visiting order outside 0..K-1 are skipped, never read out of bounds."""
+    flat = LOGITS.reshape(2, 4, 30).to(device)
+    order = torch.tensor([[99, -5, 0, 7], [3, 1000, -1, 2]], device=device)
+    labels, biases = torch.ops.wsloss.em_adapt(flat, TAGS.to(device), order, 0.4, 0.2, True, 1e-5)
+    assert ((labels >= 0) & (labels < 4)).all()
+    assert biases[0, 1:].eq(0).all() and biases[1, :3].eq(0).all()  # only classes 0 and 3 were visited
