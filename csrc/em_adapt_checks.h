@@ -1,4 +1,4 @@
-// Argument checks shared by the CPU and CUDA wrappers of wsloss::em_adapt.
+// Argument checks and set-up shared by the CPU and CUDA wrappers of wsloss::em_adapt.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -30,6 +30,19 @@ inline void check_em_adapt(const at::Tensor& logits, const at::Tensor& present, 
   TORCH_CHECK_VALUE(bg_portion >= 0 && bg_portion <= 1 && fg_portion >= 0 && fg_portion <= 1,
                     "em_adapt: bg_portion and fg_portion must be in [0, 1], got ", bg_portion, " and ", fg_portion);
   TORCH_CHECK_VALUE(std::isfinite(margin) && margin >= 0, "em_adapt: margin must be finite and >= 0, got ", margin);
+}
+
+// The checked inputs, contiguous, and the outputs to fill: labels [B, N] int64, biases [B, K].
+struct EmAdaptCall {
+  at::Tensor logits, present, order, labels, biases;
+};
+
+inline EmAdaptCall prepare_em_adapt(const at::Tensor& logits, const at::Tensor& present, const at::Tensor& order,
+                                    double bg_portion, double fg_portion, double margin) {
+  check_em_adapt(logits, present, order, bg_portion, fg_portion, margin);
+  const int64_t batch = logits.size(0), classes = logits.size(1), pixels = logits.size(2);
+  return {logits.contiguous(), present.contiguous(), order.contiguous(),
+          at::empty({batch, pixels}, logits.options().dtype(at::kLong)), at::empty({batch, classes}, logits.options())};
 }
 
 }  // namespace wsloss

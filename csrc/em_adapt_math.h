@@ -78,12 +78,18 @@ inline int64_t em_rank(double portion, int64_t pixels) {
   return k < pixels - 1 ? k : pixels - 1;
 }
 
+// True when order entry j names a present class (entries outside 0..K-1 are skipped).
+template <typename T>
+WSLOSS_HD bool visits(const EmAdaptImage<T>& image, int64_t j) {
+  const int64_t c = image.order[j];
+  return c >= 0 && c < image.classes && image.present[c];
+}
+
 // The t-th present class in visiting order, or -1 when the image has fewer.
 template <typename T>
 WSLOSS_HD int64_t visited_class(const EmAdaptImage<T>& image, int t) {
   for (int64_t j = 0; j < image.classes; ++j) {
-    const int64_t c = image.order[j];
-    if (c >= 0 && c < image.classes && image.present[c] && t-- == 0) return c;
+    if (visits(image, j) && t-- == 0) return image.order[j];
   }
   return -1;
 }
@@ -91,10 +97,7 @@ WSLOSS_HD int64_t visited_class(const EmAdaptImage<T>& image, int t) {
 template <typename T>
 WSLOSS_HD int visit_count(const EmAdaptImage<T>& image) {
   int count = 0;
-  for (int64_t j = 0; j < image.classes; ++j) {
-    const int64_t c = image.order[j];
-    count += c >= 0 && c < image.classes && image.present[c];
-  }
+  for (int64_t j = 0; j < image.classes; ++j) count += visits(image, j);
   return count;
 }
 

@@ -13,12 +13,10 @@ namespace {
 std::tuple<at::Tensor, at::Tensor> em_adapt_cpu(const at::Tensor& logits_in, const at::Tensor& present_in,
                                                 const at::Tensor& order_in, double bg_portion, double fg_portion,
                                                 bool suppress_absent, double margin) {
-  check_em_adapt(logits_in, present_in, order_in, bg_portion, fg_portion, margin);
-  const at::Tensor logits = logits_in.contiguous(), present = present_in.contiguous(),
-                   order = order_in.contiguous();
+  const EmAdaptCall call = prepare_em_adapt(logits_in, present_in, order_in, bg_portion, fg_portion, margin);
+  const at::Tensor &logits = call.logits, &present = call.present, &order = call.order, &labels = call.labels,
+                   &biases = call.biases;
   const int64_t batch = logits.size(0), classes = logits.size(1), pixels = logits.size(2);
-  at::Tensor labels = at::empty({batch, pixels}, logits.options().dtype(at::kLong));
-  at::Tensor biases = at::empty({batch, classes}, logits.options());
   const int64_t rank_bg = em_rank(bg_portion, pixels), rank_fg = em_rank(fg_portion, pixels);
   // Images in parallel when there are enough; else one image at a time, its pixel loops in parallel.
   const bool per_image = batch >= at::get_num_threads();

@@ -14,13 +14,11 @@ namespace {
 std::tuple<at::Tensor, at::Tensor> em_adapt_cuda(const at::Tensor& logits_in, const at::Tensor& present_in,
                                                  const at::Tensor& order_in, double bg_portion, double fg_portion,
                                                  bool suppress_absent, double margin) {
-  check_em_adapt(logits_in, present_in, order_in, bg_portion, fg_portion, margin);
-  const c10::cuda::CUDAGuard guard(logits_in.device());
-  const at::Tensor logits = logits_in.contiguous(), present = present_in.contiguous(),
-                   order = order_in.contiguous();
+  const EmAdaptCall call = prepare_em_adapt(logits_in, present_in, order_in, bg_portion, fg_portion, margin);
+  const at::Tensor &logits = call.logits, &present = call.present, &order = call.order, &labels = call.labels,
+                   &biases = call.biases;
+  const c10::cuda::CUDAGuard guard(logits.device());
   const int64_t batch = logits.size(0), classes = logits.size(1), pixels = logits.size(2);
-  at::Tensor labels = at::empty({batch, pixels}, logits.options().dtype(at::kLong));
-  at::Tensor biases = at::empty({batch, classes}, logits.options());
   at::Tensor max_score = at::empty({batch, pixels}, logits.options());
   at::Tensor histograms = at::empty({cuda::kHistogramBuffers * batch * kDigitBins}, logits.options().dtype(at::kInt));
   AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "em_adapt_cuda", [&] {
