@@ -195,7 +195,7 @@ template <int D>
 struct Filter {
   template <typename T>
   static cudaError_t run(FilterBuffers<T> a, bool transpose, cudaStream_t stream) {
-    const int64_t items = a.num_vertices * a.channels, chunks = splat_chunks(a.batch * a.pixels * (D + 1));
+    const int64_t items = a.num_vertices * a.channels, chunks = splat_chunks(a.batch, a.pixels * (D + 1));
     cudaError_t err = cudaMemsetAsync(a.lattice_a + items, 0, a.channels * sizeof(T), stream);
     if (err == cudaSuccess) err = cudaMemsetAsync(a.lattice_b + items, 0, a.channels * sizeof(T), stream);
     if (err != cudaSuccess) return err;

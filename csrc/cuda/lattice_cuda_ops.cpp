@@ -91,12 +91,12 @@ at::Tensor lattice_filter_cuda(const at::Tensor& vertices, const at::Tensor& wei
   const c10::cuda::CUDAGuard guard(values.device());
   const int64_t batch = values.size(0), channels = values.size(1), pixels = values.size(2);
   const int64_t num_vertices = neighbours.size(0);
-  const int64_t entries = splat_index.size(0);
   // Pixel-major input, so that the threads of one splat entry read consecutive channels;
   // the slice writes the channel-planar result directly.
   const at::Tensor in = values.transpose(1, 2).contiguous();
   at::Tensor out = at::empty({batch, channels, pixels}, values.options());
-  at::Tensor scratch = at::empty({2 * (num_vertices + 1) + cuda::splat_chunks(entries), channels}, values.options());
+  const int64_t chunks = cuda::splat_chunks(batch, pixels * vertices.size(2));
+  at::Tensor scratch = at::empty({2 * (num_vertices + 1) + chunks, channels}, values.options());
   const at::Tensor v = vertices.contiguous(), w = weights.contiguous(), n = neighbours.contiguous(),
                    ptr = splat_ptr.contiguous(), idx = splat_index.contiguous();
   AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "lattice_filter_cuda", [&] {

@@ -314,17 +314,26 @@ struct FilterBuffers {
   T* carry;      // [chunks][C]
 };
 
-WSLOSS_HD int64_t splat_chunks(int64_t entries) { return (entries + kSplatChunk - 1) / kSplatChunk; }
+// Chunks start at each image's first entry, so an image's sums do not depend on the
+// images batched with it (a batch filters bit for bit like its images one by one).
+WSLOSS_HD int64_t splat_chunks_per_image(int64_t image_entries) {
+  return (image_entries + kSplatChunk - 1) / kSplatChunk;
+}
+WSLOSS_HD int64_t splat_chunks(int64_t batch, int64_t image_entries) {
+  return batch * splat_chunks_per_image(image_entries);
+}
 
 // Splat, pass 1 (SPEC 1 step 8 as a balanced, deterministic segmented sum): thread
-// (chunk, ch) sums channel ch over sorted entries [chunk L, chunk L + L) vertex by
-// vertex. A vertex whose entries start in this chunk gets its (partial) sum written;
-// the entries continuing a vertex from an earlier chunk go to carry[chunk].
+// (chunk, ch) sums channel ch over its chunk's sorted entries (at most kSplatChunk)
+// vertex by vertex. A vertex whose entries start in this chunk gets its (partial) sum
+// written; the entries continuing a vertex from an earlier chunk go to carry[chunk].
 template <typename T>
 WSLOSS_HD void splat_chunk_step(int64_t chunk, int64_t ch, const FilterBuffers<T>& a) {
   const int d1 = a.d + 1;
-  const int64_t entries = int64_t{a.splat_ptr[a.num_vertices]};
-  const int64_t s0 = chunk * kSplatChunk, s1 = s0 + kSplatChunk < entries ? s0 + kSplatChunk : entries;
+  const int64_t image_entries = a.pixels * d1, per_image = splat_chunks_per_image(image_entries);
+  const int64_t image = chunk / per_image, image_end = (image + 1) * image_entries;
+  const int64_t s0 = image * image_entries + (chunk - image * per_image) * kSplatChunk;
+  const int64_t s1 = s0 + kSplatChunk < image_end ? s0 + kSplatChunk : image_end;
   int64_t lo = 0, hi = a.num_vertices - 1;  // the last v with splat_ptr[v] <= s0
   while (lo < hi) {
     const int64_t mid = (lo + hi + 1) / 2;
@@ -343,10 +352,14 @@ WSLOSS_HD void splat_chunk_step(int64_t chunk, int64_t ch, const FilterBuffers<T
   }
 }
 
-// Splat, pass 2: a vertex whose entries span several chunks adds their carries, in order.
+// Splat, pass 2: add the carries of a vertex's later chunks to its first partial sum,
+// in chunk order. A vertex's entries lie in one image.
 template <typename T>
 WSLOSS_HD void splat_carry_step(int64_t v, int64_t ch, const FilterBuffers<T>& a) {
-  const int64_t first = a.splat_ptr[v] / kSplatChunk, last = (a.splat_ptr[v + 1] - 1) / kSplatChunk;
+  const int64_t image_entries = a.pixels * (a.d + 1), per_image = splat_chunks_per_image(image_entries);
+  const int64_t begin = a.splat_ptr[v], image = begin / image_entries, base = image * image_entries;
+  const int64_t first = image * per_image + (begin - base) / kSplatChunk;
+  const int64_t last = image * per_image + (a.splat_ptr[v + 1] - 1 - base) / kSplatChunk;
   if (first == last) return;
   T acc = a.lattice_a[v * a.channels + ch];
   for (int64_t c = first + 1; c <= last; ++c) acc += a.carry[c * a.channels + ch];

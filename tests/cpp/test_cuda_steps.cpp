@@ -101,7 +101,7 @@ template <int D>
 std::vector<double> filter_emulated(const Built& lat, int64_t batch, int64_t pixels, const std::vector<double>& values,
                                     int64_t channels, bool transpose, std::mt19937& gen) {
   const int64_t m = lat.offsets.back(), points = batch * pixels;
-  const int64_t chunks = wc::splat_chunks(static_cast<int64_t>(lat.splat_index.size()));
+  const int64_t chunks = wc::splat_chunks(batch, pixels * (D + 1));
   std::vector<double> in(points * channels);  // the wrapper's pixel-major copy
   for (int64_t q = 0; q < points; ++q)
     for (int64_t c = 0; c < channels; ++c) in[q * channels + c] = values[((q / pixels) * channels + c) * pixels + q % pixels];
