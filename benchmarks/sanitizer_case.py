@@ -1,6 +1,7 @@
 """A small CUDA workload for compute-sanitizer (memcheck, racecheck): every kernel once,
 B > 1, several feature dimensions, both filter directions, float32 and float64; EM-Adapt
-on its one-block-per-image path and on its cooperative multi-block path."""
+on its one-block-per-image path and on its cooperative multi-block path; the dense losses in
+exact mode and the grid CRF (4 and 8 neighbours, both relaxations, odd sizes, 1-pixel rows)."""
 import torch
 
 import wsloss
@@ -16,6 +17,15 @@ for d in (2, 5, 16):
 images = (torch.rand(2, 3, 33, 47, generator=generator) * 255).cuda()
 seg = torch.softmax(torch.randn(2, 5, 33, 47, generator=generator), 1).cuda().requires_grad_()
 wsloss.DenseCRFLoss(1.0, 15.0, 20.0, 0.5)(images, seg, torch.ones(2, 33, 47).cuda()).backward()
+roi = (torch.rand(2, 33, 47, generator=generator) > 0.3).float().cuda()
+wsloss.KernelCutLoss(1.0, 0.5, 15.0, 20.0, 0.5, gradient="exact")(images, seg, roi).backward()
+wsloss.QuadraticCRFLoss(1.0, 15.0, 20.0, gradient="exact")(images, seg, roi).backward()
+for neighbourhood in (4, 8):
+    for relaxation in ("quadratic", "bilinear"):
+        for h, w in ((33, 47), (1, 9), (7, 1), (2, 2)):
+            s = seg.detach()[:, :, :h, :w].double().requires_grad_()
+            grid = wsloss.GridCRFLoss(1.0, 10.0, neighbourhood, relaxation)
+            grid(images[:, :, :h, :w], s, roi[:, :h, :w]).backward()
 for size in (33, 131):  # 131 x 131 > 16384 pixels: the cooperative grid
     for dtype in (torch.float32, torch.float64):
         logits = torch.randn(3, 6, size, size, generator=generator, dtype=dtype).round().cuda()

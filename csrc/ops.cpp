@@ -27,4 +27,12 @@ TORCH_LIBRARY(wsloss, m) {
   m.def(
       "em_adapt(Tensor logits, Tensor present, Tensor order, float bg_portion, float fg_portion, "
       "bool suppress_absent, float margin) -> (Tensor labels, Tensor biases)");
+  // Sparse grid CRF (SPEC 3): segmentations [B, K, H, W] float32/float64, edge_weights
+  // [B, E, H, W] (E = 2: right, down; E = 4: also down-right, down-left; the weight of the
+  // pair (p, p + o_e)) -> the energy of the pairs starting at each pixel, [B, H, W].
+  m.def("grid_crf(Tensor segmentations, Tensor edge_weights, bool bilinear) -> Tensor");
+  // d(sum grad_energy * energy) / d segmentations, [B, K, H, W].
+  m.def(
+      "grid_crf_backward(Tensor grad_energy, Tensor segmentations, Tensor edge_weights, bool bilinear) -> "
+      "Tensor");
 }

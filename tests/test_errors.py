@@ -8,6 +8,9 @@ from wsloss import DenseCRFLoss, PermutohedralLattice
 IMAGES = torch.rand(2, 3, 8, 9) * 255
 SEG = torch.softmax(torch.randn(2, 4, 8, 9), 1)
 ROI = torch.ones(2, 8, 9)
+IMAGE_LOSSES = [DenseCRFLoss(1.0, 15.0, 10.0, 1.0), wsloss.NormalizedCutLoss(1.0, 15.0, 10.0),
+                wsloss.KernelCutLoss(1.0, 0.5, 15.0, 10.0), wsloss.QuadraticCRFLoss(1.0, 15.0, 10.0),
+                wsloss.GridCRFLoss(1.0, 10.0)]
 
 
 @pytest.mark.parametrize(
@@ -28,9 +31,10 @@ ROI = torch.ones(2, 8, 9)
         (IMAGES.to("meta"), SEG, ROI, ValueError, "one device"),
     ],
 )
-def test_bad_tensors(images, seg, roi, error, match):
+@pytest.mark.parametrize("loss", IMAGE_LOSSES, ids=lambda m: type(m).__name__)
+def test_bad_tensors(images, seg, roi, error, match, loss):
     with pytest.raises(error, match=match):
-        DenseCRFLoss(1.0, 15.0, 10.0, 1.0)(images, seg, roi)
+        loss(images, seg, roi)
 
 
 @pytest.mark.parametrize(
@@ -53,11 +57,58 @@ def test_bad_parameters(kwargs, error, match):
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
-def test_non_finite_images(bad):
+@pytest.mark.parametrize("loss", IMAGE_LOSSES, ids=lambda m: type(m).__name__)
+def test_non_finite_images(bad, loss):
     images = IMAGES.clone()
     images[1, 2, 3, 4] = bad
     with pytest.raises(ValueError, match="finite"):
-        DenseCRFLoss(1.0, 15.0, 10.0, 1.0)(images, SEG, ROI)
+        loss(images, SEG, ROI)
+
+
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        (lambda: wsloss.GridCRFLoss(1.0, 0.0), ValueError, "sigma must be finite and > 0"),
+        (lambda: wsloss.GridCRFLoss(1.0, 10.0, neighbourhood=6), ValueError, "neighbourhood must be 4 or 8"),
+        (lambda: wsloss.GridCRFLoss(1.0, 10.0, relaxation="potts"), ValueError, "relaxation must be one of"),
+        (lambda: wsloss.GridCRFLoss("1", 10.0), TypeError, "weight must be a real number"),
+        (lambda: wsloss.KernelCutLoss(1.0, float("nan"), 15.0, 10.0), ValueError, "crf_weight must be finite"),
+        (lambda: wsloss.NormalizedCutLoss(1.0, 15.0, 10.0, gradient="fast"), ValueError, "gradient must be one of"),
+        (lambda: wsloss.QuadraticCRFLoss(1.0, -1.0, 10.0), ValueError, "sigma_rgb must be finite and > 0"),
+    ],
+)
+def test_bad_regularizer_parameters(make, error, match):
+    with pytest.raises(error, match=match):
+        make()(IMAGES, SEG, ROI)
+
+
+@pytest.mark.parametrize(
+    "logits, labels, kwargs, error, match",
+    [
+        (SEG, ROI.long(), {}, None, None),
+        (SEG, ROI, {}, TypeError, "labels must be an integer tensor"),
+        (SEG.long(), ROI.long(), {}, TypeError, "logits must be a floating-point"),
+        (SEG, ROI.long()[:, :4], {}, ValueError, "labels must be B x 8 x 9"),
+        (SEG[0, 0, 0], ROI.long()[0, 0], {}, ValueError, "logits must be B x K"),
+        (SEG, ROI.long().to("meta"), {}, ValueError, "one device"),
+        (SEG, ROI.long(), dict(ignore_index=2.5), TypeError, "ignore_index must be an int"),
+    ],
+)
+def test_bad_partial_cross_entropy(logits, labels, kwargs, error, match):
+    if error is None:
+        assert torch.isfinite(wsloss.functional.partial_cross_entropy(logits, labels, **kwargs))
+        return
+    with pytest.raises(error, match=match):
+        wsloss.functional.partial_cross_entropy(logits, labels, **kwargs)
+
+
+def test_bad_entropy_and_combinator_inputs():
+    with pytest.raises(ValueError, match="segmentations must be 4-D"):
+        wsloss.EntropyLoss()(SEG[0])
+    with pytest.raises(ValueError, match="ROIs must be B x H x W"):
+        wsloss.EntropyLoss()(SEG, ROI[:, :3])
+    with pytest.raises(ValueError, match="weight must be finite"):
+        wsloss.EntropyLoss(float("inf"))(SEG)
 
 
 def test_tiny_sigma_is_refused_not_wrapped():

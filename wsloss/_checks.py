@@ -21,6 +21,8 @@ def check_tensor(name: str, value, dims=None, floating: bool = False, real: bool
 
 
 def check_positive(name: str, value) -> float:
+    if torch.compiler.is_compiling():  # dynamo may trace module floats symbolically; eager checks them
+        return value
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     if not (math.isfinite(value) and value > 0):
@@ -29,6 +31,8 @@ def check_positive(name: str, value) -> float:
 
 
 def check_real(name: str, value) -> float:
+    if torch.compiler.is_compiling():
+        return value
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     if not math.isfinite(value):

@@ -53,3 +53,29 @@ def _lattice_filter_backward(ctx, grad):
 torch.library.register_autograd(
     "wsloss::lattice_filter", _lattice_filter_backward, setup_context=_lattice_filter_setup_context
 )
+
+
+@torch.library.register_fake("wsloss::grid_crf")
+def _grid_crf_fake(segmentations, edge_weights, bilinear):
+    batch, _, height, width = segmentations.shape
+    return segmentations.new_empty((batch, height, width))
+
+
+@torch.library.register_fake("wsloss::grid_crf_backward")
+def _grid_crf_backward_fake(grad_energy, segmentations, edge_weights, bilinear):
+    return segmentations.new_empty(segmentations.shape)
+
+
+def _grid_crf_setup_context(ctx, inputs, output):
+    segmentations, edge_weights, bilinear = inputs
+    ctx.save_for_backward(segmentations, edge_weights)
+    ctx.bilinear = bilinear
+
+
+def _grid_crf_backward(ctx, grad):
+    segmentations, edge_weights = ctx.saved_tensors
+    grad_segmentations = ops.grid_crf_backward(grad.contiguous(), segmentations, edge_weights, ctx.bilinear)
+    return grad_segmentations, None, None
+
+
+torch.library.register_autograd("wsloss::grid_crf", _grid_crf_backward, setup_context=_grid_crf_setup_context)

@@ -1,5 +1,10 @@
-"""Functional forms of the wsloss losses."""
-from typing import Tuple
+"""Functional forms of the wsloss losses (SPEC sections 2 and 3).
+
+The dense losses share one engine: a permutohedral lattice over the bilateral features,
+built once per call, and the filterings A S~ (K channels) and, where needed, d = A r
+(one channel), with S~ = S * ROI and r = ROI.
+"""
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -8,83 +13,116 @@ from ._checks import check_positive, check_real, check_same_device, check_tensor
 from ._ops import ops
 from .lattice import PermutohedralLattice, bilateral_features
 
-__all__ = ["dense_crf_loss"]
+__all__ = [
+    "dense_crf_loss",
+    "entropy_loss",
+    "grid_crf_loss",
+    "kernel_cut_loss",
+    "normalized_cut_loss",
+    "partial_cross_entropy",
+    "quadratic_crf_loss",
+]
 
 GRADIENTS = ("reference", "exact")
+RELAXATIONS = ("quadratic", "bilinear")
 
 
-class _DenseCRFLossFunction(torch.autograd.Function):
-    """-(weight / B) sum_k S~_k^T A S~_k over a built lattice; SPEC section 2."""
+def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """sum_n a[b, k, n] * b[b, k or 0, n] -> [B, K], without materializing the product."""
+    if b.shape[1] == 1:
+        return torch.bmm(a, b.transpose(1, 2)).squeeze(2)
+    return torch.matmul(a.unsqueeze(2), b.unsqueeze(3)).flatten(1)
+
+
+class _DenseLossFunction(torch.autograd.Function):
+    """(1/B) sum_b sum_k of crf * -S~^T A S~ (SPEC 2), ncut * S~^T A (r - S~) / (d^T S~) with
+    d = A r, and quadratic * sum_pq A_pq r_p r_q (S_p - S_q)^2 = (S~^2)^T (A r + A^T r) - 2 S~^T A S~
+    (SPEC 3), over one built lattice.
+
+    The gradient uses the SPEC's formulas for a symmetric kernel, 2 A S~ for (A + A^T) S~,
+    unless exact (one transposed filtering more). A class of zero volume d^T S~ (an
+    all-zero ROI) contributes 0 to the normalized cut, with zero gradient.
+    """
 
     @staticmethod
-    def forward(ctx, segmentations, rois, weight, exact, *lattice):
+    def forward(ctx, segmentations, rois, terms, exact, *lattice):
+        crf, ncut, quadratic = terms
         batch, classes = segmentations.shape[:2]
-        masked = (segmentations.to(compute_dtype(segmentations.dtype)) * rois.unsqueeze(1)).reshape(
-            batch, classes, -1
-        )
+        dtype = compute_dtype(segmentations.dtype)
+        region = rois.to(dtype).reshape(batch, 1, -1)
+        masked = segmentations.to(dtype).reshape(batch, classes, -1) * region
         filtered = ops.lattice_filter(*lattice, masked, False)
-        loss = torch.dot(masked.reshape(-1), filtered.reshape(-1)) * (-weight / batch)
-        ctx.save_for_backward(filtered, rois, *((masked, *lattice) if exact else ()))
-        ctx.weight, ctx.exact, ctx.input_dtype = weight, exact, segmentations.dtype
-        return loss
+        self_affinity = _rowdot(masked, filtered)  # S~_k^T A S~_k, [B, K]
+        loss = self_affinity.sum() * -crf
+        degree = volume = pair_degree = None
+        if ncut or quadratic:
+            degree = ops.lattice_filter(*lattice, region, False)
+        if ncut:
+            raw_volume = _rowdot(masked, degree)
+            volume = torch.where(raw_volume != 0, raw_volume, torch.ones_like(raw_volume))
+            loss = loss + ((raw_volume - self_affinity) / volume).sum() * ncut
+        if quadratic:  # A is not symmetric: the pairwise sum needs the column sums A^T r too
+            pair_degree = degree + ops.lattice_filter(*lattice, region, True)
+            loss = loss + (_rowdot(masked * masked, pair_degree) - 2 * self_affinity).sum() * quadratic
+        ctx.save_for_backward(masked, filtered, region, degree, pair_degree, self_affinity, volume, *lattice)
+        ctx.terms, ctx.exact, ctx.input_dtype, ctx.shape = terms, exact, segmentations.dtype, segmentations.shape
+        return loss / batch
 
     @staticmethod
     def backward(ctx, grad_loss):
         if torch.is_grad_enabled():  # create_graph: the saved A S~ carries no graph, never return zero
-            raise RuntimeError("DenseCRFLoss supports no double backward (create_graph=True)")
-        filtered, rois, *rest = ctx.saved_tensors
-        batch = filtered.shape[0]
+            raise RuntimeError("wsloss's dense losses support no double backward (create_graph=True)")
+        masked, filtered, region, degree, pair_degree, self_affinity, volume, *lattice = ctx.saved_tensors
+        crf, ncut, quadratic = ctx.terms
+        batch = masked.shape[0]
         if ctx.exact:  # d/dS of S^T A S is (A + A^T) S
-            masked, *lattice = rest
-            both = filtered + ops.lattice_filter(*lattice, masked, True)
-            scale = -ctx.weight / batch
-        else:  # the rloss reference returns 2 A S: exact only for a symmetric A
-            both, scale = filtered, -2.0 * ctx.weight / batch
-        grad = (both.reshape(batch, -1, *rois.shape[1:]) * rois.unsqueeze(1)).mul_(grad_loss * scale)
-        return (grad.to(ctx.input_dtype), None, None, None) + (None,) * 5
+            symmetric = filtered + ops.lattice_filter(*lattice, masked, True)
+        else:
+            symmetric = filtered * 2
+        coefficient = -crf - 2 * quadratic
+        if ncut:
+            coefficient = (coefficient - ncut / volume).unsqueeze(2)
+        grad = symmetric.mul_(coefficient)
+        if ncut:
+            grad.addcmul_((self_affinity * ncut / volume.square()).unsqueeze(2), degree)
+        if quadratic:
+            grad.addcmul_(masked, pair_degree, value=2 * quadratic)
+        grad.mul_(region).mul_(grad_loss / batch)
+        return (grad.reshape(ctx.shape).to(ctx.input_dtype), None, None, None) + (None,) * len(lattice)
 
 
-def _check_dense_loss_inputs(images, segmentations, rois) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    check_tensor("images", images, dims=(4,), real=True)
-    check_tensor("segmentations", segmentations, dims=(4,), floating=True)
-    check_tensor("ROIs", rois, dims=(3, 4), real=True)
-    check_same_device(images=images, segmentations=segmentations, ROIs=rois)
+def _region(rois: Optional[torch.Tensor], segmentations: torch.Tensor) -> torch.Tensor:
+    """The checked ROIs as B x H x W in the compute dtype; all ones when None."""
     batch, _, height, width = segmentations.shape
+    dtype = compute_dtype(segmentations.dtype)
+    if rois is None:
+        return torch.ones((batch, height, width), dtype=dtype, device=segmentations.device)
+    check_tensor("ROIs", rois, dims=(3, 4), real=True)
+    check_same_device(segmentations=segmentations, ROIs=rois)
     if rois.dim() == 4:
         if rois.shape[1] != 1:
             raise ValueError(f"ROIs must be B x H x W or B x 1 x H x W, got shape {tuple(rois.shape)}")
         rois = rois[:, 0]
+    if tuple(rois.shape) != (batch, height, width):
+        raise ValueError(f"ROIs must be B x H x W = {batch} x {height} x {width}, got shape {tuple(rois.shape)}")
+    return rois.to(dtype)
+
+
+def _check_image_inputs(images, segmentations, rois) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    check_tensor("images", images, dims=(4,), real=True)
+    check_tensor("segmentations", segmentations, dims=(4,), floating=True)
+    check_same_device(images=images, segmentations=segmentations)
+    batch, _, height, width = segmentations.shape
     if images.shape[0] != batch or images.shape[2:] != (height, width):
         raise ValueError(
             f"images must be B x C x H x W = {batch} x C x {height} x {width} like segmentations, "
             f"got shape {tuple(images.shape)}"
         )
-    if tuple(rois.shape) != (batch, height, width):
-        raise ValueError(f"ROIs must be B x H x W = {batch} x {height} x {width}, got shape {tuple(rois.shape)}")
-    return images, segmentations, rois.to(compute_dtype(segmentations.dtype))
+    return images, segmentations, _region(rois, segmentations)
 
 
-def dense_crf_loss(
-    images: torch.Tensor,
-    segmentations: torch.Tensor,
-    rois: torch.Tensor,
-    weight: float,
-    sigma_rgb: float,
-    sigma_xy: float,
-    scale_factor: float = 1.0,
-    gradient: str = "reference",
-) -> torch.Tensor:
-    """Dense CRF regularized loss of Tang et al., "On Regularized Losses for Weakly-supervised
-    CNN Segmentation" (ECCV 2018), eq. (6) with the bilateral Gaussian kernel (SPEC section 2).
-
-    images: B x 3 x H x W colours in 0..255; segmentations: B x K x H x W softmax
-    probabilities; rois: B x H x W, 1 where a pixel takes part. Returns the scalar
-    weight * -(1/B) sum_b sum_k S~_bk^T A_b S~_bk with S~ = S * ROI, computed on the
-    images downscaled by scale_factor. gradient="reference" gives rloss's
-    weight * (-2/B) A S~ * ROI; gradient="exact" the true gradient (one more filtering).
-    """
-    images, segmentations, rois = _check_dense_loss_inputs(images, segmentations, rois)
-    weight = check_real("weight", weight)
+def _dense_loss(images, segmentations, rois, terms, sigma_rgb, sigma_xy, scale_factor, gradient) -> torch.Tensor:
+    images, segmentations, rois = _check_image_inputs(images, segmentations, rois)
     sigma_rgb = check_positive("sigma_rgb", sigma_rgb)
     sigma_xy = check_positive("sigma_xy", sigma_xy)
     scale_factor = check_positive("scale_factor", scale_factor)
@@ -102,4 +140,197 @@ def dense_crf_loss(
         segmentations = F.interpolate(segmentations, scale_factor=scale_factor, mode="bilinear", align_corners=False)
         rois = F.interpolate(rois.unsqueeze(1), scale_factor=scale_factor).squeeze(1)
     lattice = PermutohedralLattice(bilateral_features(images, sigma_rgb, sigma_xy * scale_factor))
-    return _DenseCRFLossFunction.apply(segmentations, rois, weight, gradient == "exact", *lattice.tensors)
+    return _DenseLossFunction.apply(segmentations, rois, terms, gradient == "exact", *lattice.tensors)
+
+
+def dense_crf_loss(
+    images: torch.Tensor,
+    segmentations: torch.Tensor,
+    rois: Optional[torch.Tensor],
+    weight: float,
+    sigma_rgb: float,
+    sigma_xy: float,
+    scale_factor: float = 1.0,
+    gradient: str = "reference",
+) -> torch.Tensor:
+    """Dense CRF regularized loss of Tang et al., "On Regularized Losses for Weakly-supervised
+    CNN Segmentation" (ECCV 2018), eq. (6) with the bilateral Gaussian kernel (SPEC section 2).
+
+    images: B x 3 x H x W colours in 0..255; segmentations: B x K x H x W softmax
+    probabilities; rois: B x H x W, 1 where a pixel takes part (None: every pixel). Returns
+    the scalar weight * -(1/B) sum_b sum_k S~_bk^T A_b S~_bk with S~ = S * ROI, computed
+    on the images downscaled by scale_factor. gradient="reference" gives rloss's
+    weight * (-2/B) A S~ * ROI; gradient="exact" the true gradient (one more filtering).
+    """
+    weight = check_real("weight", weight)
+    return _dense_loss(images, segmentations, rois, (weight, 0.0, 0.0), sigma_rgb, sigma_xy, scale_factor, gradient)
+
+
+def normalized_cut_loss(
+    images: torch.Tensor,
+    segmentations: torch.Tensor,
+    rois: Optional[torch.Tensor],
+    weight: float,
+    sigma_rgb: float,
+    sigma_xy: float,
+    scale_factor: float = 1.0,
+    gradient: str = "reference",
+) -> torch.Tensor:
+    """Normalized cut loss of Tang et al., "Normalized Cut Loss for Weakly-supervised CNN
+    Segmentation" (CVPR 2018), eq. (4): weight * (1/B) sum_b sum_k S~_k^T A (r - S~_k) / (d^T S~_k)
+    with d = A r, the cut of the graph restricted to the ROI r (SPEC section 3; r = 1 gives
+    A (1 - S_k) and d = A 1). Conventions (images, ROI, scale_factor) as dense_crf_loss.
+    gradient="reference": the paper's (S^T A S) d / (d^T S)^2 - 2 A S / (d^T S), exact for a
+    symmetric kernel; "exact": A S + A^T S in place of 2 A S (one more filtering).
+    A class of zero volume (all-zero ROI) contributes 0.
+    """
+    weight = check_real("weight", weight)
+    return _dense_loss(images, segmentations, rois, (0.0, weight, 0.0), sigma_rgb, sigma_xy, scale_factor, gradient)
+
+
+def kernel_cut_loss(
+    images: torch.Tensor,
+    segmentations: torch.Tensor,
+    rois: Optional[torch.Tensor],
+    weight: float,
+    crf_weight: float,
+    sigma_rgb: float,
+    sigma_xy: float,
+    scale_factor: float = 1.0,
+    gradient: str = "reference",
+) -> torch.Tensor:
+    """Kernel cut (Tang et al., ECCV 2018, section 3): normalized_cut_loss with weight plus
+    dense_crf_loss with crf_weight, both over one lattice (one build, one K-channel filtering)."""
+    weight = check_real("weight", weight)
+    crf_weight = check_real("crf_weight", crf_weight)
+    return _dense_loss(images, segmentations, rois, (crf_weight, weight, 0.0), sigma_rgb, sigma_xy, scale_factor,
+                       gradient)
+
+
+def quadratic_crf_loss(
+    images: torch.Tensor,
+    segmentations: torch.Tensor,
+    rois: Optional[torch.Tensor],
+    weight: float,
+    sigma_rgb: float,
+    sigma_xy: float,
+    scale_factor: float = 1.0,
+    gradient: str = "reference",
+) -> torch.Tensor:
+    """Quadratic (Laplacian) relaxation of the dense Potts CRF (Tang et al., ECCV 2018, eq. 7):
+    weight * (1/B) sum_b sum_{p,q in ROI} A_pq ||S_p - S_q||^2, computed as
+    sum_k (S~_k^2)^T (A r + A^T r) - 2 S~_k^T A S~_k (SPEC 3's 2 S^T (D - A) S where A is
+    symmetric; the lattice's A is not, and this form stays >= 0). Conventions as dense_crf_loss."""
+    weight = check_real("weight", weight)
+    return _dense_loss(images, segmentations, rois, (0.0, 0.0, weight), sigma_rgb, sigma_xy, scale_factor, gradient)
+
+
+def partial_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
+    """Partial cross-entropy on seeds (Tang et al., CVPR 2018, eq. 2): the mean of
+    -log softmax(logits)_p[label_p] over the labelled pixels.
+
+    logits: B x K x ... scores or log-probabilities (log-probabilities give the same value);
+    labels: B x ... integer class indices. Pixels labelled ignore_index, or with a label
+    outside 0..K-1, are unlabelled. No labelled pixel gives 0 (with zero gradient), not NaN.
+    """
+    check_tensor("logits", logits, floating=True)
+    check_tensor("labels", labels)
+    if logits.dim() < 2:
+        raise ValueError(f"logits must be B x K x ..., got shape {tuple(logits.shape)}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(f"labels must be an integer tensor, got {labels.dtype}")
+    if tuple(labels.shape) != (logits.shape[0],) + tuple(logits.shape[2:]):
+        raise ValueError(
+            f"labels must be B x {' x '.join(map(str, logits.shape[2:]))} like logits without K, "
+            f"got shape {tuple(labels.shape)}"
+        )
+    check_same_device(logits=logits, labels=labels)
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+        raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}")
+    classes = logits.shape[1]
+    labels = labels.long()
+    labelled = (labels != ignore_index) & (labels >= 0) & (labels < classes)
+    log_probs = F.log_softmax(logits.to(compute_dtype(logits.dtype)), dim=1)
+    picked = log_probs.gather(1, torch.where(labelled, labels, 0).unsqueeze(1)).squeeze(1)
+    total = -torch.where(labelled, picked, torch.zeros_like(picked)).sum()
+    return total / labelled.sum().clamp_min(1)
+
+
+class _EntropyFunction(torch.autograd.Function):
+    """sum_p coefficient_p H(S_p), H(S_p) = -sum_k S_pk log S_pk, with log clamped at the
+    dtype's smallest normal (0 log 0 = 0, finite gradient): one K-channel temporary each way."""
+
+    @staticmethod
+    def forward(ctx, probabilities, coefficients):
+        logs = probabilities.clamp_min(torch.finfo(probabilities.dtype).tiny).log_()
+        entropy = -torch.linalg.vecdot(probabilities, logs, dim=1)
+        ctx.save_for_backward(logs, coefficients)
+        return (entropy * coefficients).sum()
+
+    @staticmethod
+    def backward(ctx, grad):
+        logs, coefficients = ctx.saved_tensors
+        # dH/dS_pk = -(log S_pk + 1); the clamp's gradient is negligible and dropped.
+        return logs.add(1).mul_((coefficients * -grad).unsqueeze(1)), None
+
+
+def entropy_loss(segmentations: torch.Tensor, rois: Optional[torch.Tensor] = None, weight: float = 1.0
+                 ) -> torch.Tensor:
+    """Entropy regularizer (Grandvalet & Bengio, NIPS 2005): weight times the mean over ROI
+    pixels of H(S_p) = -sum_k S_pk log S_pk, with 0 log 0 = 0 and a finite gradient at S = 0.
+
+    segmentations: B x K x H x W probabilities; rois: B x H x W (None: every pixel).
+    An all-zero ROI gives 0.
+    """
+    check_tensor("segmentations", segmentations, dims=(4,), floating=True)
+    weight = check_real("weight", weight)
+    region = _region(rois, segmentations)
+    coefficients = region * (weight / region.sum().clamp_min(1))
+    return _EntropyFunction.apply(segmentations.to(region.dtype), coefficients)
+
+
+def grid_edge_weights(images: torch.Tensor, rois: torch.Tensor, sigma: float, neighbourhood: int,
+                      dtype: torch.dtype) -> torch.Tensor:
+    """Boykov & Jolly (ICCV 2001) contrast weights exp(-||I_p - I_q||^2 / (2 sigma^2)) / dist(p, q)
+    of the pairs (p, p + o_e), B x E x H x W; 0 where q is outside the image or p or q outside the ROI."""
+    batch, _, height, width = images.shape
+    images = images.to(dtype)
+    weights = images.new_zeros((batch, neighbourhood // 2, height, width))
+    for e, (dy, dx) in enumerate(((0, 1), (1, 0), (1, 1), (1, -1))[: neighbourhood // 2]):
+        rows_p, rows_q = slice(0, height - dy), slice(dy, height)
+        cols_p = slice(max(0, -dx), width - max(0, dx))
+        cols_q = slice(max(0, dx), width - max(0, -dx))
+        contrast = (images[:, :, rows_q, cols_q] - images[:, :, rows_p, cols_p]).square().sum(1)
+        inside = rois[:, rows_p, cols_p] * rois[:, rows_q, cols_q]
+        weights[:, e, rows_p, cols_p] = torch.exp(contrast / (-2 * sigma * sigma)) * inside / (dx * dx + dy * dy) ** 0.5
+    return weights
+
+
+def grid_crf_loss(
+    images: torch.Tensor,
+    segmentations: torch.Tensor,
+    rois: Optional[torch.Tensor],
+    weight: float,
+    sigma: float,
+    neighbourhood: int = 4,
+    relaxation: str = "quadratic",
+) -> torch.Tensor:
+    """Sparse grid CRF loss (Tang et al., ECCV 2018, Table 1; SPEC 3): weight * (1/B) times the
+    sum over the neighbouring pairs p, q of the 4- or 8-connected grid (each pair once, both in
+    the ROI) of w_pq ||S_p - S_q||^2 ("quadratic") or w_pq sum_k (S_pk + S_qk)/2 - S_pk S_qk
+    ("bilinear": the Potts relaxation sum_k S_pk (1 - S_qk) for probabilities), with the
+    contrast weights of grid_edge_weights. One pass over S forward, one backward (C++/CUDA).
+    """
+    images, segmentations, rois = _check_image_inputs(images, segmentations, rois)
+    weight = check_real("weight", weight)
+    sigma = check_positive("sigma", sigma)
+    if neighbourhood not in (4, 8):
+        raise ValueError(f"neighbourhood must be 4 or 8, got {neighbourhood!r}")
+    if relaxation not in RELAXATIONS:
+        raise ValueError(f"relaxation must be one of {RELAXATIONS}, got {relaxation!r}")
+    if not bool(torch.isfinite(images).all()):  # one host sync (the dense losses' lattice build has one too)
+        raise ValueError("images must be finite, got NaN or Inf")
+    dtype = compute_dtype(segmentations.dtype)
+    weights = grid_edge_weights(images, rois, sigma, neighbourhood, dtype)
+    energy = ops.grid_crf(segmentations.to(dtype).contiguous(), weights, relaxation == "bilinear")
+    return energy.sum() * (weight / segmentations.shape[0])

@@ -8,17 +8,24 @@ from torch import nn
 from . import functional
 from .em import ImageLabels, semi_supervised_targets
 
-__all__ = ["DenseCRFLoss", "EMAdaptLoss", "EMFixedLoss"]
+__all__ = [
+    "DenseCRFLoss",
+    "EMAdaptLoss",
+    "EMFixedLoss",
+    "EntropyLoss",
+    "GridCRFLoss",
+    "KernelCutLoss",
+    "NormalizedCutLoss",
+    "PartialCrossEntropyLoss",
+    "QuadraticCRFLoss",
+    "RegularizedLoss",
+]
 
 
-class DenseCRFLoss(nn.Module):
-    """Drop-in replacement for rloss's DenseCRFLoss (Tang et al., ECCV 2018), on CPU and GPU.
+class _DenseLoss(nn.Module):
+    """A regularizer over the dense bilateral kernel: forward(images, segmentations, ROIs=None)."""
 
-    ``DenseCRFLoss(weight, sigma_rgb, sigma_xy, scale_factor)(images, segmentations, ROIs)``
-    returns weight * -(1/B) sum_k S~_k^T A S~_k (a 0-dim tensor) with A the permutohedral
-    approximation of the bilateral Gaussian kernel; see wsloss.functional.dense_crf_loss.
-    gradient="exact" replaces the reference's 2 A S~ by the true (A + A^T) S~.
-    """
+    needs_images = True
 
     def __init__(self, weight: float, sigma_rgb: float, sigma_xy: float, scale_factor: float = 1.0,
                  gradient: str = "reference"):
@@ -29,13 +36,161 @@ class DenseCRFLoss(nn.Module):
         self.scale_factor = scale_factor
         self.gradient = gradient
 
-    def forward(self, images: torch.Tensor, segmentations: torch.Tensor, ROIs: torch.Tensor) -> torch.Tensor:
-        return functional.dense_crf_loss(images, segmentations, ROIs, self.weight, self.sigma_rgb, self.sigma_xy,
-                                         self.scale_factor, self.gradient)
+    def _loss(self, images, segmentations, rois):
+        raise NotImplementedError
+
+    def forward(self, images: torch.Tensor, segmentations: torch.Tensor,
+                ROIs: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self._loss(images, segmentations, ROIs)
 
     def extra_repr(self) -> str:
         return (f"weight={self.weight}, sigma_rgb={self.sigma_rgb}, sigma_xy={self.sigma_xy}, "
                 f"scale_factor={self.scale_factor}, gradient={self.gradient!r}")
+
+
+class DenseCRFLoss(_DenseLoss):
+    """Drop-in replacement for rloss's DenseCRFLoss (Tang et al., ECCV 2018), on CPU and GPU.
+
+    ``DenseCRFLoss(weight, sigma_rgb, sigma_xy, scale_factor)(images, segmentations, ROIs)``
+    returns weight * -(1/B) sum_k S~_k^T A S~_k (a 0-dim tensor) with A the permutohedral
+    approximation of the bilateral Gaussian kernel; see wsloss.functional.dense_crf_loss.
+    gradient="exact" replaces the reference's 2 A S~ by the true (A + A^T) S~.
+    """
+
+    def _loss(self, images, segmentations, rois):
+        return functional.dense_crf_loss(images, segmentations, rois, self.weight, self.sigma_rgb, self.sigma_xy,
+                                         self.scale_factor, self.gradient)
+
+
+class NormalizedCutLoss(_DenseLoss):
+    """Normalized cut loss (Tang et al., CVPR 2018): weight * (1/B) sum_b sum_k
+    S~_k^T A (r - S~_k) / (d^T S~_k), d = A r; see wsloss.functional.normalized_cut_loss."""
+
+    def _loss(self, images, segmentations, rois):
+        return functional.normalized_cut_loss(images, segmentations, rois, self.weight, self.sigma_rgb,
+                                              self.sigma_xy, self.scale_factor, self.gradient)
+
+
+class QuadraticCRFLoss(_DenseLoss):
+    """Quadratic (Laplacian) relaxation of the dense Potts CRF (Tang et al., ECCV 2018):
+    weight * (1/B) sum_pq A_pq ||S~_p - S~_q||^2; see wsloss.functional.quadratic_crf_loss."""
+
+    def _loss(self, images, segmentations, rois):
+        return functional.quadratic_crf_loss(images, segmentations, rois, self.weight, self.sigma_rgb,
+                                             self.sigma_xy, self.scale_factor, self.gradient)
+
+
+class KernelCutLoss(_DenseLoss):
+    """Kernel cut (Tang et al., ECCV 2018): NormalizedCutLoss(weight) + DenseCRFLoss(crf_weight)
+    over one shared lattice; see wsloss.functional.kernel_cut_loss."""
+
+    def __init__(self, weight: float, crf_weight: float, sigma_rgb: float, sigma_xy: float,
+                 scale_factor: float = 1.0, gradient: str = "reference"):
+        super().__init__(weight, sigma_rgb, sigma_xy, scale_factor, gradient)
+        self.crf_weight = crf_weight
+
+    def _loss(self, images, segmentations, rois):
+        return functional.kernel_cut_loss(images, segmentations, rois, self.weight, self.crf_weight,
+                                          self.sigma_rgb, self.sigma_xy, self.scale_factor, self.gradient)
+
+    def extra_repr(self) -> str:
+        return f"crf_weight={self.crf_weight}, " + super().extra_repr()
+
+
+class GridCRFLoss(nn.Module):
+    """Sparse contrast-sensitive Potts CRF on the 4- or 8-connected pixel grid (Boykov & Jolly
+    weights; Tang et al., ECCV 2018); see wsloss.functional.grid_crf_loss."""
+
+    needs_images = True
+
+    def __init__(self, weight: float, sigma: float, neighbourhood: int = 4, relaxation: str = "quadratic"):
+        super().__init__()
+        self.weight = weight
+        self.sigma = sigma
+        self.neighbourhood = neighbourhood
+        self.relaxation = relaxation
+
+    def forward(self, images: torch.Tensor, segmentations: torch.Tensor,
+                ROIs: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return functional.grid_crf_loss(images, segmentations, ROIs, self.weight, self.sigma, self.neighbourhood,
+                                        self.relaxation)
+
+    def extra_repr(self) -> str:
+        return (f"weight={self.weight}, sigma={self.sigma}, neighbourhood={self.neighbourhood}, "
+                f"relaxation={self.relaxation!r}")
+
+
+class EntropyLoss(nn.Module):
+    """weight times the mean entropy of the predictions over the ROI (Grandvalet & Bengio,
+    NIPS 2005): ``EntropyLoss(weight)(segmentations, ROIs=None)``; see wsloss.functional.entropy_loss."""
+
+    needs_images = False
+
+    def __init__(self, weight: float = 1.0):
+        super().__init__()
+        self.weight = weight
+
+    def forward(self, segmentations: torch.Tensor, ROIs: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return functional.entropy_loss(segmentations, ROIs, self.weight)
+
+    def extra_repr(self) -> str:
+        return f"weight={self.weight}"
+
+
+class PartialCrossEntropyLoss(nn.Module):
+    """Cross-entropy over labelled (scribble, click) pixels only (Tang et al., CVPR 2018):
+    ``PartialCrossEntropyLoss(ignore_index=255)(logits, labels)``; see
+    wsloss.functional.partial_cross_entropy."""
+
+    def __init__(self, ignore_index: int = 255):
+        super().__init__()
+        self.ignore_index = ignore_index
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return functional.partial_cross_entropy(logits, labels, self.ignore_index)
+
+    def extra_repr(self) -> str:
+        return f"ignore_index={self.ignore_index}"
+
+
+class RegularizedLoss(nn.Module):
+    """Partial cross-entropy plus regularizers, Tang et al. (ECCV 2018) eq. (1):
+    pCE(logits, seeds) + sum_i lambda_i R_i(softmax(logits)), lambda_i being each
+    regularizer's own weight.
+
+    ``RegularizedLoss(densecrf=DenseCRFLoss(2e-9, 15, 100, 0.5), entropy=EntropyLoss(0.1))``,
+    then ``loss = criterion(logits, seeds, images, ROIs)``; with ``return_terms=True`` it
+    returns ``(loss, terms)``, terms a dict of the detached values by name ("pce" and the
+    regularizers' names) for logging. The softmax is computed once for all regularizers.
+    """
+
+    def __init__(self, ignore_index: int = 255, **regularizers: nn.Module):
+        super().__init__()
+        for name, regularizer in regularizers.items():
+            if not isinstance(regularizer, nn.Module) or not hasattr(regularizer, "needs_images"):
+                raise TypeError(f"regularizer {name!r} must be a wsloss regularizer module, "
+                                f"got {type(regularizer).__name__}")
+        if "pce" in regularizers:
+            raise ValueError("the name 'pce' is the partial cross-entropy's; name the regularizer otherwise")
+        self.partial_cross_entropy = PartialCrossEntropyLoss(ignore_index)
+        self.regularizers = nn.ModuleDict(regularizers)
+
+    def forward(self, logits: torch.Tensor, seeds: torch.Tensor, images: Optional[torch.Tensor] = None,
+                ROIs: Optional[torch.Tensor] = None, return_terms: bool = False):
+        terms = {"pce": self.partial_cross_entropy(logits, seeds)}
+        if len(self.regularizers):
+            probabilities = torch.softmax(logits, dim=1)
+            for name, regularizer in self.regularizers.items():
+                if not regularizer.needs_images:
+                    terms[name] = regularizer(probabilities, ROIs)
+                elif images is None:
+                    raise ValueError(f"images are required by the regularizer {name!r}")
+                else:
+                    terms[name] = regularizer(images, probabilities, ROIs)
+        total = sum(terms.values())
+        if return_terms:
+            return total, {name: value.detach() for name, value in terms.items()}
+        return total
 
 
 class _EStepLoss(nn.Module):

@@ -1,0 +1,100 @@
+// Sparse grid CRF on the CPU, one image row at a time (torch-free). The row's interior
+// pixels run class plane by class plane in loops over x that the compiler vectorizes;
+// the two border pixels use the per-pixel functions of grid_crf_math.h.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "../grid_crf_math.h"
+
+namespace wsloss {
+namespace cpu {
+
+// dst[x] += c[x] * d(term)/d(own)(s[x], t[x]) for x in [1, count). Kept out of line: inlined
+// into the row loop, GCC loses the restrict qualifiers and leaves the loop scalar (2x slower).
+template <bool kBilinear, typename T>
+[[gnu::noinline]] void add_pair_derivatives(T* __restrict dst, const T* __restrict c, const T* __restrict s, const T* __restrict t,
+                          int64_t count) {
+  for (int64_t x = 1; x < count; ++x) dst[x] += c[x] * grid_pair_derivative<kBilinear>(s[x], t[x]);
+}
+
+// f[x] += term(s[x], t[x]) for x in [1, count).
+template <bool kBilinear, typename T>
+[[gnu::noinline]] void add_pair_terms(T* __restrict f, const T* __restrict s, const T* __restrict t, int64_t count) {
+  for (int64_t x = 1; x < count; ++x) f[x] += grid_pair_term<kBilinear>(s[x], t[x]);
+}
+
+// energy[x] of row y: sum_e w_e(p) sum_k term(S_pk, S_{p+o_e,k}).
+template <int E, bool kBilinear, typename T>
+void grid_row_energy(const GridCrfImage<T>& g, int64_t y, T* energy, std::vector<T>& scratch) {
+  const int64_t width = g.width, n = g.height * width;
+  energy[0] = grid_pixel_energy<E>(g, y, 0);
+  if (width == 1) return;
+  energy[width - 1] = grid_pixel_energy<E>(g, y, width - 1);
+  if (width == 2) return;
+  scratch.assign(E * width, T(0));
+  T* f = scratch.data();
+  bool row_inside[E];
+  for (int e = 0; e < E; ++e) {
+    int dy, dx;
+    grid_offset(e, dy, dx);
+    row_inside[e] = y + dy < g.height;
+  }
+  for (int64_t k = 0; k < g.classes; ++k) {
+    const T* s = g.segmentation + k * n + y * width;
+    for (int e = 0; e < E; ++e) {
+      if (!row_inside[e]) continue;
+      int dy, dx;
+      grid_offset(e, dy, dx);
+      add_pair_terms<kBilinear>(f + e * width, s, s + dy * width + dx, width - 1);
+    }
+  }
+  const T* w = g.weights + y * width;
+  for (int64_t x = 1; x < width - 1; ++x) {
+    T acc = T(0);
+    for (int e = 0; e < E; ++e) {
+      acc += (row_inside[e] ? w[e * n + x] : T(0)) * f[e * width + x];
+    }
+    energy[x] = acc;
+  }
+}
+
+// The gradient of row y, every class: out[k][y][x] (out points at the image's [K][H][W]).
+template <int E, bool kBilinear, typename T>
+void grid_row_gradient(const GridCrfImage<T>& g, const T* grad_energy, int64_t y, T* out, std::vector<T>& scratch) {
+  const int64_t width = g.width, n = g.height * width;
+  grid_pixel_gradient<E>(g, grad_energy, y, 0, out);
+  if (width == 1) return;
+  grid_pixel_gradient<E>(g, grad_energy, y, width - 1, out);
+  if (width == 2) return;
+  // c_j[x]: the coefficient of the pair j of pixel (y, x) (E starting there, E ending
+  // there); o_j its neighbour's offset. A missing row gets 0 and the offset 0.
+  scratch.assign(2 * E * width, T(0));
+  T* c = scratch.data();
+  int64_t o[2 * E];
+  for (int e = 0; e < E; ++e) {
+    int dy, dx;
+    grid_offset(e, dy, dx);
+    const int64_t step = dy * width + dx;
+    const bool forward = y + dy < g.height, backward = y - dy >= 0;
+    o[e] = forward ? step : 0;
+    o[E + e] = backward ? -step : 0;
+    const int64_t p = y * width;
+    for (int64_t x = 1; x < width - 1; ++x) {
+      c[e * width + x] = forward ? grad_energy[p + x] * g.weights[e * n + p + x] : T(0);
+      c[(E + e) * width + x] = backward ? grad_energy[p + x - step] * g.weights[e * n + p + x - step] : T(0);
+    }
+  }
+  for (int64_t k = 0; k < g.classes; ++k) {
+    const T* s = g.segmentation + k * n + y * width;
+    T* dst = out + k * n + y * width;
+    // One pass over the row per pair j (the row stays in L1), so that each loop vectorizes.
+    for (int64_t x = 1; x < width - 1; ++x) dst[x] = T(0);
+    for (int j = 0; j < 2 * E; ++j) add_pair_derivatives<kBilinear>(dst, c + j * width, s, s + o[j], width - 1);
+  }
+}
+
+}  // namespace cpu
+}  // namespace wsloss

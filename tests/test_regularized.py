@@ -1,0 +1,391 @@
+"""The regularized-loss family (SPEC 3): every dense loss against its formula on the dense
+matrix A (the lattice's, by filtering the identity, and the exact Gaussian), gradients,
+edge cases; the grid CRF against a loop over pairs; partial CE, entropy, the combinator."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import wsloss
+from conftest import random_photo
+from wsloss import functional as WF
+
+DENSE = ("crf", "ncut", "quadratic", "kernel_cut")
+
+
+def relative(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+def photo_batch(rng, batch=3, classes=4, height=13, width=11, roi_fraction=0.8):
+    images = random_photo(batch, height, width, rng)
+    seg = torch.softmax(3 * torch.randn(batch, classes, height, width, generator=rng, dtype=torch.float64), dim=1)
+    roi = (torch.rand(batch, height, width, generator=rng) < roi_fraction).double()
+    return images, seg, roi
+
+
+def dense_loss(kind, images, seg, roi, sigma_rgb=15.0, sigma_xy=6.0, scale_factor=1.0, gradient="reference",
+               weight=0.7, crf_weight=0.3):
+    if kind == "kernel_cut":
+        return WF.kernel_cut_loss(images, seg, roi, weight, crf_weight, sigma_rgb, sigma_xy, scale_factor, gradient)
+    function = {"crf": WF.dense_crf_loss, "ncut": WF.normalized_cut_loss, "quadratic": WF.quadratic_crf_loss}[kind]
+    return function(images, seg, roi, weight, sigma_rgb, sigma_xy, scale_factor, gradient)
+
+
+def lattice_matrices(images, sigma_rgb, sigma_xy):
+    """A_b as dense float64 matrices: the lattice filtering of the identity (column q = A e_q)."""
+    lattice = wsloss.PermutohedralLattice(wsloss.bilateral_features(images, sigma_rgb, sigma_xy).flatten(2))
+    n = images.shape[2] * images.shape[3]
+    eye = torch.eye(n, dtype=torch.float64, device=images.device).expand(images.shape[0], n, n)
+    return lattice.filter(eye.contiguous()).transpose(1, 2)
+
+
+def gaussian_matrices(images, sigma_rgb, sigma_xy):
+    features = wsloss.bilateral_features(images, sigma_rgb, sigma_xy).cpu()
+    n = images.shape[2] * images.shape[3]
+    eye = torch.eye(n, dtype=torch.float64).expand(images.shape[0], n, n).contiguous()
+    return wsloss.reference.dense_gaussian_filter(features.flatten(2), eye).transpose(1, 2)
+
+
+def formula(kind, matrices, seg, roi, weight=0.7, crf_weight=0.3):
+    """The SPEC's definitions, literally, in float64 with a given dense matrix per image."""
+    batch, classes = seg.shape[:2]
+    s = seg.reshape(batch, classes, -1) * roi.reshape(batch, 1, -1)
+    r = roi.reshape(batch, -1)
+    total = seg.new_zeros(())
+    for b in range(batch):
+        a = matrices[b]
+        for k in range(classes):
+            sk = s[b, k]
+            crf = -(sk @ a @ sk)
+            ncut_den = sk @ (a @ r[b])
+            ncut = (sk @ a @ (r[b] - sk)) / ncut_den if ncut_den != 0 else ncut_den * 0
+            pairs = r[b][:, None] * r[b][None, :] * a * (sk[:, None] - sk[None, :]) ** 2
+            total = total + {"crf": weight * crf, "ncut": weight * ncut, "quadratic": weight * pairs.sum(),
+                             "kernel_cut": weight * ncut + crf_weight * crf}[kind]
+    return total / batch
+
+
+def reference_gradient(kind, matrices, seg, roi, weight=0.7, crf_weight=0.3):
+    """The SPEC's gradient formulas for a symmetric kernel, with the given (non-symmetric) A."""
+    batch, classes = seg.shape[:2]
+    s = seg.reshape(batch, classes, -1) * roi.reshape(batch, 1, -1)
+    r = roi.reshape(batch, -1)
+    grad = torch.zeros_like(s)
+    for b in range(batch):
+        a = matrices[b]
+        d, d_t = a @ r[b], a.T @ r[b]
+        for k in range(classes):
+            sk = s[b, k]
+            a_s = a @ sk
+            crf = -2 * a_s
+            den = sk @ d
+            ncut = (sk @ a_s) * d / den**2 - 2 * a_s / den if den != 0 else 0 * d
+            quadratic = 2 * sk * (d + d_t) - 4 * a_s
+            grad[b, k] = {"crf": weight * crf, "ncut": weight * ncut, "quadratic": weight * quadratic,
+                          "kernel_cut": weight * ncut + crf_weight * crf}[kind]
+    return (grad * r[:, None]).reshape(seg.shape) / batch
+
+
+@pytest.mark.parametrize("kind", DENSE)
+def test_value_and_gradients_exact_given_the_lattice_matrix(kind, rng, device):
+    images, seg, roi = (t.to(device) for t in photo_batch(rng))
+    matrices = lattice_matrices(images, 15.0, 6.0)
+    seg_loss = seg.clone().requires_grad_()
+    loss = dense_loss(kind, images, seg_loss, roi)
+    loss.backward()
+    seg_dense = seg.clone().requires_grad_()
+    expected = formula(kind, matrices, seg_dense, roi)
+    expected.backward()
+    assert abs(loss.item() - expected.item()) <= 1e-10 * abs(expected.item())
+    assert relative(seg_loss.grad, reference_gradient(kind, matrices, seg, roi)) <= 1e-10
+    seg_exact = seg.clone().requires_grad_()
+    dense_loss(kind, images, seg_exact, roi, gradient="exact").backward()
+    assert relative(seg_exact.grad, seg_dense.grad) <= 1e-10  # autograd through the dense formula
+
+
+@pytest.mark.parametrize("kind", DENSE)
+def test_reference_gradient_is_autograd_for_a_symmetric_kernel(kind, rng):
+    """With the exact Gaussian W (symmetric), the SPEC's gradient formulas are autograd's."""
+    images, seg, roi = photo_batch(rng, batch=2, height=7, width=9)
+    matrices = gaussian_matrices(images, 15.0, 6.0)
+    seg = seg.requires_grad_()
+    formula(kind, matrices, seg, roi).backward()
+    assert relative(reference_gradient(kind, matrices, seg.detach(), roi), seg.grad) <= 1e-12
+
+
+def test_normalized_cut_against_the_exact_gaussian(rng):
+    """The normalized cut is invariant to the kernel's scale c, so the lattice's value is
+    directly comparable with the exact Gaussian's (measured: within 0.5% on 16x16 and 24x24)."""
+    images, seg, roi = photo_batch(rng, batch=4, height=24, width=24, roi_fraction=1.0)
+    for sigma_xy in (3.0, 10.0):
+        lattice = dense_loss("ncut", images, seg, roi, sigma_xy=sigma_xy).item()
+        exact = formula("ncut", gaussian_matrices(images, 15.0, sigma_xy), seg, roi).item()
+        assert abs(lattice - exact) <= 0.02 * abs(exact), (sigma_xy, lattice, exact)
+
+
+@pytest.mark.parametrize("kind", DENSE)
+@pytest.mark.parametrize("scale_factor", [1.0, 0.5])
+def test_gradcheck_exact_mode(kind, scale_factor, rng, device):
+    images, seg, roi = (t.to(device) for t in photo_batch(rng, batch=2, classes=3, height=9, width=8))
+    seg = seg.requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda s: dense_loss(kind, images, s, roi, scale_factor=scale_factor, gradient="exact"), (seg,))
+
+
+@pytest.mark.parametrize("kind", DENSE)
+def test_downscaled_equals_the_formula_on_downscaled_inputs(kind, rng, device):
+    images, seg, roi = (t.to(device) for t in photo_batch(rng, height=20, width=17))
+    loss = dense_loss(kind, images, seg, roi, sigma_xy=12.0, scale_factor=0.5)
+    small_images = F.interpolate(images, scale_factor=0.5)
+    small_seg = F.interpolate(seg, scale_factor=0.5, mode="bilinear", align_corners=False)
+    small_roi = F.interpolate(roi[:, None], scale_factor=0.5)[:, 0]
+    expected = formula(kind, lattice_matrices(small_images, 15.0, 6.0), small_seg, small_roi)
+    assert abs(loss.item() - expected.item()) <= 1e-10 * abs(expected.item())
+
+
+@pytest.mark.parametrize("kind", DENSE)
+def test_zero_roi_and_empty_classes_are_finite(kind, rng, device):
+    images, seg, roi = (t.to(device) for t in photo_batch(rng, classes=3))
+    zero = torch.zeros_like(roi)
+    s = seg.clone().requires_grad_()
+    loss = dense_loss(kind, images, s, zero, gradient="exact")
+    loss.backward()
+    assert loss.item() == 0 and torch.all(s.grad == 0)
+    # A class with no mass anywhere: finite value and gradient; ncut counts it 0.
+    seg = torch.cat((seg[:, :2], torch.zeros_like(seg[:, :1])), dim=1)
+    for gradient in ("reference", "exact"):
+        s = seg.clone().requires_grad_()
+        loss = dense_loss(kind, images, s, roi, gradient=gradient)
+        loss.backward()
+        assert torch.isfinite(loss) and torch.isfinite(s.grad).all()
+    expected = formula(kind, lattice_matrices(images, 15.0, 6.0), seg, roi)
+    assert abs(loss.item() - expected.item()) <= 1e-10 * abs(expected.item())
+
+
+@pytest.mark.parametrize("kind", DENSE)
+@pytest.mark.parametrize("classes", [1, 23])
+def test_batch_is_the_mean_of_its_images(kind, classes, rng, device):
+    images, seg, roi = (t.to(device) for t in photo_batch(rng, batch=4, classes=classes, height=15, width=19))
+    seg = seg.float().requires_grad_()
+    together = dense_loss(kind, images, seg, roi)
+    together.backward()
+    singles = []
+    for b in range(4):
+        s = seg.detach()[b:b + 1].clone().requires_grad_()
+        singles.append(dense_loss(kind, images[b:b + 1], s, roi[b:b + 1]))
+        (singles[-1] / 4).backward()
+        torch.testing.assert_close(seg.grad[b:b + 1], s.grad, rtol=1e-5, atol=1e-9)
+    torch.testing.assert_close(together, torch.stack(singles).mean(), rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", DENSE)
+def test_layouts_dtypes_and_no_roi(kind, rng, device):
+    images, seg, roi = (t.to(device) for t in photo_batch(rng, batch=2, height=16, width=12))
+    expected = dense_loss(kind, images, seg.float(), roi)
+    channels_last = seg.float().contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(dense_loss(kind, images, channels_last, roi), expected)
+    transposed = seg.float().transpose(2, 3).contiguous().transpose(2, 3)
+    torch.testing.assert_close(dense_loss(kind, images, transposed, roi[:, None]), expected)
+    half = seg.half().requires_grad_()
+    loss = dense_loss(kind, images, half, roi)
+    loss.backward()
+    assert loss.dtype == torch.float32 and half.grad.dtype == torch.float16
+    torch.testing.assert_close(loss, expected, rtol=2e-3, atol=1e-6)
+    torch.testing.assert_close(dense_loss(kind, images, seg, None), dense_loss(kind, images, seg, torch.ones_like(roi)))
+
+
+def test_modules_match_functionals(rng, device):
+    images, seg, roi = (t.to(device) for t in photo_batch(rng))
+    pairs = [
+        (wsloss.NormalizedCutLoss(0.7, 15.0, 6.0), "ncut"),
+        (wsloss.QuadraticCRFLoss(0.7, 15.0, 6.0), "quadratic"),
+        (wsloss.KernelCutLoss(0.7, 0.3, 15.0, 6.0), "kernel_cut"),
+        (wsloss.DenseCRFLoss(0.7, 15.0, 6.0), "crf"),
+    ]
+    for module, kind in pairs:
+        assert torch.equal(module(images, seg, roi), dense_loss(kind, images, seg, roi)), kind
+    # Kernel cut is its two terms over one shared lattice.
+    kc = dense_loss("kernel_cut", images, seg, roi)
+    parts = dense_loss("ncut", images, seg, roi) + dense_loss("crf", images, seg, roi, weight=0.3)
+    torch.testing.assert_close(kc, parts, rtol=1e-12, atol=0)
+
+
+def test_quadratic_is_nonnegative_and_zero_for_constant_segmentations(rng, device):
+    images, seg, roi = (t.to(device) for t in photo_batch(rng))
+    assert dense_loss("quadratic", images, seg, roi).item() > 0
+    constant = torch.full_like(seg, 0.25)
+    assert abs(dense_loss("quadratic", images, constant, roi).item()) <= 1e-12 * seg.numel()
+
+
+# ---------------------------------------------------------------- sparse grid CRF
+
+def grid_loop(images, seg, roi, weight, sigma, neighbourhood, relaxation):
+    """The grid CRF by a loop over unordered neighbour pairs, float64 NumPy."""
+    images, seg, roi = (t.detach().cpu().double().numpy() for t in (images, seg, roi))
+    batch, classes, height, width = seg.shape
+    offsets = [(0, 1), (1, 0)] + ([(1, 1), (1, -1)] if neighbourhood == 8 else [])
+    total = 0.0
+    for b in range(batch):
+        for y in range(height):
+            for x in range(width):
+                for dy, dx in offsets:
+                    qy, qx = y + dy, x + dx
+                    if not (0 <= qy < height and 0 <= qx < width) or not (roi[b, y, x] and roi[b, qy, qx]):
+                        continue
+                    w = np.exp(-((images[b, :, y, x] - images[b, :, qy, qx]) ** 2).sum() / (2 * sigma**2))
+                    w /= np.hypot(dy, dx)
+                    sp, sq = seg[b, :, y, x], seg[b, :, qy, qx]
+                    term = ((sp - sq) ** 2).sum() if relaxation == "quadratic" else (sp * (1 - sq)).sum()
+                    total += w * term
+    return weight * total / batch
+
+
+@pytest.mark.parametrize("neighbourhood", [4, 8])
+@pytest.mark.parametrize("relaxation", ["quadratic", "bilinear"])
+@pytest.mark.parametrize("shape", [(7, 9), (1, 6), (5, 1), (1, 1)])
+def test_grid_against_a_loop_over_pairs(neighbourhood, relaxation, shape, rng, device):
+    images, seg, roi = photo_batch(rng, batch=2, classes=3, height=shape[0], width=shape[1])
+    loss = WF.grid_crf_loss(images.to(device), seg.to(device), roi.to(device), 0.7, 20.0, neighbourhood, relaxation)
+    expected = grid_loop(images, seg, roi, 0.7, 20.0, neighbourhood, relaxation)
+    assert abs(loss.item() - expected) <= 1e-12 * max(1.0, abs(expected))
+
+
+@pytest.mark.parametrize("neighbourhood", [4, 8])
+@pytest.mark.parametrize("relaxation", ["quadratic", "bilinear"])
+def test_grid_gradcheck(neighbourhood, relaxation, rng, device):
+    images, seg, roi = (t.to(device) for t in photo_batch(rng, batch=2, classes=3, height=6, width=7))
+    seg = seg.requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda s: WF.grid_crf_loss(images, s, roi, 0.7, 20.0, neighbourhood, relaxation), (seg,))
+
+
+def test_grid_ops_opcheck(rng, device):
+    images, seg, roi = (t.to(device) for t in photo_batch(rng, batch=2, classes=5, height=6, width=7))
+    for neighbourhood in (4, 8):
+        weights = WF.grid_edge_weights(images, roi, 20.0, neighbourhood, torch.float64)
+        for bilinear in (False, True):
+            torch.library.opcheck(torch.ops.wsloss.grid_crf, (seg.requires_grad_(), weights, bilinear))
+            grad = torch.rand(2, 6, 7, generator=rng, dtype=torch.float64).to(device)
+            torch.library.opcheck(torch.ops.wsloss.grid_crf_backward, (grad, seg.detach(), weights, bilinear))
+
+
+@pytest.mark.parametrize("classes", [1, 21])
+def test_grid_large_batch_float32_matches_float64(classes, rng, device):
+    images, seg, roi = (t.to(device) for t in photo_batch(rng, batch=3, classes=classes, height=61, width=67))
+    s32 = seg.float().requires_grad_()
+    s64 = seg.clone().requires_grad_()
+    for s in (s32, s64):
+        wsloss.GridCRFLoss(0.5, 10.0, 8, "bilinear")(images, s, roi).backward()
+    assert relative(s32.grad.double(), s64.grad) <= 1e-5
+
+
+def test_grid_zero_roi(rng, device):
+    images, seg, roi = (t.to(device) for t in photo_batch(rng))
+    s = seg.clone().requires_grad_()
+    loss = wsloss.GridCRFLoss(1.0, 10.0)(images, s, torch.zeros_like(roi))
+    loss.backward()
+    assert loss.item() == 0 and torch.all(s.grad == 0)
+
+
+# ---------------------------------------------------------------- partial CE, entropy, combinator
+
+def seeds(rng, batch, height, width, classes, fraction=0.1, ignore_index=255):
+    labels = torch.randint(0, classes, (batch, height, width), generator=rng)
+    return torch.where(torch.rand(batch, height, width, generator=rng) < fraction, labels, ignore_index)
+
+
+def test_partial_cross_entropy(rng, device):
+    logits = torch.randn(3, 5, 9, 10, generator=rng, dtype=torch.float64).to(device).requires_grad_()
+    labels = seeds(rng, 3, 9, 10, 5).to(device)
+    loss = WF.partial_cross_entropy(logits, labels)
+    expected = F.cross_entropy(logits, labels, ignore_index=255)
+    torch.testing.assert_close(loss, expected)
+    # log-probabilities give the same value, as with torch's cross_entropy
+    torch.testing.assert_close(WF.partial_cross_entropy(F.log_softmax(logits, 1), labels), expected)
+    # another ignore label; labels outside 0..K-1 are unlabelled
+    other = torch.where(labels == 255, -1, labels)
+    torch.testing.assert_close(wsloss.PartialCrossEntropyLoss(ignore_index=-1)(logits, other), expected)
+    torch.testing.assert_close(WF.partial_cross_entropy(logits, torch.where(labels == 255, 7, labels)), expected)
+    # no labelled pixel: 0 with zero gradient, not NaN
+    none = WF.partial_cross_entropy(logits, torch.full_like(labels, 255))
+    none.backward()
+    assert none.item() == 0 and torch.all(logits.grad == 0)
+
+
+def test_entropy(rng, device):
+    seg = torch.softmax(torch.randn(2, 4, 6, 5, generator=rng, dtype=torch.float64), 1)
+    seg[0, :, 0, 0] = torch.tensor([1.0, 0.0, 0.0, 0.0])  # 0 log 0 = 0, finite gradient
+    roi = (torch.rand(2, 6, 5, generator=rng) < 0.7).double()
+    seg, roi = seg.to(device).requires_grad_(), roi.to(device)
+    loss = wsloss.EntropyLoss(0.5)(seg, roi)
+    loss.backward()
+    h = -(seg.detach() * seg.detach().log().nan_to_num(0.0, 0.0, 0.0)).sum(1)
+    torch.testing.assert_close(loss, 0.5 * (h * roi).sum() / roi.sum())
+    assert torch.isfinite(seg.grad).all()
+    torch.testing.assert_close(WF.entropy_loss(seg.detach()), h.mean())
+    assert WF.entropy_loss(seg.detach(), torch.zeros_like(roi)).item() == 0
+    positive = torch.softmax(torch.randn(2, 3, 4, 5, generator=rng, dtype=torch.float64), 1).to(device)
+    assert torch.autograd.gradcheck(lambda s: WF.entropy_loss(s, roi[:, :4], 0.5), (positive.requires_grad_(),))
+
+
+def test_regularized_loss_combines_and_reports_terms(rng, device):
+    images, _, roi = (t.to(device) for t in photo_batch(rng, height=12, width=14))
+    logits = torch.randn(3, 4, 12, 14, generator=rng).to(device).requires_grad_()
+    labels = seeds(rng, 3, 12, 14, 4).to(device)
+    regularizers = dict(densecrf=wsloss.DenseCRFLoss(1e-3, 15.0, 10.0, 0.5), entropy=wsloss.EntropyLoss(0.1),
+                        ncut=wsloss.NormalizedCutLoss(0.2, 15.0, 10.0), grid=wsloss.GridCRFLoss(0.01, 10.0, 8))
+    criterion = wsloss.RegularizedLoss(**regularizers)
+    total, terms = criterion(logits, labels, images, roi, return_terms=True)
+    assert list(terms) == ["pce", "densecrf", "entropy", "ncut", "grid"]
+    probabilities = torch.softmax(logits, 1)
+    expected = {"pce": WF.partial_cross_entropy(logits, labels),
+                "densecrf": regularizers["densecrf"](images, probabilities, roi),
+                "entropy": regularizers["entropy"](probabilities, roi),
+                "ncut": regularizers["ncut"](images, probabilities, roi),
+                "grid": regularizers["grid"](images, probabilities, roi)}
+    for name, value in expected.items():
+        torch.testing.assert_close(terms[name], value.detach())
+        assert not terms[name].requires_grad
+    torch.testing.assert_close(total, sum(expected.values()))
+    grad_total, = torch.autograd.grad(criterion(logits, labels, images, roi), logits)
+    grad_expected, = torch.autograd.grad(sum(expected.values()), logits)
+    torch.testing.assert_close(grad_total, grad_expected)
+    with pytest.raises(ValueError, match="images are required"):
+        criterion(logits, labels)
+    with pytest.raises(ValueError, match="pce"):
+        wsloss.RegularizedLoss(pce=wsloss.EntropyLoss())
+    with pytest.raises(TypeError, match="regularizer 'x'"):
+        wsloss.RegularizedLoss(x=torch.nn.Linear(2, 2))
+
+
+def test_training_with_scribbles_and_a_regularizer_follows_edges(rng):
+    """A per-pixel model trained on two scribbles: pCE alone labels only what it saw; with a
+    normalized cut or dense CRF term the labels spread along the image's two regions."""
+    height, width = 12, 16
+    images = torch.zeros(1, 3, height, width)
+    images[:, :, :, width // 2:] = 200.0
+    truth = (torch.arange(width) >= width // 2).long().expand(1, height, width)
+    labels = torch.full((1, height, width), 255)
+    labels[0, 5, 2], labels[0, 5, 13] = 0, 1
+    results = {}
+    for name, regularizer in (("ncut", wsloss.NormalizedCutLoss(1.0, 15.0, 80.0)),
+                              ("crf", wsloss.DenseCRFLoss(2e-2, 15.0, 80.0))):
+        logits = torch.zeros(1, 2, height, width, requires_grad=True)
+        optimizer = torch.optim.Adam([logits], lr=0.1)
+        criterion = wsloss.RegularizedLoss(reg=regularizer)
+        for _ in range(150):
+            optimizer.zero_grad()
+            criterion(logits, labels, images).backward()
+            optimizer.step()
+        results[name] = (logits.argmax(1) == truth).float().mean().item()
+    assert min(results.values()) >= 0.95, results
+
+
+def test_compile_fullgraph(rng):
+    images, seg, roi = photo_batch(rng, batch=2, height=10, width=9)
+    losses = [wsloss.NormalizedCutLoss(0.7, 15.0, 6.0), wsloss.KernelCutLoss(0.5, 0.2, 15.0, 6.0, 0.5),
+              wsloss.QuadraticCRFLoss(0.7, 15.0, 6.0), wsloss.GridCRFLoss(0.7, 20.0, 8, "bilinear")]
+    for module in losses:
+        compiled = torch.compile(module, fullgraph=True, backend="aot_eager")
+        torch.testing.assert_close(compiled(images, seg, roi), module(images, seg, roi))
