@@ -11,7 +11,7 @@ export CC=/usr/bin/gcc CXX=/usr/bin/g++
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 MAX_JOBS=16 python3 -m pip install --no-build-isolation -q . > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
 (cd /tmp && python3 -c "import wsloss, torch; print('cuda kernels:', wsloss._ops.HAS_CUDA_KERNELS, torch.__version__)")
-(cd tests && timeout 300 python3 -m pytest -q -rs --timeout=120 -p no:cacheprovider . 2>&1) | tee "$OUT/pytest.log" | grep -E 'FAILED|ERROR|passed|failed' | tail -40
+(cd tests && timeout 300 python3 -m pytest -q -rfEs --timeout=120 -p no:cacheprovider . 2>&1) | tee "$OUT/pytest.log" | grep -E 'FAILED|ERROR|passed|failed' | tail -40
 for tool in memcheck racecheck; do
   timeout 120 compute-sanitizer --tool "$tool" --error-exitcode 3 python3 benchmarks/sanitizer_case.py > "$OUT/sanitizer-$tool.log" 2>&1
   echo "compute-sanitizer $tool: exit $?; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer-$tool.log" | tail -1)"
