@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 
 import torch
@@ -36,6 +37,27 @@ def losses(scale_factor):
         "GridCRFLoss 8 bilinear": wsloss.GridCRFLoss(1e-3, 10.0, 8, "bilinear"),
         "EntropyLoss": wsloss.EntropyLoss(0.1),
     }
+
+
+def kernel_times_us(fn, repeats, top=8):
+    """The top GPU kernels of one call of fn by median time (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    times = {}
+    for _ in range(repeats):
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            fn()
+            torch.cuda.synchronize()
+        sums = {}
+        for event in prof.events():
+            if event.device_type == torch.autograd.DeviceType.CUDA:
+                sums[event.name[:40]] = sums.get(event.name[:40], 0.0) + event.time_range.elapsed_us()
+        for kernel, us in sums.items():
+            times.setdefault(kernel, []).append(us)
+    medians = {kernel: statistics.median(values) for kernel, values in times.items()}
+    total = sum(medians.values())
+    return [("total", total)] + sorted(medians.items(), key=lambda item: -item[1])[:top]
 
 
 def main():
@@ -80,6 +102,11 @@ def main():
     print(f"{'loss':<26} {'ms':>9} {'x DenseCRF':>10} {'x pass':>7}")
     for name, seconds in rows.items():
         print(f"{name:<26} {seconds * 1e3:9.2f} {seconds / base:10.2f} {seconds / one_pass:7.1f}")
+    if device == "cuda":  # where a grid CRF step's GPU time goes
+        for name, module in losses(args.scale_factor).items():
+            if name.startswith("GridCRFLoss"):
+                print(f"# {name}: GPU time per kernel (us, median of {args.repeats}): " + ", ".join(
+                    f"{kernel} {us:.0f}" for kernel, us in kernel_times_us(step(module), args.repeats)))
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as f:
         json.dump(dict(machine=machine, args=vars(args), one_pass_ms=one_pass * 1e3,

@@ -328,7 +328,8 @@ def grid_crf_loss(
         raise ValueError(f"neighbourhood must be 4 or 8, got {neighbourhood!r}")
     if relaxation not in RELAXATIONS:
         raise ValueError(f"relaxation must be one of {RELAXATIONS}, got {relaxation!r}")
-    if not bool(torch.isfinite(images).all()):  # one host sync (the dense losses' lattice build has one too)
+    # One host sync (the dense losses' lattice build has one too); torch.compile graphs skip it.
+    if not torch.compiler.is_compiling() and not bool(torch.isfinite(images).all()):
         raise ValueError("images must be finite, got NaN or Inf")
     dtype = compute_dtype(segmentations.dtype)
     weights = grid_edge_weights(images, rois, sigma, neighbourhood, dtype)
