@@ -94,10 +94,12 @@ def main():
                                             args.repeats, device)
     copy = torch.empty_like(seg)
     one_pass = timed(lambda: copy.copy_(seg.detach()), args.repeats, device)
+    allocating_pass = timed(lambda: seg.detach() * 2, args.repeats, device)  # as a gradient is: fresh memory
     print(f"# forward+backward, B={args.batch}, K={args.classes}, {args.size}x{args.size} photographs, dense losses "
           f"at scale {args.scale_factor}, median of {args.repeats} (ms), device={device}")
     print("# " + ", ".join(f"{k}={v}" for k, v in machine.items() if v is not None))
-    print(f"# one pass over S (copy of {seg.numel() * 4 / 1e6:.0f} MB): {one_pass * 1e3:.2f} ms")
+    print(f"# one pass over S (copy of {seg.numel() * 4 / 1e6:.0f} MB): {one_pass * 1e3:.2f} ms; "
+          f"into fresh memory (S * 2): {allocating_pass * 1e3:.2f} ms")
     base = rows["DenseCRFLoss"]
     print(f"{'loss':<26} {'ms':>9} {'x DenseCRF':>10} {'x pass':>7}")
     for name, seconds in rows.items():
@@ -110,6 +112,7 @@ def main():
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as f:
         json.dump(dict(machine=machine, args=vars(args), one_pass_ms=one_pass * 1e3,
+                       allocating_pass_ms=allocating_pass * 1e3,
                        rows={name: seconds * 1e3 for name, seconds in rows.items()}), f, indent=1)
     print(f"wrote {args.json}")
 

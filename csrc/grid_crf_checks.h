@@ -3,49 +3,74 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
+
 #include "grid_crf_math.h"
 
 namespace wsloss {
 
-inline void check_grid_crf(const at::Tensor& segmentations, const at::Tensor& edge_weights) {
+inline void check_grid_crf(const at::Tensor& segmentations, const at::Tensor& images, const at::Tensor& rois,
+                           double sigma, int64_t neighbourhood) {
   TORCH_CHECK_VALUE(segmentations.dim() == 4, "grid_crf: segmentations must be [B, K, H, W], got shape ",
                     segmentations.sizes());
   TORCH_CHECK_TYPE(segmentations.scalar_type() == at::kFloat || segmentations.scalar_type() == at::kDouble,
                    "grid_crf: segmentations must be float32 or float64, got ", segmentations.scalar_type());
   const int64_t batch = segmentations.size(0), height = segmentations.size(2), width = segmentations.size(3);
-  TORCH_CHECK_VALUE(edge_weights.dim() == 4 && edge_weights.size(0) == batch &&
-                        (edge_weights.size(1) == 2 || edge_weights.size(1) == 4) && edge_weights.size(2) == height &&
-                        edge_weights.size(3) == width,
-                    "grid_crf: edge_weights must be [B, E, H, W] = [", batch, ", 2 or 4, ", height, ", ", width,
-                    "], got ", edge_weights.sizes());
-  TORCH_CHECK_TYPE(edge_weights.scalar_type() == segmentations.scalar_type(),
-                   "grid_crf: edge_weights must have the segmentations' dtype ", segmentations.scalar_type(),
-                   ", got ", edge_weights.scalar_type());
-  TORCH_CHECK_VALUE(edge_weights.device() == segmentations.device(),
-                    "grid_crf: segmentations and edge_weights must be on one device, got ",
-                    segmentations.device(), " and ", edge_weights.device());
+  TORCH_CHECK_VALUE(images.dim() == 4 && images.size(0) == batch && images.size(2) == height &&
+                        images.size(3) == width,
+                    "grid_crf: images must be [B, C, H, W] = [", batch, ", C, ", height, ", ", width, "], got ",
+                    images.sizes());
+  TORCH_CHECK_VALUE(rois.dim() == 3 && rois.size(0) == batch && rois.size(1) == height && rois.size(2) == width,
+                    "grid_crf: rois must be [B, H, W] = [", batch, ", ", height, ", ", width, "], got ",
+                    rois.sizes());
+  TORCH_CHECK_TYPE(images.scalar_type() == segmentations.scalar_type() &&
+                       rois.scalar_type() == segmentations.scalar_type(),
+                   "grid_crf: images and rois must have the segmentations' dtype ", segmentations.scalar_type(),
+                   ", got ", images.scalar_type(), " and ", rois.scalar_type());
+  TORCH_CHECK_VALUE(images.device() == segmentations.device() && rois.device() == segmentations.device(),
+                    "grid_crf: segmentations, images and rois must be on one device, got ", segmentations.device(),
+                    ", ", images.device(), " and ", rois.device());
+  TORCH_CHECK_VALUE(std::isfinite(sigma) && sigma > 0, "grid_crf: sigma must be finite and > 0, got ", sigma);
+  TORCH_CHECK_VALUE(neighbourhood == 4 || neighbourhood == 8, "grid_crf: neighbourhood must be 4 or 8, got ",
+                    neighbourhood);
 }
 
 inline void check_grid_crf_backward(const at::Tensor& grad_energy, const at::Tensor& segmentations,
-                                    const at::Tensor& edge_weights) {
-  check_grid_crf(segmentations, edge_weights);
-  const int64_t batch = segmentations.size(0), height = segmentations.size(2), width = segmentations.size(3);
-  TORCH_CHECK_VALUE(grad_energy.dim() == 3 && grad_energy.size(0) == batch && grad_energy.size(1) == height &&
-                        grad_energy.size(2) == width,
-                    "grid_crf_backward: grad_energy must be [B, H, W] = [", batch, ", ", height, ", ", width,
-                    "], got ", grad_energy.sizes());
+                                    const at::Tensor& images, const at::Tensor& rois, double sigma,
+                                    int64_t neighbourhood) {
+  check_grid_crf(segmentations, images, rois, sigma, neighbourhood);
+  TORCH_CHECK_VALUE(grad_energy.sizes() == rois.sizes(), "grid_crf_backward: grad_energy must be [B, H, W] = ",
+                    rois.sizes(), ", got ", grad_energy.sizes());
   TORCH_CHECK_TYPE(grad_energy.scalar_type() == segmentations.scalar_type(),
                    "grid_crf_backward: grad_energy must have the segmentations' dtype");
   TORCH_CHECK_VALUE(grad_energy.device() == segmentations.device(),
                     "grid_crf_backward: grad_energy must be on the segmentations' device");
 }
 
+// The checked inputs, contiguous.
+struct GridCrfCall {
+  at::Tensor segmentations, images, rois;
+};
+
+inline GridCrfCall prepare_grid_crf(const at::Tensor& segmentations, const at::Tensor& images,
+                                   const at::Tensor& rois) {
+  return {segmentations.contiguous(), images.contiguous(), rois.contiguous()};
+}
+
+// Image b of a call, with its contrast scale 1 / (2 sigma^2).
 template <typename T>
-GridCrfImage<T> grid_crf_image(const at::Tensor& segmentations, const at::Tensor& edge_weights, int64_t b,
-                               bool bilinear) {
-  const int64_t classes = segmentations.size(1), height = segmentations.size(2), width = segmentations.size(3);
-  return {segmentations.data_ptr<T>() + b * classes * height * width,
-          edge_weights.data_ptr<T>() + b * edge_weights.size(1) * height * width, classes, height, width, bilinear};
+GridCrfImage<T> grid_crf_image(const GridCrfCall& call, int64_t b, double sigma, bool bilinear) {
+  const int64_t classes = call.segmentations.size(1), channels = call.images.size(1);
+  const int64_t height = call.segmentations.size(2), width = call.segmentations.size(3), n = height * width;
+  return {call.segmentations.data_ptr<T>() + b * classes * n,
+          call.images.data_ptr<T>() + b * channels * n,
+          call.rois.data_ptr<T>() + b * n,
+          classes,
+          channels,
+          height,
+          width,
+          static_cast<T>(1.0 / (2.0 * sigma * sigma)),
+          bilinear};
 }
 
 }  // namespace wsloss

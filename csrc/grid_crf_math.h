@@ -1,10 +1,12 @@
-// Sparse grid CRF (SPEC 3; Boykov & Jolly, ICCV 2001): the arithmetic shared by the CPU
-// and CUDA kernels, one pixel at a time. The pairs are (p, p + o_e) for the E = 2
-// (4-connected) or E = 4 (8-connected) directions o_e, so every unordered pair of
-// neighbours appears once; w_e(p) is the pair's weight, 0 where it does not take part
-// (a missing neighbour reads the pixel itself, with weight 0: S must be finite).
+// Sparse grid CRF (SPEC 3; Tang et al., ECCV 2018, with the contrast weights of Boykov &
+// Jolly, ICCV 2001): the arithmetic shared by the CPU and CUDA kernels, one pixel at a time.
+// The pairs are (p, p + o_e) for the E = 2 (4-connected) or E = 4 (8-connected) directions
+// o_e, so every unordered pair of neighbours appears once, with the weight
+// w_pq = roi_p roi_q exp(-|I_p - I_q|^2 / (2 sigma^2)) / |o_e|, computed where it is used.
+// A missing neighbour reads the pixel itself, with weight 0 (S must be finite).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #include "host_device.h"
@@ -20,10 +22,34 @@ WSLOSS_HD void grid_offset(int e, int& dy, int& dx) {
 template <typename T>
 struct GridCrfImage {
   const T* segmentation;  // [K][H][W]
-  const T* weights;       // [E][H][W]
-  int64_t classes, height, width;
-  bool bilinear;  // relaxation sum_k (S_pk + S_qk) / 2 - S_pk S_qk; else sum_k (S_pk - S_qk)^2
+  const T* image;         // [C][H][W]
+  const T* roi;           // [H][W]
+  int64_t classes, channels, height, width;
+  T contrast_scale;  // 1 / (2 sigma^2)
+  bool bilinear;     // relaxation sum_k (S_pk + S_qk) / 2 - S_pk S_qk; else sum_k (S_pk - S_qk)^2
 };
+
+template <typename T>
+WSLOSS_HD T grid_exp(T x) {
+#if defined(__CUDA_ARCH__)
+  return exp(x);
+#else
+  return std::exp(x);
+#endif
+}
+
+// w_pq of the pair (p, q = p + o_e).
+template <typename T>
+WSLOSS_HD T grid_pair_weight(const GridCrfImage<T>& g, int64_t p, int64_t q, int e) {
+  const int64_t n = g.height * g.width;
+  T distance = T(0);
+  for (int64_t c = 0; c < g.channels; ++c) {
+    const T d = g.image[c * n + q] - g.image[c * n + p];
+    distance += d * d;
+  }
+  const T inverse_length = e < 2 ? T(1) : T(0.70710678118654752440);
+  return g.roi[p] * g.roi[q] * grid_exp(-distance * g.contrast_scale) * inverse_length;
+}
 
 // The pair term of one class: (a - b)^2, or (a + b) / 2 - a b (for probabilities,
 // sum_k of it is 1 - S_p . S_q, the Potts relaxation sum_k S_pk (1 - S_qk) made symmetric).
@@ -57,8 +83,8 @@ WSLOSS_HD T grid_pixel_energy(const GridCrfImage<T>& g, int64_t y, int64_t x) {
     int dy, dx;
     grid_offset(e, dy, dx);
     const bool inside = y + dy < g.height && x + dx >= 0 && x + dx < g.width;
-    w[e] = inside ? g.weights[e * n + p] : T(0);
     q[e] = inside ? p + dy * g.width + dx : p;
+    w[e] = inside ? grid_pair_weight(g, p, q[e], e) : T(0);
   }
   T f[E] = {};
   for (int64_t k = 0; k < g.classes; ++k) {
@@ -84,10 +110,10 @@ WSLOSS_HD void grid_pixel_gradient(const GridCrfImage<T>& g, const T* grad_energ
     const bool forward = y + dy < g.height && x + dx >= 0 && x + dx < g.width;
     const bool backward = y - dy >= 0 && x - dx >= 0 && x - dx < g.width;
     const int64_t step = dy * g.width + dx;
-    c[e] = forward ? grad_energy[p] * g.weights[e * n + p] : T(0);
     o[e] = forward ? p + step : p;
-    c[E + e] = backward ? grad_energy[p - step] * g.weights[e * n + p - step] : T(0);
+    c[e] = forward ? grad_energy[p] * grid_pair_weight(g, p, p + step, e) : T(0);
     o[E + e] = backward ? p - step : p;
+    c[E + e] = backward ? grad_energy[p - step] * grid_pair_weight(g, p - step, p, e) : T(0);
   }
   for (int64_t k = 0; k < g.classes; ++k) {
     const T* s = g.segmentation + k * n;

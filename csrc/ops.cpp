@@ -27,12 +27,15 @@ TORCH_LIBRARY(wsloss, m) {
   m.def(
       "em_adapt(Tensor logits, Tensor present, Tensor order, float bg_portion, float fg_portion, "
       "bool suppress_absent, float margin) -> (Tensor labels, Tensor biases)");
-  // Sparse grid CRF (SPEC 3): segmentations [B, K, H, W] float32/float64, edge_weights
-  // [B, E, H, W] (E = 2: right, down; E = 4: also down-right, down-left; the weight of the
-  // pair (p, p + o_e)) -> the energy of the pairs starting at each pixel, [B, H, W].
-  m.def("grid_crf(Tensor segmentations, Tensor edge_weights, bool bilinear) -> Tensor");
+  // Sparse grid CRF (SPEC 3): segmentations [B, K, H, W] float32/float64, images [B, C, H, W]
+  // and rois [B, H, W] of the same dtype -> the energy of the pairs (p, p + o_e) starting at
+  // each pixel, [B, H, W] (directions o_e: right, down; with neighbourhood 8 also down-right,
+  // down-left; weights roi_p roi_q exp(-|I_p - I_q|^2 / (2 sigma^2)) / |o_e|).
+  m.def(
+      "grid_crf(Tensor segmentations, Tensor images, Tensor rois, float sigma, int neighbourhood, "
+      "bool bilinear) -> Tensor");
   // d(sum grad_energy * energy) / d segmentations, [B, K, H, W].
   m.def(
-      "grid_crf_backward(Tensor grad_energy, Tensor segmentations, Tensor edge_weights, bool bilinear) -> "
-      "Tensor");
+      "grid_crf_backward(Tensor grad_energy, Tensor segmentations, Tensor images, Tensor rois, float sigma, "
+      "int neighbourhood, bool bilinear) -> Tensor");
 }

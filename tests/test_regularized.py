@@ -265,12 +265,13 @@ def test_grid_gradcheck(neighbourhood, relaxation, rng, device):
 
 def test_grid_ops_opcheck(rng, device):
     images, seg, roi = (t.to(device) for t in photo_batch(rng, batch=2, classes=5, height=6, width=7))
+    images = images.double()
     for neighbourhood in (4, 8):
-        weights = WF.grid_edge_weights(images, roi, 20.0, neighbourhood, torch.float64)
         for bilinear in (False, True):
-            torch.library.opcheck(torch.ops.wsloss.grid_crf, (seg.requires_grad_(), weights, bilinear))
+            args = (images, roi, 20.0, neighbourhood, bilinear)
+            torch.library.opcheck(torch.ops.wsloss.grid_crf, (seg.requires_grad_(),) + args)
             grad = torch.rand(2, 6, 7, generator=rng, dtype=torch.float64).to(device)
-            torch.library.opcheck(torch.ops.wsloss.grid_crf_backward, (grad, seg.detach(), weights, bilinear))
+            torch.library.opcheck(torch.ops.wsloss.grid_crf_backward, (grad, seg.detach()) + args)
 
 
 @pytest.mark.parametrize("classes", [1, 21])

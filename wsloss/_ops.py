@@ -56,26 +56,24 @@ torch.library.register_autograd(
 
 
 @torch.library.register_fake("wsloss::grid_crf")
-def _grid_crf_fake(segmentations, edge_weights, bilinear):
+def _grid_crf_fake(segmentations, images, rois, sigma, neighbourhood, bilinear):
     batch, _, height, width = segmentations.shape
     return segmentations.new_empty((batch, height, width))
 
 
 @torch.library.register_fake("wsloss::grid_crf_backward")
-def _grid_crf_backward_fake(grad_energy, segmentations, edge_weights, bilinear):
+def _grid_crf_backward_fake(grad_energy, segmentations, images, rois, sigma, neighbourhood, bilinear):
     return segmentations.new_empty(segmentations.shape)
 
 
 def _grid_crf_setup_context(ctx, inputs, output):
-    segmentations, edge_weights, bilinear = inputs
-    ctx.save_for_backward(segmentations, edge_weights)
-    ctx.bilinear = bilinear
+    segmentations, images, rois, *ctx.options = inputs
+    ctx.save_for_backward(segmentations, images, rois)
 
 
 def _grid_crf_backward(ctx, grad):
-    segmentations, edge_weights = ctx.saved_tensors
-    grad_segmentations = ops.grid_crf_backward(grad.contiguous(), segmentations, edge_weights, ctx.bilinear)
-    return grad_segmentations, None, None
+    grad_segmentations = ops.grid_crf_backward(grad.contiguous(), *ctx.saved_tensors, *ctx.options)
+    return grad_segmentations, None, None, None, None, None
 
 
 torch.library.register_autograd("wsloss::grid_crf", _grid_crf_backward, setup_context=_grid_crf_setup_context)

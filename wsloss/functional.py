@@ -289,23 +289,6 @@ def entropy_loss(segmentations: torch.Tensor, rois: Optional[torch.Tensor] = Non
     return _EntropyFunction.apply(segmentations.to(region.dtype), coefficients)
 
 
-def grid_edge_weights(images: torch.Tensor, rois: torch.Tensor, sigma: float, neighbourhood: int,
-                      dtype: torch.dtype) -> torch.Tensor:
-    """Boykov & Jolly (ICCV 2001) contrast weights exp(-||I_p - I_q||^2 / (2 sigma^2)) / dist(p, q)
-    of the pairs (p, p + o_e), B x E x H x W; 0 where q is outside the image or p or q outside the ROI."""
-    batch, _, height, width = images.shape
-    images = images.to(dtype)
-    weights = images.new_zeros((batch, neighbourhood // 2, height, width))
-    for e, (dy, dx) in enumerate(((0, 1), (1, 0), (1, 1), (1, -1))[: neighbourhood // 2]):
-        rows_p, rows_q = slice(0, height - dy), slice(dy, height)
-        cols_p = slice(max(0, -dx), width - max(0, dx))
-        cols_q = slice(max(0, dx), width - max(0, -dx))
-        contrast = (images[:, :, rows_q, cols_q] - images[:, :, rows_p, cols_p]).square().sum(1)
-        inside = rois[:, rows_p, cols_p] * rois[:, rows_q, cols_q]
-        weights[:, e, rows_p, cols_p] = torch.exp(contrast / (-2 * sigma * sigma)) * inside / (dx * dx + dy * dy) ** 0.5
-    return weights
-
-
 def grid_crf_loss(
     images: torch.Tensor,
     segmentations: torch.Tensor,
@@ -319,7 +302,9 @@ def grid_crf_loss(
     sum over the neighbouring pairs p, q of the 4- or 8-connected grid (each pair once, both in
     the ROI) of w_pq ||S_p - S_q||^2 ("quadratic") or w_pq sum_k (S_pk + S_qk)/2 - S_pk S_qk
     ("bilinear": the Potts relaxation sum_k S_pk (1 - S_qk) for probabilities), with the
-    contrast weights of grid_edge_weights. One pass over S forward, one backward (C++/CUDA).
+    contrast weights of Boykov & Jolly (ICCV 2001) w_pq = exp(-||I_p - I_q||^2 / (2 sigma^2)) /
+    dist(p, q), I the images in their own scale. One pass over S forward, one backward, the
+    weights computed on the fly (C++ and CUDA kernels).
     """
     images, segmentations, rois = _check_image_inputs(images, segmentations, rois)
     weight = check_real("weight", weight)
@@ -331,7 +316,7 @@ def grid_crf_loss(
     # One host sync (the dense losses' lattice build has one too); torch.compile graphs skip it.
     if not torch.compiler.is_compiling() and not bool(torch.isfinite(images).all()):
         raise ValueError("images must be finite, got NaN or Inf")
-    dtype = compute_dtype(segmentations.dtype)
-    weights = grid_edge_weights(images, rois, sigma, neighbourhood, dtype)
-    energy = ops.grid_crf(segmentations.to(dtype).contiguous(), weights, relaxation == "bilinear")
+    dtype = rois.dtype
+    energy = ops.grid_crf(segmentations.to(dtype), images.to(dtype), rois, sigma, neighbourhood,
+                          relaxation == "bilinear")
     return energy.sum() * (weight / segmentations.shape[0])

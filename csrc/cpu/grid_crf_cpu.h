@@ -51,11 +51,14 @@ void grid_row_energy(const GridCrfImage<T>& g, int64_t y, T* energy, std::vector
       add_pair_terms<kBilinear>(f + e * width, s, s + dy * width + dx, width - 1);
     }
   }
-  const T* w = g.weights + y * width;
   for (int64_t x = 1; x < width - 1; ++x) {
+    const int64_t p = y * width + x;
     T acc = T(0);
     for (int e = 0; e < E; ++e) {
-      acc += (row_inside[e] ? w[e * n + x] : T(0)) * f[e * width + x];
+      if (!row_inside[e]) continue;
+      int dy, dx;
+      grid_offset(e, dy, dx);
+      acc += grid_pair_weight(g, p, p + dy * width + dx, e) * f[e * width + x];
     }
     energy[x] = acc;
   }
@@ -83,8 +86,9 @@ void grid_row_gradient(const GridCrfImage<T>& g, const T* grad_energy, int64_t y
     o[E + e] = backward ? -step : 0;
     const int64_t p = y * width;
     for (int64_t x = 1; x < width - 1; ++x) {
-      c[e * width + x] = forward ? grad_energy[p + x] * g.weights[e * n + p + x] : T(0);
-      c[(E + e) * width + x] = backward ? grad_energy[p + x - step] * g.weights[e * n + p + x - step] : T(0);
+      const int64_t q = p + x;
+      if (forward) c[e * width + x] = grad_energy[q] * grid_pair_weight(g, q, q + step, e);
+      if (backward) c[(E + e) * width + x] = grad_energy[q - step] * grid_pair_weight(g, q - step, q, e);
     }
   }
   for (int64_t k = 0; k < g.classes; ++k) {

@@ -1,5 +1,5 @@
 // CPU kernels of wsloss::grid_crf and grid_crf_backward: one pass over the segmentations,
-// rows of all images in parallel on torch.get_num_threads() threads.
+// the rows of all images in parallel on torch.get_num_threads() threads.
 #include <torch/library.h>
 
 #include <ATen/Parallel.h>
@@ -25,24 +25,25 @@ void for_each_row(int64_t rows, int64_t row_values, const F& f) {
 
 // f(directions, bilinear) with both as compile-time constants (std::integral_constant).
 template <class F>
-void with_grid_kind(int64_t directions, bool bilinear, const F& f) {
+void with_grid_kind(int64_t neighbourhood, bool bilinear, const F& f) {
   using Four = std::integral_constant<int, 4>;
   using Two = std::integral_constant<int, 2>;
-  if (directions == 4) bilinear ? f(Four{}, std::true_type{}) : f(Four{}, std::false_type{});
+  if (neighbourhood == 8) bilinear ? f(Four{}, std::true_type{}) : f(Four{}, std::false_type{});
   else bilinear ? f(Two{}, std::true_type{}) : f(Two{}, std::false_type{});
 }
 
-at::Tensor grid_crf_cpu(const at::Tensor& segmentations_in, const at::Tensor& edge_weights_in, bool bilinear) {
-  check_grid_crf(segmentations_in, edge_weights_in);
-  const at::Tensor segmentations = segmentations_in.contiguous(), edge_weights = edge_weights_in.contiguous();
+at::Tensor grid_crf_cpu(const at::Tensor& segmentations, const at::Tensor& images, const at::Tensor& rois,
+                        double sigma, int64_t neighbourhood, bool bilinear) {
+  check_grid_crf(segmentations, images, rois, sigma, neighbourhood);
+  const GridCrfCall call = prepare_grid_crf(segmentations, images, rois);
   const int64_t batch = segmentations.size(0), classes = segmentations.size(1), height = segmentations.size(2),
                 width = segmentations.size(3);
   at::Tensor energy = at::empty({batch, height, width}, segmentations.options());
   if (width == 0) return energy;
   AT_DISPATCH_FLOATING_TYPES(segmentations.scalar_type(), "grid_crf_cpu", [&] {
-    with_grid_kind(edge_weights.size(1), bilinear, [&](auto directions, auto bilinear_kind) {
+    with_grid_kind(neighbourhood, bilinear, [&](auto directions, auto bilinear_kind) {
       for_each_row<scalar_t>(batch * height, width * classes, [&](int64_t row, std::vector<scalar_t>& scratch) {
-        const auto g = grid_crf_image<scalar_t>(segmentations, edge_weights, row / height, bilinear);
+        const auto g = grid_crf_image<scalar_t>(call, row / height, sigma, bilinear);
         cpu::grid_row_energy<decltype(directions)::value, decltype(bilinear_kind)::value>(
             g, row % height, energy.data_ptr<scalar_t>() + row * width, scratch);
       });
@@ -51,20 +52,21 @@ at::Tensor grid_crf_cpu(const at::Tensor& segmentations_in, const at::Tensor& ed
   return energy;
 }
 
-at::Tensor grid_crf_backward_cpu(const at::Tensor& grad_energy_in, const at::Tensor& segmentations_in,
-                                 const at::Tensor& edge_weights_in, bool bilinear) {
-  check_grid_crf_backward(grad_energy_in, segmentations_in, edge_weights_in);
-  const at::Tensor grad_energy = grad_energy_in.contiguous(), segmentations = segmentations_in.contiguous(),
-                   edge_weights = edge_weights_in.contiguous();
+at::Tensor grid_crf_backward_cpu(const at::Tensor& grad_energy_in, const at::Tensor& segmentations,
+                                 const at::Tensor& images, const at::Tensor& rois, double sigma,
+                                 int64_t neighbourhood, bool bilinear) {
+  check_grid_crf_backward(grad_energy_in, segmentations, images, rois, sigma, neighbourhood);
+  const GridCrfCall call = prepare_grid_crf(segmentations, images, rois);
+  const at::Tensor grad_energy = grad_energy_in.contiguous();
   const int64_t batch = segmentations.size(0), classes = segmentations.size(1), height = segmentations.size(2),
                 width = segmentations.size(3);
-  at::Tensor grad = at::empty_like(segmentations);
+  at::Tensor grad = at::empty_like(call.segmentations);
   if (width == 0) return grad;
   AT_DISPATCH_FLOATING_TYPES(segmentations.scalar_type(), "grid_crf_backward_cpu", [&] {
-    with_grid_kind(edge_weights.size(1), bilinear, [&](auto directions, auto bilinear_kind) {
+    with_grid_kind(neighbourhood, bilinear, [&](auto directions, auto bilinear_kind) {
       for_each_row<scalar_t>(batch * height, width * classes, [&](int64_t row, std::vector<scalar_t>& scratch) {
         const int64_t b = row / height;
-        const auto g = grid_crf_image<scalar_t>(segmentations, edge_weights, b, bilinear);
+        const auto g = grid_crf_image<scalar_t>(call, b, sigma, bilinear);
         cpu::grid_row_gradient<decltype(directions)::value, decltype(bilinear_kind)::value>(
             g, grad_energy.data_ptr<scalar_t>() + b * height * width, row % height,
             grad.data_ptr<scalar_t>() + b * classes * height * width, scratch);

@@ -1,6 +1,7 @@
 // Sparse grid CRF on CUDA (SPEC 3): the forward writes one energy per pixel, the backward
-// one gradient per pixel and class; a thread per pixel reads its class planes in turn
-// (coalesced across a warp), its neighbours' values coming from the same or adjacent lines.
+// one gradient per pixel and class; a thread per pixel computes its pairs' contrast weights,
+// then reads its class planes in turn (coalesced across a warp), its neighbours' values
+// coming from the same or adjacent lines.
 // Includes only CUDA headers and the shared arithmetic, so that CI compiles it alone.
 #include <algorithm>
 
@@ -15,8 +16,8 @@ constexpr int kGridThreads = 256;
 template <typename T>
 __device__ GridCrfImage<T> image_view(const GridCrfBuffers<T>& a, int64_t b) {
   const int64_t n = a.height * a.width;
-  return {a.segmentations + b * a.classes * n, a.weights + b * a.directions * n, a.classes, a.height, a.width,
-          a.bilinear};
+  return {a.segmentations + b * a.classes * n, a.images + b * a.channels * n, a.rois + b * n, a.classes,
+          a.channels, a.height, a.width, a.contrast_scale, a.bilinear};
 }
 
 template <int E, typename T>

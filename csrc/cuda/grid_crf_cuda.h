@@ -13,11 +13,13 @@ namespace cuda {
 template <typename T>
 struct GridCrfBuffers {
   const T* segmentations;  // [B][K][H][W]
-  const T* weights;        // [B][E][H][W]
+  const T* images;         // [B][C][H][W]
+  const T* rois;           // [B][H][W]
   const T* grad_energy;    // [B][H][W] (backward only)
   T* out;                  // energy [B][H][W], or the gradient [B][K][H][W]
-  int64_t batch, classes, height, width;
+  int64_t batch, classes, channels, height, width;
   int directions;  // E: 2 or 4
+  T contrast_scale;  // 1 / (2 sigma^2)
   bool bilinear;
 };
 

@@ -11,38 +11,41 @@ namespace wsloss {
 namespace {
 
 template <typename T>
-cuda::GridCrfBuffers<T> grid_buffers(const at::Tensor& segmentations, const at::Tensor& edge_weights,
-                                     const T* grad_energy, T* out, bool bilinear) {
-  return {segmentations.data_ptr<T>(), edge_weights.data_ptr<T>(), grad_energy, out, segmentations.size(0),
-          segmentations.size(1), segmentations.size(2), segmentations.size(3),
-          static_cast<int>(edge_weights.size(1)), bilinear};
+cuda::GridCrfBuffers<T> grid_buffers(const GridCrfCall& call, const T* grad_energy, T* out, double sigma,
+                                     int64_t neighbourhood, bool bilinear) {
+  const at::Tensor& s = call.segmentations;
+  return {s.data_ptr<T>(),  call.images.data_ptr<T>(), call.rois.data_ptr<T>(), grad_energy, out,
+          s.size(0),        s.size(1),                 call.images.size(1),     s.size(2),   s.size(3),
+          neighbourhood / 2, static_cast<T>(1.0 / (2.0 * sigma * sigma)),       bilinear};
 }
 
-at::Tensor grid_crf_cuda(const at::Tensor& segmentations_in, const at::Tensor& edge_weights_in, bool bilinear) {
-  check_grid_crf(segmentations_in, edge_weights_in);
-  const c10::cuda::CUDAGuard guard(segmentations_in.device());
-  const at::Tensor segmentations = segmentations_in.contiguous(), edge_weights = edge_weights_in.contiguous();
+at::Tensor grid_crf_cuda(const at::Tensor& segmentations, const at::Tensor& images, const at::Tensor& rois,
+                         double sigma, int64_t neighbourhood, bool bilinear) {
+  check_grid_crf(segmentations, images, rois, sigma, neighbourhood);
+  const c10::cuda::CUDAGuard guard(segmentations.device());
+  const GridCrfCall call = prepare_grid_crf(segmentations, images, rois);
   at::Tensor energy = at::empty({segmentations.size(0), segmentations.size(2), segmentations.size(3)},
                                 segmentations.options());
   AT_DISPATCH_FLOATING_TYPES(segmentations.scalar_type(), "grid_crf_cuda", [&] {
     const auto buffers =
-        grid_buffers<scalar_t>(segmentations, edge_weights, nullptr, energy.data_ptr<scalar_t>(), bilinear);
+        grid_buffers<scalar_t>(call, nullptr, energy.data_ptr<scalar_t>(), sigma, neighbourhood, bilinear);
     const cudaError_t err = cuda::grid_crf_energy(buffers, c10::cuda::getCurrentCUDAStream());
     TORCH_CHECK(err == cudaSuccess, "grid_crf: ", cudaGetErrorString(err));
   });
   return energy;
 }
 
-at::Tensor grid_crf_backward_cuda(const at::Tensor& grad_energy_in, const at::Tensor& segmentations_in,
-                                  const at::Tensor& edge_weights_in, bool bilinear) {
-  check_grid_crf_backward(grad_energy_in, segmentations_in, edge_weights_in);
-  const c10::cuda::CUDAGuard guard(segmentations_in.device());
-  const at::Tensor grad_energy = grad_energy_in.contiguous(), segmentations = segmentations_in.contiguous(),
-                   edge_weights = edge_weights_in.contiguous();
-  at::Tensor grad = at::empty_like(segmentations);
+at::Tensor grid_crf_backward_cuda(const at::Tensor& grad_energy_in, const at::Tensor& segmentations,
+                                  const at::Tensor& images, const at::Tensor& rois, double sigma,
+                                  int64_t neighbourhood, bool bilinear) {
+  check_grid_crf_backward(grad_energy_in, segmentations, images, rois, sigma, neighbourhood);
+  const c10::cuda::CUDAGuard guard(segmentations.device());
+  const GridCrfCall call = prepare_grid_crf(segmentations, images, rois);
+  const at::Tensor grad_energy = grad_energy_in.contiguous();
+  at::Tensor grad = at::empty_like(call.segmentations);
   AT_DISPATCH_FLOATING_TYPES(segmentations.scalar_type(), "grid_crf_backward_cuda", [&] {
-    const auto buffers = grid_buffers<scalar_t>(segmentations, edge_weights, grad_energy.data_ptr<scalar_t>(),
-                                                grad.data_ptr<scalar_t>(), bilinear);
+    const auto buffers = grid_buffers<scalar_t>(call, grad_energy.data_ptr<scalar_t>(), grad.data_ptr<scalar_t>(),
+                                                sigma, neighbourhood, bilinear);
     const cudaError_t err = cuda::grid_crf_gradient(buffers, c10::cuda::getCurrentCUDAStream());
     TORCH_CHECK(err == cudaSuccess, "grid_crf_backward: ", cudaGetErrorString(err));
   });
