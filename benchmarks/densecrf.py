@@ -51,26 +51,33 @@ KERNEL_PARTS = (("splat", ("splat_chunk", "splat_carry")), ("blur", ("blur_kerne
                 ("memset", ("Memset",)))
 
 
-def kernel_split_ms(fn, repeats):
-    """Median GPU time per call of each part: build kernels, splat / blur / slice kernels,
-    memsets, and other (torch's layout copies)."""
+def kernel_medians_us(fn, repeats):
+    """Median GPU time (us) per call of fn of each kernel, by name (torch.profiler)."""
     from torch.profiler import ProfilerActivity, profile
 
     fn()
-    totals = {part: [] for part, _ in KERNEL_PARTS + (("other", ()),)}
+    times = {}
     for _ in range(repeats):
-        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
             fn()
             torch.cuda.synchronize()
-        sums = dict.fromkeys(totals, 0.0)
+        sums = {}
         for event in prof.events():
-            if event.device_type != torch.autograd.DeviceType.CUDA:
-                continue
-            part = next((p for p, names in KERNEL_PARTS if any(n in event.name for n in names)), "other")
-            sums[part] += event.time_range.elapsed_us() / 1e3
-        for part, value in sums.items():
-            totals[part].append(value)
-    return {part: statistics.median(values) for part, values in totals.items()}
+            if event.device_type == torch.autograd.DeviceType.CUDA:
+                sums[event.name] = sums.get(event.name, 0.0) + event.time_range.elapsed_us()
+        for name, us in sums.items():
+            times.setdefault(name, []).append(us)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def kernel_split_ms(fn, repeats):
+    """GPU time per call of each part: build kernels, splat / blur / slice kernels, memsets,
+    and other (torch's layout copies)."""
+    totals = {part: 0.0 for part, _ in KERNEL_PARTS + (("other", ()),)}
+    for name, us in kernel_medians_us(fn, repeats).items():
+        part = next((p for p, names in KERNEL_PARTS if any(n in name for n in names)), "other")
+        totals[part] += us / 1e3
+    return totals
 
 
 def copy_bandwidth(device, repeats):

@@ -12,14 +12,13 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import workloads  # noqa: E402
-from densecrf import timed  # noqa: E402
+from densecrf import kernel_medians_us, timed  # noqa: E402
 
 import wsloss  # noqa: E402
 
@@ -37,27 +36,6 @@ def losses(scale_factor):
         "GridCRFLoss 8 bilinear": wsloss.GridCRFLoss(1e-3, 10.0, 8, "bilinear"),
         "EntropyLoss": wsloss.EntropyLoss(0.1),
     }
-
-
-def kernel_times_us(fn, repeats, top=8):
-    """The top GPU kernels of one call of fn by median time (torch.profiler)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    fn()
-    times = {}
-    for _ in range(repeats):
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            fn()
-            torch.cuda.synchronize()
-        sums = {}
-        for event in prof.events():
-            if event.device_type == torch.autograd.DeviceType.CUDA:
-                sums[event.name[:40]] = sums.get(event.name[:40], 0.0) + event.time_range.elapsed_us()
-        for kernel, us in sums.items():
-            times.setdefault(kernel, []).append(us)
-    medians = {kernel: statistics.median(values) for kernel, values in times.items()}
-    total = sum(medians.values())
-    return [("total", total)] + sorted(medians.items(), key=lambda item: -item[1])[:top]
 
 
 def main():
@@ -107,8 +85,10 @@ def main():
     if device == "cuda":  # where a grid CRF step's GPU time goes
         for name, module in losses(args.scale_factor).items():
             if name.startswith("GridCRFLoss"):
-                print(f"# {name}: GPU time per kernel (us, median of {args.repeats}): " + ", ".join(
-                    f"{kernel} {us:.0f}" for kernel, us in kernel_times_us(step(module), args.repeats)))
+                medians = kernel_medians_us(step(module), args.repeats)
+                print(f"# {name}: GPU time per call (us, median of {args.repeats}): total {sum(medians.values()):.0f}; "
+                      + ", ".join(f"{kernel[:40]} {us:.0f}" for kernel, us in sorted(medians.items(),
+                                                                                 key=lambda item: -item[1])[:6]))
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as f:
         json.dump(dict(machine=machine, args=vars(args), one_pass_ms=one_pass * 1e3,

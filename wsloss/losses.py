@@ -36,13 +36,6 @@ class _DenseLoss(nn.Module):
         self.scale_factor = scale_factor
         self.gradient = gradient
 
-    def _loss(self, images, segmentations, rois):
-        raise NotImplementedError
-
-    def forward(self, images: torch.Tensor, segmentations: torch.Tensor,
-                ROIs: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return self._loss(images, segmentations, ROIs)
-
     def extra_repr(self) -> str:
         return (f"weight={self.weight}, sigma_rgb={self.sigma_rgb}, sigma_xy={self.sigma_xy}, "
                 f"scale_factor={self.scale_factor}, gradient={self.gradient!r}")
@@ -57,8 +50,9 @@ class DenseCRFLoss(_DenseLoss):
     gradient="exact" replaces the reference's 2 A S~ by the true (A + A^T) S~.
     """
 
-    def _loss(self, images, segmentations, rois):
-        return functional.dense_crf_loss(images, segmentations, rois, self.weight, self.sigma_rgb, self.sigma_xy,
+    def forward(self, images: torch.Tensor, segmentations: torch.Tensor,
+                ROIs: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return functional.dense_crf_loss(images, segmentations, ROIs, self.weight, self.sigma_rgb, self.sigma_xy,
                                          self.scale_factor, self.gradient)
 
 
@@ -66,8 +60,9 @@ class NormalizedCutLoss(_DenseLoss):
     """Normalized cut loss (Tang et al., CVPR 2018): weight * (1/B) sum_b sum_k
     S~_k^T A (r - S~_k) / (d^T S~_k), d = A r; see wsloss.functional.normalized_cut_loss."""
 
-    def _loss(self, images, segmentations, rois):
-        return functional.normalized_cut_loss(images, segmentations, rois, self.weight, self.sigma_rgb,
+    def forward(self, images: torch.Tensor, segmentations: torch.Tensor,
+                ROIs: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return functional.normalized_cut_loss(images, segmentations, ROIs, self.weight, self.sigma_rgb,
                                               self.sigma_xy, self.scale_factor, self.gradient)
 
 
@@ -75,8 +70,9 @@ class QuadraticCRFLoss(_DenseLoss):
     """Quadratic (Laplacian) relaxation of the dense Potts CRF (Tang et al., ECCV 2018):
     weight * (1/B) sum_pq A_pq ||S~_p - S~_q||^2; see wsloss.functional.quadratic_crf_loss."""
 
-    def _loss(self, images, segmentations, rois):
-        return functional.quadratic_crf_loss(images, segmentations, rois, self.weight, self.sigma_rgb,
+    def forward(self, images: torch.Tensor, segmentations: torch.Tensor,
+                ROIs: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return functional.quadratic_crf_loss(images, segmentations, ROIs, self.weight, self.sigma_rgb,
                                              self.sigma_xy, self.scale_factor, self.gradient)
 
 
@@ -89,8 +85,9 @@ class KernelCutLoss(_DenseLoss):
         super().__init__(weight, sigma_rgb, sigma_xy, scale_factor, gradient)
         self.crf_weight = crf_weight
 
-    def _loss(self, images, segmentations, rois):
-        return functional.kernel_cut_loss(images, segmentations, rois, self.weight, self.crf_weight,
+    def forward(self, images: torch.Tensor, segmentations: torch.Tensor,
+                ROIs: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return functional.kernel_cut_loss(images, segmentations, ROIs, self.weight, self.crf_weight,
                                           self.sigma_rgb, self.sigma_xy, self.scale_factor, self.gradient)
 
     def extra_repr(self) -> str:
