@@ -57,7 +57,10 @@ inline GridCrfCall prepare_grid_crf(const at::Tensor& segmentations, const at::T
   return {segmentations.contiguous(), images.contiguous(), rois.contiguous()};
 }
 
-// Image b of a call, with its contrast scale 1 / (2 sigma^2).
+// The contrast weights' exp(-|I_p - I_q|^2 * scale): scale = 1 / (2 sigma^2).
+inline double grid_contrast_scale(double sigma) { return 1.0 / (2.0 * sigma * sigma); }
+
+// Image b of a call.
 template <typename T>
 GridCrfImage<T> grid_crf_image(const GridCrfCall& call, int64_t b, double sigma, bool bilinear) {
   const int64_t classes = call.segmentations.size(1), channels = call.images.size(1);
@@ -69,7 +72,7 @@ GridCrfImage<T> grid_crf_image(const GridCrfCall& call, int64_t b, double sigma,
           channels,
           height,
           width,
-          static_cast<T>(1.0 / (2.0 * sigma * sigma)),
+          static_cast<T>(grid_contrast_scale(sigma)),
           bilinear};
 }
 

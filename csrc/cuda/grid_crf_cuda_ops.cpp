@@ -14,9 +14,19 @@ template <typename T>
 cuda::GridCrfBuffers<T> grid_buffers(const GridCrfCall& call, const T* grad_energy, T* out, double sigma,
                                      int64_t neighbourhood, bool bilinear) {
   const at::Tensor& s = call.segmentations;
-  return {s.data_ptr<T>(),  call.images.data_ptr<T>(), call.rois.data_ptr<T>(), grad_energy, out,
-          s.size(0),        s.size(1),                 call.images.size(1),     s.size(2),   s.size(3),
-          neighbourhood / 2, static_cast<T>(1.0 / (2.0 * sigma * sigma)),       bilinear};
+  return {s.data_ptr<T>(),
+          call.images.data_ptr<T>(),
+          call.rois.data_ptr<T>(),
+          grad_energy,
+          out,
+          s.size(0),
+          s.size(1),
+          call.images.size(1),
+          s.size(2),
+          s.size(3),
+          static_cast<int>(neighbourhood / 2),
+          static_cast<T>(grid_contrast_scale(sigma)),
+          bilinear};
 }
 
 at::Tensor grid_crf_cuda(const at::Tensor& segmentations, const at::Tensor& images, const at::Tensor& rois,
