@@ -1,6 +1,7 @@
 """wsloss: weakly-supervised segmentation losses on a permutohedral lattice for PyTorch."""
 from . import functional, reference
-from .em import bbox_em_fixed, bbox_rect, em_adapt, em_fixed, semi_supervised_targets
+from .crf import DenseCRF, dense_crf
+from .em import bbox_em_fixed, bbox_rect, bbox_seg, em_adapt, em_fixed, semi_supervised_targets
 from .lattice import PermutohedralLattice, bilateral_features, spatial_features
 from .losses import (
     DenseCRFLoss,
@@ -18,6 +19,7 @@ from .losses import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "DenseCRF",
     "DenseCRFLoss",
     "EMAdaptLoss",
     "EMFixedLoss",
@@ -30,6 +32,8 @@ __all__ = [
     "RegularizedLoss",
     "bbox_em_fixed",
     "bbox_rect",
+    "bbox_seg",
+    "dense_crf",
     "em_adapt",
     "em_fixed",
     "semi_supervised_targets",

@@ -12,14 +12,15 @@ negative values or ``ignore_index`` (the DeepLab list format).
 """
 import math
 from numbers import Integral
-from typing import Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 
 from ._checks import check_real, check_tensor, compute_dtype
 from ._ops import ops
+from .crf import dense_crf
 
-__all__ = ["em_fixed", "em_adapt", "bbox_rect", "bbox_em_fixed", "semi_supervised_targets"]
+__all__ = ["em_fixed", "em_adapt", "bbox_rect", "bbox_em_fixed", "bbox_seg", "semi_supervised_targets"]
 
 ImageLabels = Union[torch.Tensor, Sequence[Sequence[int]]]
 
@@ -146,22 +147,18 @@ def _box_span(lo: float, hi: float, size: int) -> Tuple[int, int]:
     return min(max(math.ceil(lo - 0.5), 0), size), min(max(math.ceil(hi - 0.5), 0), size)
 
 
-def bbox_rect(boxes: Sequence, classes: Sequence, height: int, width: int,
-              device: Union[str, torch.device, None] = None) -> torch.Tensor:
-    """Bbox-Rect label maps (Papandreou et al., ICCV 2015, section 3.2), B x H x W int64.
+def _check_size(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
 
-    boxes[b]: image b's boxes, n_b x 4 (x0, y0, x1, y1) in pixel coordinates, x1 and y1
-    exclusive (pixel i covers [i, i + 1); it is inside when its centre is); classes[b]:
-    their n_b classes, each >= 1. A pixel takes the class of the smallest box that holds
-    it (equal areas: the later box); outside every box it is background (0).
-    (VOC's 1-based inclusive xmin..xmax is x0 = xmin - 1, x1 = xmax.)
-    """
-    for name, value in (("height", height), ("width", width)):
-        if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+def _image_boxes(boxes: Sequence, classes: Sequence, height: int, width: int) -> List[List[Tuple[int, int, int, int, int]]]:
+    """Per image, its boxes as pixel spans (r0, r1, c0, c1, class), largest area first (so
+    that painting them in order leaves each pixel to the smallest box, ties to the later)."""
     if len(boxes) != len(classes):
         raise ValueError(f"boxes and classes must list the same number of images, got {len(boxes)} and {len(classes)}")
-    out = torch.zeros(len(boxes), height, width, dtype=torch.int64, device=device)
+    spans = []
     for b, (image_boxes, image_classes) in enumerate(zip(boxes, classes)):
         coords = torch.as_tensor(image_boxes, dtype=torch.float64).reshape(-1, 4).tolist()
         labels = torch.as_tensor(image_classes).reshape(-1).tolist()
@@ -172,12 +169,31 @@ def bbox_rect(boxes: Sequence, classes: Sequence, height: int, width: int,
                 raise ValueError(f"boxes[{b}] must be finite x0, y0, x1, y1 with x0 <= x1 and y0 <= y1, got {box}")
             if isinstance(label, bool) or not isinstance(label, Integral) or label < 1:
                 raise ValueError(f"classes[{b}] must be integer classes >= 1 (0 is the background), got {label!r}")
-        # Largest first, so that smaller boxes (and later ones of equal area) paint over.
         areas = [(x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in coords]
+        image_spans = []
         for i in sorted(range(len(coords)), key=lambda i: -areas[i]):
             x0, y0, x1, y1 = coords[i]
-            (c0, c1), (r0, r1) = _box_span(x0, x1, width), _box_span(y0, y1, height)
-            out[b, r0:r1, c0:c1] = labels[i]
+            image_spans.append(_box_span(y0, y1, height) + _box_span(x0, x1, width) + (labels[i],))
+        spans.append(image_spans)
+    return spans
+
+
+def bbox_rect(boxes: Sequence, classes: Sequence, height: int, width: int,
+              device: Union[str, torch.device, None] = None) -> torch.Tensor:
+    """Bbox-Rect label maps (Papandreou et al., ICCV 2015, section 3.2), B x H x W int64.
+
+    boxes[b]: image b's boxes, n_b x 4 (x0, y0, x1, y1) in pixel coordinates, x1 and y1
+    exclusive (pixel i covers [i, i + 1); it is inside when its centre is); classes[b]:
+    their n_b classes, each >= 1. A pixel takes the class of the smallest box that holds
+    it (equal areas: the later box); outside every box it is background (0).
+    (VOC's 1-based inclusive xmin..xmax is x0 = xmin - 1, x1 = xmax.)
+    """
+    height, width = _check_size("height", height), _check_size("width", width)
+    spans = _image_boxes(boxes, classes, height, width)
+    out = torch.zeros(len(spans), height, width, dtype=torch.int64, device=device)
+    for b, image_spans in enumerate(spans):
+        for r0, r1, c0, c1, label in image_spans:
+            out[b, r0:r1, c0:c1] = label
     return out
 
 
@@ -244,3 +260,55 @@ def semi_supervised_targets(logits: torch.Tensor, labels: ImageLabels, masks: Op
         if t.device != logits.device:
             raise ValueError(f"{name} must be on the logits' device {logits.device}, got {t.device}")
     return torch.where(strong[:, None, None], masks.long(), targets)
+
+
+@torch.no_grad()
+def bbox_seg(images: torch.Tensor, boxes: Sequence, classes: Sequence, centre_fraction: float = 0.2,
+             min_confidence: float = 0.7, ignore_index: int = 255, **crf_options) -> torch.Tensor:
+    """Bbox-Seg pseudo-labels (Papandreou et al., ICCV 2015, section 3.2), B x H x W int64.
+
+    Dense CRF inference (``wsloss.dense_crf`` with ``crf_options``) over one label per box
+    plus the background, batched over the images: outside every box only the background
+    is allowed; inside boxes, the background and the boxes that hold the pixel, with a
+    uniform unary; the centre area of each box (centre_fraction of its area, same centre
+    and aspect ratio) is fixed to that box (overlaps: the smallest box). Each pixel takes
+    the class of its most probable label; where that probability is below
+    min_confidence it gets ignore_index (undecided). Boxes and classes as ``bbox_rect``.
+    """
+    check_tensor("images", images, dims=(4,), real=True)
+    if not 0.0 < check_real("centre_fraction", centre_fraction) <= 1.0:
+        raise ValueError(f"centre_fraction must be in (0, 1], got {centre_fraction}")
+    if not 0.0 <= check_real("min_confidence", min_confidence) <= 1.0:
+        raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, Integral):
+        raise TypeError(f"ignore_index must be an integer, got {type(ignore_index).__name__}")
+    batch, _, height, width = images.shape
+    spans = _image_boxes(boxes, classes, height, width)
+    if len(spans) != batch:
+        raise ValueError(f"boxes must list one entry per image ({batch}), got {len(spans)}")
+    labels = 1 + max(len(image_spans) for image_spans in spans)
+    dtype = torch.float64 if images.dtype == torch.float64 else torch.float32
+    logits = torch.full((batch, labels, height, width), -math.inf, dtype=dtype)
+    logits[:, 0] = 0.0
+    label_classes = torch.zeros(batch, labels, dtype=torch.int64)
+    side = math.sqrt(centre_fraction)
+
+    def centre(lo: int, hi: int) -> slice:  # at least one pixel of a non-empty box
+        if hi <= lo:
+            return slice(lo, lo)
+        size = max(1, round((hi - lo) * side))
+        start = lo + (hi - lo - size) // 2
+        return slice(start, start + size)
+
+    for b, image_spans in enumerate(spans):
+        for j, (r0, r1, c0, c1, label) in enumerate(image_spans, start=1):
+            logits[b, j, r0:r1, c0:c1] = 0.0
+            label_classes[b, j] = label
+        for j, (r0, r1, c0, c1, _) in enumerate(image_spans, start=1):  # largest first: the smallest stays
+            rows, cols = centre(r0, r1), centre(c0, c1)
+            logits[b, :, rows, cols] = -math.inf
+            logits[b, j, rows, cols] = 0.0
+    q = dense_crf(logits.to(images.device), images, kind="logits", **crf_options)
+    confidence, best = q.max(dim=1)
+    out = torch.gather(label_classes.to(images.device), 1, best.flatten(1)).reshape(best.shape)
+    return out.masked_fill_(confidence < min_confidence, ignore_index)

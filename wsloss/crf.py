@@ -1,0 +1,219 @@
+"""Dense CRF mean-field inference (Kraehenbuehl & Koltun, NIPS 2011), ../shared/SPEC.md section 5.
+
+The fully connected CRF over pixels with a Potts (or given) label compatibility mu and two
+Gaussian kernels, appearance k_1 (bilateral: xy / theta_alpha, rgb / theta_beta) and
+smoothness k_2 (xy / theta_gamma). Mean field (their Algorithm 1) starts from
+Q = softmax(-U) and repeats
+
+    Q_l(p) <- softmax_l( -U_l(p) - sum_l' mu(l, l') sum_m w_m (k_m Q_l')(p) ),
+
+with each k_m a permutohedral-lattice filtering, normalized as pydensecrf normalizes it.
+Batched: one lattice per kernel per call, built once and reused by every iteration.
+"""
+from numbers import Integral
+from typing import Callable, List, NamedTuple, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from ._checks import check_positive, check_real, check_same_device, check_tensor, compute_dtype
+from .lattice import PermutohedralLattice, bilateral_features, spatial_features
+
+__all__ = ["DenseCRF", "dense_crf"]
+
+NORMALIZATIONS = ("symmetric", "before", "after", "none")
+KINDS = ("probabilities", "logits", "unary")
+
+Compatibility = Union[None, torch.Tensor, Sequence]
+
+
+class _Kernel(NamedTuple):
+    """One pairwise kernel: its message is post * filter(pre * source) (pre None: no scaling)."""
+
+    filter: Callable[[torch.Tensor], torch.Tensor]
+    pre: Optional[torch.Tensor]
+    post: torch.Tensor
+
+
+def _normalized_kernel(filter_values: Callable[[torch.Tensor], torch.Tensor], ones: torch.Tensor, weight: float,
+                       normalization: str) -> _Kernel:
+    """The kernel's normalization as in pydensecrf's DenseKernel: with n = A 1 (the
+    filtered all-ones image), "symmetric" filters n^-1/2 A n^-1/2 Q, "before" A n^-1 Q,
+    "after" n^-1 A Q, "none" A Q. The weight is folded into the output scale."""
+    if normalization == "none":
+        return _Kernel(filter_values, None, ones.new_full((), weight))
+    norm = filter_values(ones).add_(1e-20)
+    norm = norm.rsqrt_() if normalization == "symmetric" else norm.reciprocal_()
+    if normalization == "before":
+        return _Kernel(filter_values, norm, ones.new_full((), weight))
+    return _Kernel(filter_values, norm if normalization == "symmetric" else None, norm * weight)
+
+
+def mean_field(scores: torch.Tensor, kernels: List[_Kernel], compatibility: Optional[torch.Tensor],
+               iterations: int) -> torch.Tensor:
+    """Mean-field iterations from scores = -U (B x K x N); returns Q, B x K x N.
+
+    compatibility None is the Potts model; a K x K matrix mu enters as -mu Q, filtered
+    (mu acts on labels, the kernels on pixels, so they commute).
+    """
+    q = torch.softmax(scores, dim=1)
+    if not torch.compiler.is_compiling() and not bool(torch.isfinite(q).all()):
+        raise ValueError("unary_or_probs must be finite (NaN, +inf, or a pixel whose every score is -inf)")
+    if not kernels:
+        return q
+    energy, scaled = torch.empty_like(q), torch.empty_like(q)
+    for _ in range(iterations):
+        # Potts: -U + sum_m w_m k_m Q, pydensecrf's sign convention (its Potts mu is -w I).
+        source = q if compatibility is None else torch.matmul(compatibility, q).neg_()
+        energy.copy_(scores)
+        for kernel in kernels:
+            values = source if kernel.pre is None else torch.mul(source, kernel.pre, out=scaled)
+            energy.addcmul_(kernel.filter(values), kernel.post)
+        torch.softmax(energy, dim=1, out=q)
+    return q
+
+
+def _check_choice(name: str, value, choices) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def _check_compatibility(compatibility: Compatibility, classes: int, like: torch.Tensor) -> Optional[torch.Tensor]:
+    """mu as a symmetric K x K matrix in the compute dtype, or None (Potts)."""
+    if compatibility is None:
+        return None
+    if isinstance(compatibility, torch.Tensor):
+        check_same_device(unary_or_probs=like, compatibility=compatibility)
+    else:  # a list or NumPy array, as pydensecrf users pass it
+        try:
+            compatibility = torch.as_tensor(compatibility, device=like.device)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TypeError(f"compatibility must be None, a K vector or a K x K matrix, got {err}") from None
+    check_tensor("compatibility", compatibility, dims=(1, 2), real=True)
+    if compatibility.dtype == torch.bool or tuple(compatibility.shape) not in ((classes,), (classes, classes)):
+        raise ValueError(f"compatibility must be a K vector or a K x K matrix of numbers (K = {classes}), got "
+                         f"{compatibility.dtype} of shape {tuple(compatibility.shape)}")
+    mu = compatibility.to(like.dtype)
+    if not bool(torch.isfinite(mu).all()):
+        raise ValueError("compatibility must be finite")
+    # A vector is a diagonal matrix; a matrix is symmetrized, as pydensecrf does (the
+    # mean-field update of sum_{p != q} mu(x_p, x_q) k_pq sees (mu + mu^T) / 2).
+    return torch.diag(mu) if mu.dim() == 1 else (mu + mu.T) / 2
+
+
+def _check_iterations(iterations) -> int:
+    if isinstance(iterations, bool) or not isinstance(iterations, Integral) or iterations < 0:
+        raise ValueError(f"iterations must be an integer >= 0, got {iterations!r}")
+    return int(iterations)
+
+
+def _scores(unary_or_probs: torch.Tensor, kind: str, clip: float) -> torch.Tensor:
+    """-U in the compute dtype, B x K x N."""
+    dtype = compute_dtype(unary_or_probs.dtype)
+    values = unary_or_probs.detach().to(dtype).flatten(2)
+    if kind == "probabilities":  # pydensecrf's unary_from_softmax: U = -log(clip(P, clip, 1))
+        return values.clamp(clip, 1.0).log_()
+    if kind == "unary":
+        return -values
+    return values.clone()
+
+
+@torch.no_grad()
+def dense_crf(unary_or_probs: torch.Tensor, images: torch.Tensor, iterations: int = 10, w_bilateral: float = 4.0,
+              theta_alpha: float = 67.0, theta_beta: float = 3.0, w_gaussian: float = 3.0, theta_gamma: float = 1.0,
+              compatibility: Compatibility = None, normalization: str = "symmetric", kind: str = "probabilities",
+              clip: float = 1e-5) -> torch.Tensor:
+    """Dense CRF mean-field inference (Kraehenbuehl & Koltun, NIPS 2011, Algorithm 1), batched.
+
+    unary_or_probs: B x K x H x W, read as ``kind``: "probabilities" (U = -log P, P
+    clipped to [clip, 1], pydensecrf's ``unary_from_softmax``), "logits" (U = -logits;
+    -inf forbids a label) or "unary" (the energies U themselves). images: B x C x H x W,
+    colours in 0..255 (any real dtype). Returns the marginals Q, B x K x H x W, in the
+    input's dtype (float16/bfloat16 computed in float32). No gradient.
+
+    The pairwise energy of labels l, l' at pixels p, q is mu(l, l') (w_bilateral
+    exp(-|xy_p - xy_q|^2 / 2 theta_alpha^2 - |rgb_p - rgb_q|^2 / 2 theta_beta^2) +
+    w_gaussian exp(-|xy_p - xy_q|^2 / 2 theta_gamma^2)), mu = Potts by default, or a K
+    vector (diagonal) or K x K matrix (symmetrized). Defaults are DeepLab's. Both lattices
+    are built once per call; the Gaussian one once for the whole batch.
+
+    In pydensecrf terms (``d = dcrf.DenseCRF2D(W, H, K)``, same numbers to about 1e-5):
+    ``d.setUnaryEnergy(unary_from_softmax(P))`` is kind="probabilities";
+    ``d.addPairwiseGaussian(sxy=s, compat=c)`` is theta_gamma=s, w_gaussian=c;
+    ``d.addPairwiseBilateral(sxy=s, srgb=r, rgbim=im, compat=c)`` is theta_alpha=s,
+    theta_beta=r, w_bilateral=c; a matrix ``compat=M`` on both kernels is compatibility=M
+    with both weights 1; ``normalization=dcrf.NORMALIZE_SYMMETRIC`` (its default),
+    ``NORMALIZE_BEFORE``, ``NORMALIZE_AFTER``, ``NO_NORMALIZATION`` are "symmetric",
+    "before", "after", "none"; ``d.inference(n)`` is iterations=n.
+    """
+    check_tensor("unary_or_probs", unary_or_probs, dims=(4,), floating=True)
+    check_tensor("images", images, dims=(4,), real=True)
+    check_same_device(unary_or_probs=unary_or_probs, images=images)
+    batch, classes, height, width = unary_or_probs.shape
+    if images.shape[0] != batch or images.shape[2:] != (height, width):
+        raise ValueError(f"images must be B x C x H x W = {batch} x C x {height} x {width} like unary_or_probs, "
+                         f"got shape {tuple(images.shape)}")
+    iterations = _check_iterations(iterations)
+    weights = {}
+    for name, value in (("w_bilateral", w_bilateral), ("w_gaussian", w_gaussian)):
+        weights[name] = check_real(name, value)
+        if weights[name] < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
+    thetas = {name: check_positive(name, value) for name, value in
+              (("theta_alpha", theta_alpha), ("theta_beta", theta_beta), ("theta_gamma", theta_gamma))}
+    _check_choice("normalization", normalization, NORMALIZATIONS)
+    _check_choice("kind", kind, KINDS)
+    clip = check_positive("clip", clip)
+    if clip > 1:
+        raise ValueError(f"clip must be in (0, 1], got {clip}")
+    scores = _scores(unary_or_probs, kind, clip)
+    mu = _check_compatibility(compatibility, classes, scores)
+
+    kernels = []
+    if iterations > 0 and weights["w_bilateral"] > 0:
+        features = bilateral_features(images, thetas["theta_beta"], thetas["theta_alpha"]).flatten(2)
+        lattice = PermutohedralLattice(features)
+        ones = scores.new_ones(batch, 1, height * width)
+        kernels.append(_normalized_kernel(lattice.filter, ones, weights["w_bilateral"], normalization))
+    if iterations > 0 and weights["w_gaussian"] > 0:
+        # The smoothness features are the same for every image: one lattice, the batch's
+        # images stacked as its channels.
+        grid = PermutohedralLattice(spatial_features(images[:1], thetas["theta_gamma"]).flatten(2))
+
+        def smooth(values: torch.Tensor) -> torch.Tensor:
+            return grid.filter(values.reshape(1, -1, values.shape[2])).reshape(values.shape)
+
+        ones = scores.new_ones(1, 1, height * width)
+        kernels.append(_normalized_kernel(smooth, ones, weights["w_gaussian"], normalization))
+    q = mean_field(scores, kernels, mu, iterations)
+    return q.reshape(unary_or_probs.shape).to(unary_or_probs.dtype)
+
+
+class DenseCRF(nn.Module):
+    """Dense CRF mean-field inference as a module: ``DenseCRF(...)(unary_or_probs, images)``.
+
+    The parameters of ``wsloss.dense_crf`` (Kraehenbuehl & Koltun, NIPS 2011), held; for
+    example DeepLab's post-processing of a network's softmax output at full resolution.
+    """
+
+    def __init__(self, iterations: int = 10, w_bilateral: float = 4.0, theta_alpha: float = 67.0,
+                 theta_beta: float = 3.0, w_gaussian: float = 3.0, theta_gamma: float = 1.0,
+                 compatibility: Compatibility = None, normalization: str = "symmetric",
+                 kind: str = "probabilities", clip: float = 1e-5):
+        super().__init__()
+        self.iterations = iterations
+        self.w_bilateral, self.theta_alpha, self.theta_beta = w_bilateral, theta_alpha, theta_beta
+        self.w_gaussian, self.theta_gamma = w_gaussian, theta_gamma
+        self.compatibility = compatibility
+        self.normalization, self.kind, self.clip = normalization, kind, clip
+
+    def forward(self, unary_or_probs: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        return dense_crf(unary_or_probs, images, self.iterations, self.w_bilateral, self.theta_alpha,
+                         self.theta_beta, self.w_gaussian, self.theta_gamma, self.compatibility,
+                         self.normalization, self.kind, self.clip)
+
+    def extra_repr(self) -> str:
+        return (f"iterations={self.iterations}, w_bilateral={self.w_bilateral}, theta_alpha={self.theta_alpha}, "
+                f"theta_beta={self.theta_beta}, w_gaussian={self.w_gaussian}, theta_gamma={self.theta_gamma}, "
+                f"normalization={self.normalization!r}, kind={self.kind!r}")
