@@ -201,3 +201,55 @@ def test_em_adapt_order_out_of_range_is_skipped(device):
     labels, biases = torch.ops.wsloss.em_adapt(flat, TAGS.to(device), order, 0.4, 0.2, True, 1e-5)
     assert ((labels >= 0) & (labels < 4)).all()
     assert biases[0, 1:].eq(0).all() and biases[1, :3].eq(0).all()  # only classes 0 and 3 were visited
+
+
+PROBS = torch.softmax(torch.randn(2, 4, 8, 9), 1)
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda: wsloss.dense_crf(PROBS[0], IMAGES), ValueError, "unary_or_probs must be 4-D"),
+        (lambda: wsloss.dense_crf(PROBS.long(), IMAGES), TypeError, "unary_or_probs must be a floating-point"),
+        (lambda: wsloss.dense_crf(PROBS, IMAGES.numpy()), TypeError, "images must be a torch.Tensor"),
+        (lambda: wsloss.dense_crf(PROBS, IMAGES[:1]), ValueError, "images must be B x C x H x W = 2 x C x 8 x 9"),
+        (lambda: wsloss.dense_crf(PROBS, IMAGES[..., :4]), ValueError, "images must be B x C x H x W"),
+        (lambda: wsloss.dense_crf(PROBS[:, :0], IMAGES), ValueError, "unary_or_probs must not be empty"),
+        (lambda: wsloss.dense_crf(PROBS, IMAGES.to("meta")), ValueError, "one device"),
+        (lambda: wsloss.dense_crf(PROBS, IMAGES, iterations=-1), ValueError, "iterations must be an integer >= 0"),
+        (lambda: wsloss.dense_crf(PROBS, IMAGES, iterations=2.5), ValueError, "iterations must be an integer"),
+        (lambda: wsloss.dense_crf(PROBS, IMAGES, w_bilateral=-1), ValueError, "w_bilateral must be >= 0"),
+        (lambda: wsloss.dense_crf(PROBS, IMAGES, w_gaussian=float("inf")), ValueError, "w_gaussian must be finite"),
+        (lambda: wsloss.dense_crf(PROBS, IMAGES, theta_alpha=0), ValueError, "theta_alpha must be finite and > 0"),
+        (lambda: wsloss.dense_crf(PROBS, IMAGES, theta_beta="3"), TypeError, "theta_beta must be a real number"),
+        (lambda: wsloss.dense_crf(PROBS, IMAGES, theta_gamma=float("nan")), ValueError, "theta_gamma must be"),
+        (lambda: wsloss.dense_crf(PROBS, IMAGES, normalization="NORMALIZE_SYMMETRIC"), ValueError,
+         "normalization must be one of 'symmetric', 'before', 'after', 'none'"),
+        (lambda: wsloss.dense_crf(PROBS, IMAGES, kind="softmax"), ValueError, "kind must be one of 'probabilities'"),
+        (lambda: wsloss.dense_crf(PROBS, IMAGES, clip=0), ValueError, "clip must be finite and > 0"),
+        (lambda: wsloss.dense_crf(PROBS, IMAGES, clip=2), ValueError, r"clip must be in \(0, 1\]"),
+        (lambda: wsloss.dense_crf(PROBS, IMAGES, compatibility=torch.eye(3)), ValueError,
+         r"compatibility must be a K vector or a K x K matrix of numbers \(K = 4\), got torch.float32 of shape \(3, 3\)"),
+        (lambda: wsloss.dense_crf(PROBS, IMAGES, compatibility=torch.eye(4).bool()), ValueError, "compatibility"),
+        (lambda: wsloss.dense_crf(PROBS, IMAGES, compatibility=torch.eye(4).to("meta")), ValueError, "one device"),
+        (lambda: wsloss.dense_crf(PROBS, IMAGES, compatibility=[[1, 2], [3]]), TypeError, "compatibility must be"),
+        (lambda: wsloss.dense_crf(PROBS, IMAGES, compatibility=torch.full((4,), float("nan"))), ValueError,
+         "compatibility must be finite"),
+        (lambda: wsloss.dense_crf(PROBS.clone().fill_(float("nan")), IMAGES), ValueError, "unary_or_probs must be finite"),
+        (lambda: wsloss.dense_crf(torch.full_like(PROBS, -float("inf")), IMAGES, kind="logits"), ValueError,
+         "every score is -inf"),
+        (lambda: wsloss.dense_crf(PROBS, IMAGES.clone().fill_(float("inf"))), ValueError, "features must be finite"),
+        (lambda: wsloss.DenseCRF(normalization="x")(PROBS, IMAGES), ValueError, "normalization must be"),
+        (lambda: wsloss.bbox_seg(IMAGES[0], [[], []], [[], []]), ValueError, "images must be 4-D"),
+        (lambda: wsloss.bbox_seg(IMAGES, [[]], [[]]), ValueError, r"one entry per image \(2\)"),
+        (lambda: wsloss.bbox_seg(IMAGES, [[[0, 0, 2, 2]], []], [[0], []]), ValueError, "classes >= 1"),
+        (lambda: wsloss.bbox_seg(IMAGES, [[[0, 0, 2, 2]], []], [[1], []], centre_fraction=0), ValueError,
+         r"centre_fraction must be in \(0, 1\]"),
+        (lambda: wsloss.bbox_seg(IMAGES, [[], []], [[], []], min_confidence=2), ValueError, "min_confidence"),
+        (lambda: wsloss.bbox_seg(IMAGES, [[], []], [[], []], ignore_index=1.5), TypeError, "ignore_index"),
+        (lambda: wsloss.bbox_seg(IMAGES, [[], []], [[], []], kind="unary"), TypeError, "kind"),
+    ],
+)
+def test_dense_crf_errors(call, error, match):
+    with pytest.raises(error, match=match):
+        call()

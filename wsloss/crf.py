@@ -73,6 +73,27 @@ def mean_field(scores: torch.Tensor, kernels: List[_Kernel], compatibility: Opti
     return q
 
 
+def lattice_kernels(images: torch.Tensor, scores: torch.Tensor, w_bilateral: float, theta_alpha: float,
+                    theta_beta: float, w_gaussian: float, theta_gamma: float, normalization: str) -> List[_Kernel]:
+    """The appearance and smoothness kernels (those of nonzero weight) over built lattices."""
+    batch, _, pixels = scores.shape
+    kernels = []
+    if w_bilateral > 0:
+        appearance = PermutohedralLattice(bilateral_features(images, theta_beta, theta_alpha).flatten(2))
+        kernels.append(_normalized_kernel(appearance.filter, scores.new_ones(batch, 1, pixels), w_bilateral,
+                                          normalization))
+    if w_gaussian > 0:
+        # The smoothness features are the same for every image: one lattice, the batch's
+        # images stacked as its channels.
+        smoothness = PermutohedralLattice(spatial_features(images[:1], theta_gamma).flatten(2))
+
+        def smooth(values: torch.Tensor) -> torch.Tensor:
+            return smoothness.filter(values.reshape(1, -1, pixels)).reshape(values.shape)
+
+        kernels.append(_normalized_kernel(smooth, scores.new_ones(1, 1, pixels), w_gaussian, normalization))
+    return kernels
+
+
 def _check_choice(name: str, value, choices) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
@@ -170,22 +191,9 @@ def dense_crf(unary_or_probs: torch.Tensor, images: torch.Tensor, iterations: in
     scores = _scores(unary_or_probs, kind, clip)
     mu = _check_compatibility(compatibility, classes, scores)
 
-    kernels = []
-    if iterations > 0 and weights["w_bilateral"] > 0:
-        features = bilateral_features(images, thetas["theta_beta"], thetas["theta_alpha"]).flatten(2)
-        lattice = PermutohedralLattice(features)
-        ones = scores.new_ones(batch, 1, height * width)
-        kernels.append(_normalized_kernel(lattice.filter, ones, weights["w_bilateral"], normalization))
-    if iterations > 0 and weights["w_gaussian"] > 0:
-        # The smoothness features are the same for every image: one lattice, the batch's
-        # images stacked as its channels.
-        grid = PermutohedralLattice(spatial_features(images[:1], thetas["theta_gamma"]).flatten(2))
-
-        def smooth(values: torch.Tensor) -> torch.Tensor:
-            return grid.filter(values.reshape(1, -1, values.shape[2])).reshape(values.shape)
-
-        ones = scores.new_ones(1, 1, height * width)
-        kernels.append(_normalized_kernel(smooth, ones, weights["w_gaussian"], normalization))
+    kernels = [] if iterations == 0 else lattice_kernels(images, scores, weights["w_bilateral"],
+                                                         thetas["theta_alpha"], thetas["theta_beta"],
+                                                         weights["w_gaussian"], thetas["theta_gamma"], normalization)
     q = mean_field(scores, kernels, mu, iterations)
     return q.reshape(unary_or_probs.shape).to(unary_or_probs.dtype)
 

@@ -6,9 +6,10 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import check_tensor
-from .lattice import bilateral_features
+from .crf import _normalized_kernel, mean_field
+from .lattice import bilateral_features, spatial_features
 
-__all__ = ["dense_gaussian_filter", "dense_crf_loss"]
+__all__ = ["dense_gaussian_filter", "dense_crf_loss", "dense_crf"]
 
 
 def dense_gaussian_filter(features: torch.Tensor, values: torch.Tensor, normalize: bool = False,
@@ -46,3 +47,19 @@ def dense_crf_loss(images, segmentations, rois, weight, sigma_rgb, sigma_xy, sca
     masked = segmentations.double() * rois.double().unsqueeze(1)
     features = bilateral_features(images, sigma_rgb, sigma_xy * scale_factor)
     return -(weight / masked.shape[0]) * (masked * dense_gaussian_filter(features, masked)).sum()
+
+
+@torch.no_grad()
+def dense_crf(probabilities, images, iterations=10, w_bilateral=4.0, theta_alpha=67.0, theta_beta=3.0, w_gaussian=3.0,
+              theta_gamma=1.0, normalization="symmetric", clip=1e-5) -> torch.Tensor:
+    """wsloss.dense_crf (Potts) with the exact Gaussian kernels in place of the lattice (float64)."""
+    scores = probabilities.double().flatten(2).clamp(clip, 1).log()
+    ones = scores.new_ones(scores.shape[0], 1, scores.shape[2])
+    kernels = []
+    for weight, features in ((w_bilateral, bilateral_features(images, theta_beta, theta_alpha)),
+                             (w_gaussian, spatial_features(images, theta_gamma))):
+        if weight > 0:
+            flat = features.flatten(2)
+            kernels.append(_normalized_kernel(lambda v, f=flat: dense_gaussian_filter(f, v), ones, weight,
+                                              normalization))
+    return mean_field(scores, kernels, None, iterations).reshape(probabilities.shape)
