@@ -20,4 +20,5 @@ timeout 120 python3 benchmarks/densecrf.py --device cuda --repeats 10 --json "$O
 (cd tests && timeout 90 python3 -m pytest -q ../benchmarks/test_bench_densecrf.py -k cuda --benchmark-columns=median,iqr,rounds 2>&1) | tail -12
 timeout 90 python3 benchmarks/em.py --device cuda --repeats 20 --json "$OUT/em-cuda.json" 2>&1 | tee "$OUT/bench-em.log"
 timeout 90 python3 benchmarks/regularized.py --device cuda --repeats 20 --json "$OUT/regularized-cuda.json" 2>&1 | tee "$OUT/bench-regularized.log"
+timeout 240 python3 benchmarks/crf.py --device cuda --repeats 3 --json "$OUT/crf-cuda.json" 2>&1 | tee "$OUT/bench-crf.log"
 timeout 60 python3 benchmarks/densecrf.py --device cpu --repeats 5 --json "$OUT/densecrf-cpu.json" 2>&1 | tee "$OUT/bench-cpu.log"

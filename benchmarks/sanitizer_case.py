@@ -1,7 +1,8 @@
 """A small CUDA workload for compute-sanitizer (memcheck, racecheck): every kernel once,
 B > 1, several feature dimensions, both filter directions, float32 and float64; EM-Adapt
 on its one-block-per-image path and on its cooperative multi-block path; the dense losses in
-exact mode and the grid CRF (4 and 8 neighbours, both relaxations, odd sizes, 1-pixel rows)."""
+exact mode and the grid CRF (4 and 8 neighbours, both relaxations, odd sizes, 1-pixel rows);
+dense CRF inference (every normalization, a compatibility matrix) and Bbox-Seg."""
 import torch
 
 import wsloss
@@ -31,5 +32,10 @@ for size in (33, 131):  # 131 x 131 > 16384 pixels: the cooperative grid
         logits = torch.randn(3, 6, size, size, generator=generator, dtype=dtype).round().cuda()
         present = torch.tensor([[True, False, True, False, False, True], [True] * 6, [False] * 6]).cuda()
         wsloss.em_adapt(logits, present)
+probs = torch.softmax(torch.randn(2, 21, 33, 47, generator=generator), 1).cuda()
+for normalization in ("symmetric", "before", "after", "none"):
+    wsloss.dense_crf(probs, images, iterations=3, theta_alpha=10.0, normalization=normalization)
+wsloss.dense_crf(probs.double(), images, iterations=2, compatibility=torch.rand(21, 21, dtype=torch.float64).cuda())
+wsloss.bbox_seg(images, [[[2, 3, 30, 20], [10, 5, 40, 30]], [[0, 0, 1, 1]]], [[4, 9], [2]], iterations=3)
 torch.cuda.synchronize()
 print("sanitizer case done")

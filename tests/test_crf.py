@@ -85,7 +85,7 @@ def test_against_the_exact_gaussian_mean_field(normalization, rng):
 
 
 def test_matches_pydensecrf(rng):
-    """pydensecrf (Kraehenbuehl's code) on the same inputs, when installed; to float32 rounding."""
+    """pydensecrf (Kraehenbuehl's code, installed by the README's test command) on the same inputs."""
     dcrf = pytest.importorskip("pydensecrf.densecrf", reason="pydensecrf not installed")
     images = random_photo(2, 40, 52, rng).round()
     probs = unaries(rng, 2, 6, 40, 52)
@@ -105,7 +105,11 @@ def test_matches_pydensecrf(rng):
                 d.addPairwiseBilateral(sxy=30.0, srgb=13.0, rgbim=rgb, compat=4.0 if compat is None else compat,
                                        normalization=code)
                 expected = torch.from_numpy(np.array(d.inference(10))).reshape(6, 40, 52)
-                torch.testing.assert_close(got[b], expected, rtol=0, atol=1e-4)
+                # Float32 rounding, carried through 10 iterations: measured over 30 seeds at most
+                # 4e-6 normalized, 8e-4 with "none" (its energies are about 100x larger).
+                tolerance = 2e-3 if normalization == "none" else 2e-5
+                torch.testing.assert_close(got[b], expected, rtol=0, atol=tolerance)
+                assert (got[b] - expected).abs().mean() < 1e-6
 
 
 def test_batch_equals_one_by_one(rng, device):

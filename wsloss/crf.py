@@ -65,10 +65,9 @@ def mean_field(scores: torch.Tensor, kernels: List[_Kernel], compatibility: Opti
     for _ in range(iterations):
         # Potts: -U + sum_m w_m k_m Q, pydensecrf's sign convention (its Potts mu is -w I).
         source = q if compatibility is None else torch.matmul(compatibility, q).neg_()
-        energy.copy_(scores)
-        for kernel in kernels:
+        for i, kernel in enumerate(kernels):
             values = source if kernel.pre is None else torch.mul(source, kernel.pre, out=scaled)
-            energy.addcmul_(kernel.filter(values), kernel.post)
+            torch.addcmul(scores if i == 0 else energy, kernel.filter(values), kernel.post, out=energy)
         torch.softmax(energy, dim=1, out=q)
     return q
 

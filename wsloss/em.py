@@ -288,9 +288,9 @@ def bbox_seg(images: torch.Tensor, boxes: Sequence, classes: Sequence, centre_fr
         raise ValueError(f"boxes must list one entry per image ({batch}), got {len(spans)}")
     labels = 1 + max(len(image_spans) for image_spans in spans)
     dtype = torch.float64 if images.dtype == torch.float64 else torch.float32
-    logits = torch.full((batch, labels, height, width), -math.inf, dtype=dtype)
+    logits = torch.full((batch, labels, height, width), -math.inf, dtype=dtype, device=images.device)
     logits[:, 0] = 0.0
-    label_classes = torch.zeros(batch, labels, dtype=torch.int64)
+    label_classes = [[0] * labels for _ in range(batch)]
     side = math.sqrt(centre_fraction)
 
     def centre(lo: int, hi: int) -> slice:  # at least one pixel of a non-empty box
@@ -303,12 +303,13 @@ def bbox_seg(images: torch.Tensor, boxes: Sequence, classes: Sequence, centre_fr
     for b, image_spans in enumerate(spans):
         for j, (r0, r1, c0, c1, label) in enumerate(image_spans, start=1):
             logits[b, j, r0:r1, c0:c1] = 0.0
-            label_classes[b, j] = label
+            label_classes[b][j] = label
         for j, (r0, r1, c0, c1, _) in enumerate(image_spans, start=1):  # largest first: the smallest stays
             rows, cols = centre(r0, r1), centre(c0, c1)
             logits[b, :, rows, cols] = -math.inf
             logits[b, j, rows, cols] = 0.0
-    q = dense_crf(logits.to(images.device), images, kind="logits", **crf_options)
+    q = dense_crf(logits, images, kind="logits", **crf_options)
     confidence, best = q.max(dim=1)
-    out = torch.gather(label_classes.to(images.device), 1, best.flatten(1)).reshape(best.shape)
+    label_classes = torch.tensor(label_classes, dtype=torch.int64, device=images.device)
+    out = torch.gather(label_classes, 1, best.flatten(1)).reshape(best.shape)
     return out.masked_fill_(confidence < min_confidence, ignore_index)
