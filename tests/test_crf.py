@@ -65,6 +65,13 @@ def test_equals_the_dense_mean_field_given_the_lattice_matrices(normalization, c
     torch.testing.assert_close(got.cpu(), expected, rtol=0, atol=1e-9)
 
 
+@pytest.mark.parametrize("channels", [1, 4, 14])  # bilateral d = 3, 6, 16
+def test_any_number_of_image_channels(channels, rng, device):
+    images = random_photo(2, 7, 10, rng, channels=channels).to(device)
+    probs = unaries(rng, 2, 23, 7, 10).double().to(device)
+    torch.testing.assert_close(crf(probs, images).cpu(), reference(probs, images), rtol=0, atol=1e-9)
+
+
 @pytest.mark.parametrize("normalization", ["symmetric", "after"])
 def test_against_the_exact_gaussian_mean_field(normalization, rng):
     """The lattice approximates c W; normalization cancels c and leaves its shape error
