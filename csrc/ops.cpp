@@ -22,6 +22,13 @@ TORCH_LIBRARY(wsloss, m) {
   m.def(
       "lattice_filter(Tensor vertices, Tensor weights, Tensor neighbours, Tensor splat_ptr, "
       "Tensor splat_index, Tensor values, bool transpose=False) -> Tensor");
+  // The same filtering into the caller's out ([B, C, N], contiguous, values' dtype), with a
+  // 1-D workspace of values' dtype that it grows when too small. CPU only: it lets a loop
+  // (dense CRF inference) reuse its memory, where fresh pages are expensive; CUDA's caching
+  // allocator already gives lattice_filter that.
+  m.def(
+      "lattice_filter_into(Tensor vertices, Tensor weights, Tensor neighbours, Tensor splat_ptr, "
+      "Tensor splat_index, Tensor values, bool transpose, Tensor(a!) out, Tensor(b!) workspace) -> ()");
   // EM-Adapt (SPEC 4): logits [B, K, N] float32/float64, present [B, K] bool, order [B, K]
   // int64 (visiting order) -> labels [B, N] int64, biases [B, K] (the logits' dtype).
   m.def(

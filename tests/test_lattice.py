@@ -208,3 +208,31 @@ def test_feature_division_is_exact():
     x = np.arange(29, dtype=np.float32) / np.float32(sigma_xy)
     np.testing.assert_array_equal(f[0, 0, 0].numpy(), x)
     np.testing.assert_array_equal(f[0, 2:].numpy(), images[0].numpy() / np.float32(sigma_rgb))
+
+
+@pytest.mark.parametrize("batch", [1, 5])  # the gather and the scatter splat (2 threads here)
+def test_filter_into_equals_filter_and_reuses_its_workspace(batch, rng):
+    """lattice_filter_into (CPU): the same bits as lattice_filter, into the caller's memory."""
+    lattice = PermutohedralLattice(random_features(batch, 5, 301, rng))
+    workspace = torch.empty(0, dtype=torch.float64)
+    for channels in (3, 40, 1):  # 40 > 32: two channel chunks; then a smaller call reuses the workspace
+        values = torch.rand(batch, channels, 301, generator=rng, dtype=torch.float64)
+        for transpose in (False, True):
+            out = torch.full_like(values, float("nan"))
+            torch.ops.wsloss.lattice_filter_into(*lattice.tensors, values, transpose, out, workspace)
+            assert torch.equal(out, torch.ops.wsloss.lattice_filter(*lattice.tensors, values, transpose))
+        if channels == 40:
+            grown = workspace.data_ptr(), workspace.numel()
+    assert (workspace.data_ptr(), workspace.numel()) == grown and grown[1] > 0
+    values = torch.rand(batch, 4, 301, generator=rng)
+    torch.library.opcheck(torch.ops.wsloss.lattice_filter_into.default,
+                          (*lattice.tensors, values, False, torch.empty_like(values), torch.empty(0)))
+    for out, workspace, match in ((torch.empty(batch, 5, 301), torch.empty(0), "out must be a contiguous"),
+                                  (torch.empty_like(values).double(), torch.empty(0), "out must be"),
+                                  (torch.empty(batch, 301, 4).transpose(1, 2), torch.empty(0), "out must be"),
+                                  (torch.empty_like(values), torch.empty(0).double(), "workspace must be a 1-D"),
+                                  (torch.empty_like(values), torch.empty(2, 2), "workspace must be a 1-D")):
+        with pytest.raises(ValueError, match=match):
+            torch.ops.wsloss.lattice_filter_into(*lattice.tensors, values, False, out, workspace)
+    with pytest.raises(RuntimeError, match="refer to a single memory location"):
+        torch.ops.wsloss.lattice_filter_into(*lattice.tensors, values, False, values, torch.empty(0))

@@ -32,6 +32,11 @@ def _lattice_filter_fake(vertices, weights, neighbours, splat_ptr, splat_index, 
     return values.new_empty(values.shape)
 
 
+@torch.library.register_fake("wsloss::lattice_filter_into")
+def _lattice_filter_into_fake(vertices, weights, neighbours, splat_ptr, splat_index, values, transpose, out, workspace):
+    return None
+
+
 @torch.library.register_fake("wsloss::em_adapt")
 def _em_adapt_fake(logits, present, order, bg_portion, fg_portion, suppress_absent, margin):
     batch, classes, pixels = logits.shape

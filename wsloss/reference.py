@@ -60,6 +60,6 @@ def dense_crf(probabilities, images, iterations=10, w_bilateral=4.0, theta_alpha
                              (w_gaussian, spatial_features(images, theta_gamma))):
         if weight > 0:
             flat = features.flatten(2)
-            kernels.append(_normalized_kernel(lambda v, f=flat: dense_gaussian_filter(f, v), ones, weight,
-                                              normalization))
+            kernels.append(_normalized_kernel(lambda v, buffers=None, f=flat: dense_gaussian_filter(f, v), ones,
+                                              weight, normalization))
     return mean_field(scores, kernels, None, iterations).reshape(probabilities.shape)

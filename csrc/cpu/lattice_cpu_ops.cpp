@@ -1,5 +1,6 @@
 // CPU kernels of wsloss::lattice_build and wsloss::lattice_filter: thin torch
 // wrappers over the torch-free core in lattice_cpu.h.
+#include <ATen/MemoryOverlap.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -38,33 +39,44 @@ lattice_build_cpu(const at::Tensor& features_in) {
   return {offsets_tensor, vertices, weights, neighbours, splat_ptr, splat_index};
 }
 
-at::Tensor lattice_filter_cpu(const at::Tensor& vertices_in, const at::Tensor& weights_in,
-                              const at::Tensor& neighbours_in, const at::Tensor& splat_ptr_in,
-                              const at::Tensor& splat_index_in, const at::Tensor& values,
-                              bool transpose) {
+// out = A values (transpose: A^T values) into the caller's `out` ([B, C, N], values'
+// dtype, contiguous); `workspace` (1-D, values' dtype) is grown when too small and kept, so
+// a caller filtering again and again touches no fresh memory (fresh pages cost as much as
+// the filtering itself on some machines).
+void lattice_filter_into_cpu(const at::Tensor& vertices_in, const at::Tensor& weights_in,
+                             const at::Tensor& neighbours_in, const at::Tensor& splat_ptr_in,
+                             const at::Tensor& splat_index_in, const at::Tensor& values, bool transpose,
+                             const at::Tensor& out, const at::Tensor& workspace) {
   check_lattice_filter(vertices_in, weights_in, neighbours_in, splat_ptr_in, splat_index_in, values);
+  TORCH_CHECK_VALUE(out.sizes() == values.sizes() && out.scalar_type() == values.scalar_type() &&
+                        out.is_contiguous() && out.device() == values.device(),
+                    "lattice_filter_into: out must be a contiguous ", values.scalar_type(), " tensor of shape ",
+                    values.sizes(), " like values, got ", out.scalar_type(), " ", out.sizes());
+  TORCH_CHECK_VALUE(workspace.dim() == 1 && workspace.scalar_type() == values.scalar_type() &&
+                        workspace.device() == values.device(),
+                    "lattice_filter_into: workspace must be a 1-D ", values.scalar_type(), " tensor, got ",
+                    workspace.scalar_type(), " ", workspace.sizes());
   const at::Tensor vertices = vertices_in.contiguous(), weights = weights_in.contiguous(),
                    neighbours = neighbours_in.contiguous(), splat_ptr = splat_ptr_in.contiguous(),
                    splat_index = splat_index_in.contiguous();
   const at::Tensor in = values.contiguous();
+  at::assert_no_overlap(out, in);
   const int64_t batch = in.size(0), channels = in.size(1), pixels = in.size(2);
   const cpu::LatticeView lattice{vertices.data_ptr<int32_t>(),    weights.data_ptr<float>(),
                                  neighbours.data_ptr<int32_t>(),  splat_ptr.data_ptr<int32_t>(),
                                  splat_index.data_ptr<int32_t>(), batch,
                                  pixels,                          neighbours.size(0),
                                  static_cast<int>(vertices.size(2)) - 1};
-  at::Tensor out = at::empty_like(in);
   // Channel chunks bound the scratch lattice (about 256 MB for two float buffers).
   const int64_t row_budget = std::max<int64_t>(1, (int64_t{32} << 20) / (lattice.num_vertices + 1));
   const int64_t chunk =
       std::max<int64_t>(1, std::min<int64_t>({channels, cpu::kMaxChunkChannels, row_budget}));
   // One image per thread when there are enough images, else a gather over the CSR.
   const bool scatter = batch >= at::get_num_threads();
+  const int64_t scratch = 2 * (lattice.num_vertices + 1) * chunk + (scatter ? 0 : batch * pixels * chunk);
+  if (workspace.numel() < scratch) workspace.resize_({scratch});
   AT_DISPATCH_FLOATING_TYPES(in.scalar_type(), "lattice_filter_cpu", [&] {
-    at::Tensor scratch =
-        at::empty({2 * (lattice.num_vertices + 1) * chunk + (scatter ? 0 : batch * pixels * chunk)},
-                  in.options());
-    scalar_t* lattice_a = scratch.data_ptr<scalar_t>();
+    scalar_t* lattice_a = workspace.data_ptr<scalar_t>();
     scalar_t* lattice_b = lattice_a + (lattice.num_vertices + 1) * chunk;
     scalar_t* pixel_major = scatter ? nullptr : lattice_b + (lattice.num_vertices + 1) * chunk;
     for (int64_t c0 = 0; c0 < channels; c0 += chunk) {
@@ -73,6 +85,15 @@ at::Tensor lattice_filter_cpu(const at::Tensor& vertices_in, const at::Tensor& w
                                     lattice_a, lattice_b, pixel_major, cpu::AtenParallelFor{});
     }
   });
+}
+
+at::Tensor lattice_filter_cpu(const at::Tensor& vertices, const at::Tensor& weights, const at::Tensor& neighbours,
+                              const at::Tensor& splat_ptr, const at::Tensor& splat_index, const at::Tensor& values,
+                              bool transpose) {
+  check_lattice_filter(vertices, weights, neighbours, splat_ptr, splat_index, values);
+  at::Tensor out = at::empty(values.sizes(), values.options().memory_format(at::MemoryFormat::Contiguous));
+  lattice_filter_into_cpu(vertices, weights, neighbours, splat_ptr, splat_index, values, transpose, out,
+                          at::empty({0}, values.options()));
   return out;
 }
 
@@ -81,6 +102,7 @@ at::Tensor lattice_filter_cpu(const at::Tensor& vertices_in, const at::Tensor& w
 TORCH_LIBRARY_IMPL(wsloss, CPU, m) {
   m.impl("lattice_build", &lattice_build_cpu);
   m.impl("lattice_filter", &lattice_filter_cpu);
+  m.impl("lattice_filter_into", &lattice_filter_into_cpu);
 }
 
 }  // namespace wsloss
