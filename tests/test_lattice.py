@@ -234,5 +234,6 @@ def test_filter_into_equals_filter_and_reuses_its_workspace(batch, rng):
                                   (torch.empty_like(values), torch.empty(2, 2), "workspace must be a 1-D")):
         with pytest.raises(ValueError, match=match):
             torch.ops.wsloss.lattice_filter_into(*lattice.tensors, values, False, out, workspace)
-    with pytest.raises(RuntimeError, match="refer to a single memory location"):
-        torch.ops.wsloss.lattice_filter_into(*lattice.tensors, values, False, values, torch.empty(0))
+    for out, workspace in ((values, torch.empty(0)), (torch.empty_like(values), values.flatten())):
+        with pytest.raises(RuntimeError, match="refer to a single memory location"):
+            torch.ops.wsloss.lattice_filter_into(*lattice.tensors, values, False, out, workspace)

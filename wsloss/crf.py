@@ -40,7 +40,7 @@ class _Kernel(NamedTuple):
     post: torch.Tensor
 
 
-def _normalized_kernel(filter_values: Callable[[torch.Tensor], torch.Tensor], ones: torch.Tensor, weight: float,
+def _normalized_kernel(filter_values: Callable[..., torch.Tensor], ones: torch.Tensor, weight: float,
                        normalization: str) -> _Kernel:
     """The kernel's normalization as in pydensecrf's DenseKernel: with n = A 1 (the
     filtered all-ones image), "symmetric" filters n^-1/2 A n^-1/2 Q, "before" A n^-1 Q,

@@ -1,5 +1,5 @@
-// CPU kernels of wsloss::lattice_build and wsloss::lattice_filter: thin torch
-// wrappers over the torch-free core in lattice_cpu.h.
+// CPU kernels of wsloss::lattice_build, lattice_filter and lattice_filter_into: thin
+// torch wrappers over the torch-free core in lattice_cpu.h.
 #include <ATen/MemoryOverlap.h>
 #include <torch/library.h>
 
@@ -75,6 +75,8 @@ void lattice_filter_into_cpu(const at::Tensor& vertices_in, const at::Tensor& we
   const bool scatter = batch >= at::get_num_threads();
   const int64_t scratch = 2 * (lattice.num_vertices + 1) * chunk + (scatter ? 0 : batch * pixels * chunk);
   if (workspace.numel() < scratch) workspace.resize_({scratch});
+  at::assert_no_overlap(workspace, in);
+  at::assert_no_overlap(workspace, out);
   AT_DISPATCH_FLOATING_TYPES(in.scalar_type(), "lattice_filter_cpu", [&] {
     scalar_t* lattice_a = workspace.data_ptr<scalar_t>();
     scalar_t* lattice_b = lattice_a + (lattice.num_vertices + 1) * chunk;
