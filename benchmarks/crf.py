@@ -25,7 +25,7 @@ import workloads  # noqa: E402
 from densecrf import kernel_medians_us, step_memory_mb, timed  # noqa: E402
 
 import wsloss  # noqa: E402
-from wsloss.crf import lattice_kernels, mean_field  # noqa: E402
+from wsloss.crf import _scores, lattice_kernels, mean_field  # noqa: E402
 
 PARAMS = dict(iterations=10, w_bilateral=4.0, theta_alpha=67.0, theta_beta=3.0, w_gaussian=3.0, theta_gamma=1.0)
 
@@ -51,7 +51,7 @@ def pydensecrf_call(probs, images):
 def split_ms(probs, images, repeats, device):
     """One call timed apart: the lattice builds with the two normalizations, the iterations,
     and one 21-channel filtering per kernel (ms)."""
-    scores = probs.flatten(2).clamp(1e-5, 1).log()
+    scores = _scores(probs, "probabilities", 1e-5)
     options = {k: v for k, v in PARAMS.items() if k != "iterations"}
 
     def setup():

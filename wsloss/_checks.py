@@ -1,6 +1,6 @@
 """Input checks of the public API (SPEC section 6): clear ValueError / TypeError naming the argument."""
 import math
-from numbers import Real
+from numbers import Integral, Real
 
 import torch
 
@@ -38,6 +38,18 @@ def check_real(name: str, value) -> float:
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")
     return float(value)
+
+
+def check_choice(name: str, value, choices) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def check_integer(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
 
 
 def check_same_device(**tensors: torch.Tensor) -> None:

@@ -11,13 +11,13 @@ with each k_m a permutohedral-lattice filtering, normalized as pydensecrf normal
 Batched: one lattice per kernel per call, built once and reused by every iteration.
 """
 import functools
-from numbers import Integral
 from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
-from ._checks import check_positive, check_real, check_same_device, check_tensor, compute_dtype
+from ._checks import (check_choice, check_integer, check_positive, check_real, check_same_device, check_tensor,
+                      compute_dtype)
 from ._ops import ops
 from .lattice import PermutohedralLattice, bilateral_features, spatial_features
 
@@ -68,11 +68,13 @@ def mean_field(scores: torch.Tensor, kernels: List[_Kernel], compatibility: Opti
     if not kernels:
         return q
     energy, scaled = torch.empty_like(q), torch.empty_like(q)
+    if compatibility is not None:  # -mu Q, into its own buffer
+        negated, mixed = -compatibility, torch.empty_like(q)
     # The messages land in one reused buffer (CPU: fresh pages cost as much as a filtering).
     buffers = (torch.empty_like(q), q.new_empty(0)) if q.device.type == "cpu" else None
     for _ in range(iterations):
         # Potts: -U + sum_m w_m k_m Q, pydensecrf's sign convention (its Potts mu is -w I).
-        source = q if compatibility is None else torch.matmul(compatibility, q).neg_()
+        source = q if compatibility is None else torch.matmul(negated, q, out=mixed)
         for i, kernel in enumerate(kernels):
             values = source if kernel.pre is None else torch.mul(source, kernel.pre, out=scaled)
             torch.addcmul(scores if i == 0 else energy, kernel.filter(values, buffers), kernel.post, out=energy)
@@ -112,12 +114,6 @@ def lattice_kernels(images: torch.Tensor, scores: torch.Tensor, w_bilateral: flo
     return kernels
 
 
-def _check_choice(name: str, value, choices) -> str:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
-    return value
-
-
 def _check_compatibility(compatibility: Compatibility, classes: int, like: torch.Tensor) -> Optional[torch.Tensor]:
     """mu as a symmetric K x K matrix in the compute dtype, or None (Potts)."""
     if compatibility is None:
@@ -141,12 +137,6 @@ def _check_compatibility(compatibility: Compatibility, classes: int, like: torch
     return torch.diag(mu) if mu.dim() == 1 else (mu + mu.T) / 2
 
 
-def _check_iterations(iterations) -> int:
-    if isinstance(iterations, bool) or not isinstance(iterations, Integral) or iterations < 0:
-        raise ValueError(f"iterations must be an integer >= 0, got {iterations!r}")
-    return int(iterations)
-
-
 def _scores(unary_or_probs: torch.Tensor, kind: str, clip: float) -> torch.Tensor:
     """-U in the compute dtype, B x K x N."""
     dtype = compute_dtype(unary_or_probs.dtype)
@@ -155,7 +145,7 @@ def _scores(unary_or_probs: torch.Tensor, kind: str, clip: float) -> torch.Tenso
         return values.clamp(clip, 1.0).log_()
     if kind == "unary":
         return -values
-    return values.clone()
+    return values  # never written to
 
 
 @torch.no_grad()
@@ -193,7 +183,7 @@ def dense_crf(unary_or_probs: torch.Tensor, images: torch.Tensor, iterations: in
     if images.shape[0] != batch or images.shape[2:] != (height, width):
         raise ValueError(f"images must be B x C x H x W = {batch} x C x {height} x {width} like unary_or_probs, "
                          f"got shape {tuple(images.shape)}")
-    iterations = _check_iterations(iterations)
+    iterations = check_integer("iterations", iterations, 0)
     weights = {}
     for name, value in (("w_bilateral", w_bilateral), ("w_gaussian", w_gaussian)):
         weights[name] = check_real(name, value)
@@ -201,8 +191,8 @@ def dense_crf(unary_or_probs: torch.Tensor, images: torch.Tensor, iterations: in
             raise ValueError(f"{name} must be >= 0, got {value}")
     thetas = {name: check_positive(name, value) for name, value in
               (("theta_alpha", theta_alpha), ("theta_beta", theta_beta), ("theta_gamma", theta_gamma))}
-    _check_choice("normalization", normalization, NORMALIZATIONS)
-    _check_choice("kind", kind, KINDS)
+    check_choice("normalization", normalization, NORMALIZATIONS)
+    check_choice("kind", kind, KINDS)
     clip = check_positive("clip", clip)
     if clip > 1:
         raise ValueError(f"clip must be in (0, 1], got {clip}")

@@ -16,7 +16,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from ._checks import check_real, check_tensor, compute_dtype
+from ._checks import check_integer, check_real, check_tensor, compute_dtype
 from ._ops import ops
 from .crf import dense_crf
 
@@ -147,12 +147,6 @@ def _box_span(lo: float, hi: float, size: int) -> Tuple[int, int]:
     return min(max(math.ceil(lo - 0.5), 0), size), min(max(math.ceil(hi - 0.5), 0), size)
 
 
-def _check_size(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def _image_boxes(boxes: Sequence, classes: Sequence, height: int, width: int) -> List[List[Tuple[int, int, int, int, int]]]:
     """Per image, its boxes as pixel spans (r0, r1, c0, c1, class), largest area first (so
     that painting them in order leaves each pixel to the smallest box, ties to the later)."""
@@ -188,7 +182,7 @@ def bbox_rect(boxes: Sequence, classes: Sequence, height: int, width: int,
     it (equal areas: the later box); outside every box it is background (0).
     (VOC's 1-based inclusive xmin..xmax is x0 = xmin - 1, x1 = xmax.)
     """
-    height, width = _check_size("height", height), _check_size("width", width)
+    height, width = check_integer("height", height, 1), check_integer("width", width, 1)
     spans = _image_boxes(boxes, classes, height, width)
     out = torch.zeros(len(spans), height, width, dtype=torch.int64, device=device)
     for b, image_spans in enumerate(spans):

@@ -9,7 +9,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_positive, check_real, check_same_device, check_tensor, compute_dtype
+from ._checks import check_choice, check_positive, check_real, check_same_device, check_tensor, compute_dtype
 from ._ops import ops
 from .lattice import PermutohedralLattice, bilateral_features
 
@@ -126,8 +126,7 @@ def _dense_loss(images, segmentations, rois, terms, sigma_rgb, sigma_xy, scale_f
     sigma_rgb = check_positive("sigma_rgb", sigma_rgb)
     sigma_xy = check_positive("sigma_xy", sigma_xy)
     scale_factor = check_positive("scale_factor", scale_factor)
-    if gradient not in GRADIENTS:
-        raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
+    check_choice("gradient", gradient, GRADIENTS)
     images = images.to(torch.float32)
     if scale_factor != 1.0:
         height, width = segmentations.shape[2:]
@@ -311,8 +310,7 @@ def grid_crf_loss(
     sigma = check_positive("sigma", sigma)
     if neighbourhood not in (4, 8):
         raise ValueError(f"neighbourhood must be 4 or 8, got {neighbourhood!r}")
-    if relaxation not in RELAXATIONS:
-        raise ValueError(f"relaxation must be one of {RELAXATIONS}, got {relaxation!r}")
+    check_choice("relaxation", relaxation, RELAXATIONS)
     # One host sync (the dense losses' lattice build has one too); torch.compile graphs skip it.
     if not torch.compiler.is_compiling() and not bool(torch.isfinite(images).all()):
         raise ValueError("images must be finite, got NaN or Inf")

@@ -92,7 +92,7 @@ void lattice_filter_into_cpu(const at::Tensor& vertices_in, const at::Tensor& we
 at::Tensor lattice_filter_cpu(const at::Tensor& vertices, const at::Tensor& weights, const at::Tensor& neighbours,
                               const at::Tensor& splat_ptr, const at::Tensor& splat_index, const at::Tensor& values,
                               bool transpose) {
-  check_lattice_filter(vertices, weights, neighbours, splat_ptr, splat_index, values);
+  // lattice_filter_into checks values (and everything else) before touching out.
   at::Tensor out = at::empty(values.sizes(), values.options().memory_format(at::MemoryFormat::Contiguous));
   lattice_filter_into_cpu(vertices, weights, neighbours, splat_ptr, splat_index, values, transpose, out,
                           at::empty({0}, values.options()));
