@@ -59,4 +59,5 @@ setup(
     options={"bdist_wheel": {"py_limited_api": "cp39"}},
     python_requires=">=3.9",
     install_requires=["torch>=2.4"],
+    extras_require={"demo": ["scikit-image", "matplotlib"]},
 )

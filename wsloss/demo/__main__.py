@@ -1,0 +1,33 @@
+"""python -m wsloss.demo [--quick] [--device cuda] [--out DIR]: see wsloss.demo."""
+import argparse
+import sys
+
+from . import run
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m wsloss.demo", description=run.__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="wsloss-demo", help="output folder (default: ./wsloss-demo)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--quick", action="store_true", help="a tiny run of every row, for tests (seconds)")
+    parser.add_argument("--rows", default=None, help="comma-separated row names (default: all)")
+    parser.add_argument("--schedule", choices=["short", "long"], default=None,
+                        help="short: 600 steps per row, 5 minutes on 2 CPU cores (default on cpu); "
+                             "long: 1500 steps, the converged result (default on cuda)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps per row (overrides --schedule)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    try:
+        results = run(out=args.out, device=args.device, quick=args.quick, schedule=args.schedule, steps=args.steps, seed=args.seed,
+                      rows=args.rows.split(",") if args.rows else None, progress=not args.no_progress)
+    except (ValueError, TypeError, ImportError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(open(results["paths"]["markdown"]).read())
+    print("wrote " + ", ".join(results["paths"].values()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
