@@ -10,7 +10,8 @@ time) for dense CRF inference. Inputs: scikit-image photographs (noise when scik
 absent), K=21 smooth random softmax maps. Each case: the median of --repeats calls after one
 warm-up (CUDA synchronized), and the peak memory one call adds (CPU: resident set; CUDA:
 allocated). Cases run from the least work to the most; a case whose time, extrapolated from
-the last one (linearly in pixels; in pixel pairs for the exact sums), would pass --budget seconds is skipped and reported so.
+the last one (linearly in pixels; in pixel pairs for the exact sums), would pass --budget
+seconds is skipped and reported so.
 Prints a table and writes results.json and a log-log plot (time against pixels per batch, one
 panel per op, one line per backend and batch) to --out.
 """
@@ -51,7 +52,7 @@ class Inputs:
         self.labels[torch.rand(batch, size, size, generator=generator).to(device) > 0.03] = 255  # scribbles: 3%
         self.tags = torch.zeros(batch, CLASSES, dtype=torch.bool, device=device)
         self.tags[:, 0] = True
-        self.tags[:, 1 + torch.arange(batch) % (CLASSES - 1)] = True
+        self.tags[torch.arange(batch), 1 + torch.arange(batch) % (CLASSES - 1)] = True  # one object class each
         self.boxes = [[[size * 0.2, size * 0.25, size * 0.7, size * 0.8]] for _ in range(batch)]
         self.box_classes = [[1 + b % (CLASSES - 1)] for b in range(batch)]
 
@@ -157,7 +158,7 @@ def run(ops: List[str], backends: List[str], sizes: List[int], batches: List[int
                     try:
                         row.update(run_case(op, backend, size, batch, repeats, seed))
                         last = row
-                    except (RuntimeError, MemoryError) as error:  # out of memory: report, go on
+                    except (torch.OutOfMemoryError, MemoryError) as error:  # report, go on
                         row["skipped"] = f"{type(error).__name__}: {str(error).splitlines()[0][:120]}"
                         torch.cuda.empty_cache() if torch.cuda.is_available() else None
                 results.append(row)

@@ -41,7 +41,9 @@ def test_quick_demo_table(quick_run):
     settings = results["settings"]
     for row in results["rows"]:
         assert 0.0 <= row["miou"] <= 1.0, row
-        assert row["miou"] == pytest.approx(sum(row["class_iou"].values()) / len(data.CLASS_NAMES))
+        present = [v for v in row["class_iou"].values() if v is not None]
+        assert set(row["class_iou"]) == set(data.CLASS_NAMES)
+        assert row["miou"] == pytest.approx(sum(present) / len(present))
         assert row["share_of_full"] == pytest.approx(row["miou"] / results["rows"][0]["miou"])
         # every row trained: all its steps ran and its loss is finite and moved
         assert row["steps"] == settings["steps"]
@@ -82,6 +84,8 @@ def test_demo_one_row_on_device(tmp_path, device):
                        progress=False)
     assert [row["name"] for row in results["rows"]] == ["pce+densecrf", "bbox-seg"]
     assert "gap_recovered" not in results  # needs the full and pce rows
+    assert all(row["share_of_full"] is None for row in results["rows"])
+    assert "| pce+densecrf | scribbles |" in (tmp_path / "results.md").read_text()
     assert all(math.isfinite(row["miou"]) for row in results["rows"])
 
 
@@ -111,8 +115,11 @@ def test_data_annotations_follow_ground_truth():
 
 
 def test_miou_counts():
-    matrix = torch.tensor([[3, 1], [0, 4]])
-    assert train.class_iou(matrix).tolist() == pytest.approx([3 / 4, 4 / 5])
+    truth = torch.tensor([[0, 0, 0, 0, 1, 1, 1, 1]])
+    predicted = torch.tensor([[0, 0, 0, 1, 1, 1, 1, 1]])
+    iou = train.class_iou(train.confusion(predicted, truth))
+    assert iou[:2].tolist() == pytest.approx([3 / 4, 4 / 5])
+    assert torch.isnan(iou[2:]).all()  # classes neither present nor predicted do not count
 
 
 def test_benchmark_runner(tmp_path):

@@ -78,21 +78,20 @@ def run(out: str = "wsloss-demo", device: str = "cpu", quick: bool = False, sche
     for name in selected:
         trained = train.train_row(all_rows[name], train_split, settings["steps"], settings["batch_size"],
                                   settings["lr"], device, seed, settings["rampup"], progress)
-        matrix = train.confusion(trained["net"], test_split, device)
-        iou = train.class_iou(matrix)
+        predictions[name] = train.predict(trained["net"], test_split, device)
+        iou = train.class_iou(train.confusion(predictions[name], test_split.masks))
+        scores[name] = float(iou.nanmean())
         losses = trained["losses"]
         window = max(1, len(losses) // 10)
         results_rows.append({
-            "name": name, "supervision": all_rows[name].supervision, "miou": float(iou.mean()),
-            "class_iou": dict(zip(data.CLASS_NAMES, iou.tolist())), "seconds": trained["seconds"],
-            "steps": len(losses), "loss_first": sum(losses[:window]) / window,
+            "name": name, "supervision": all_rows[name].supervision, "miou": scores[name],
+            "class_iou": {c: None if v != v else v for c, v in zip(data.CLASS_NAMES, iou.tolist())},
+            "seconds": trained["seconds"], "steps": len(losses), "loss_first": sum(losses[:window]) / window,
             "loss_last": sum(losses[-window:]) / window,
         })
-        scores[name] = float(iou.mean())
-        predictions[name] = train.predict(trained["net"], test_split, device)
     full = scores.get("full")
     for row in results_rows:
-        row["share_of_full"] = row["miou"] / full if full else float("nan")
+        row["share_of_full"] = row["miou"] / full if full else None
     results = {"rows": results_rows, "settings": settings, "data": data.statistics(train_split),
                "machine": {"platform": platform.platform(), "threads": torch.get_num_threads(),
                            "torch": torch.__version__, "cpus": os.cpu_count()}}
@@ -100,10 +99,11 @@ def run(out: str = "wsloss-demo", device: str = "cpu", quick: bool = False, sche
         results["gap_recovered"] = {name: report.gap_recovered(scores, name) for name in scores
                                     if name.startswith("pce+")}
     results["total_seconds"] = time.perf_counter() - started
-    report.ensure_dir(out)
+    os.makedirs(out, exist_ok=True)
     paths = {"json": os.path.join(out, "results.json"), "markdown": os.path.join(out, "results.md"),
              "figure": os.path.join(out, "demo.png")}
-    report.write_figure(paths["figure"], test_split, predictions, scores, examples=list(range(min(4, size))))
+    examples = list(range(min(4, settings["test_images"])))
+    report.write_figure(paths["figure"], test_split, predictions, scores, examples)
     report.write_markdown(paths["markdown"], results)
     report.write_json(paths["json"], results)
     results["paths"] = paths

@@ -19,12 +19,14 @@ def main(argv=None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     try:
-        results = run(out=args.out, device=args.device, quick=args.quick, schedule=args.schedule, steps=args.steps, seed=args.seed,
-                      rows=args.rows.split(",") if args.rows else None, progress=not args.no_progress)
+        results = run(out=args.out, device=args.device, quick=args.quick, schedule=args.schedule, steps=args.steps,
+                      seed=args.seed, rows=args.rows.split(",") if args.rows else None,
+                      progress=not args.no_progress)
     except (ValueError, TypeError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(open(results["paths"]["markdown"]).read())
+    with open(results["paths"]["markdown"]) as f:
+        print(f.read())
     print("wrote " + ", ".join(results["paths"].values()))
     return 0
 

@@ -1,6 +1,5 @@
 """The demo's outputs: results.json, results.md and a PNG figure of predictions."""
 import json
-import os
 from typing import Dict, List
 
 import numpy as np
@@ -27,15 +26,17 @@ def write_markdown(path: str, results: Dict) -> None:
     settings = results["settings"]
     lines = ["# wsloss demo: training a segmentation network from cheap annotations", "",
              f"{settings['train_images']} training and {settings['test_images']} held-out images of "
-             f"{settings['size']}x{settings['size']} ({', '.join(CLASS_NAMES)}), {settings['steps']} steps ({settings['schedule']} schedule) of "
+             f"{settings['size']}x{settings['size']} ({', '.join(CLASS_NAMES)}), {settings['steps']} steps "
+             f"({settings['schedule']} schedule) of "
              f"{settings['batch_size']} images per row, device {settings['device']}, "
              f"{results['machine']['threads']} CPU threads, {results['total_seconds']:.0f} s in all.", "",
              f"Scribbles cover {100 * results['data']['scribbled']:.1f}% of the training pixels; "
              f"{results['data']['boxes_per_image']:.1f} boxes per image.", "",
              "| row | supervision | mIoU | share of full | train s |", "|---|---|---|---|---|"]
     for row in rows:
-        lines.append(f"| {row['name']} | {row['supervision']} | {100 * row['miou']:.1f} | "
-                     f"{100 * row['share_of_full']:.0f}% | {row['seconds']:.0f} |")
+        share = "-" if row["share_of_full"] is None else f"{100 * row['share_of_full']:.0f}%"
+        lines.append(f"| {row['name']} | {row['supervision']} | {100 * row['miou']:.1f} | {share} | "
+                     f"{row['seconds']:.0f} |")
     if "gap_recovered" in results:
         lines += ["", "Share of the gap between partial cross-entropy and full supervision that each "
                   "scribble regularizer closes: "
@@ -89,8 +90,3 @@ def write_figure(path: str, split: Split, predictions: Dict[str, torch.Tensor], 
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
-
-
-def ensure_dir(path: str) -> str:
-    os.makedirs(path, exist_ok=True)
-    return path

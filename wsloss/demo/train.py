@@ -107,18 +107,19 @@ def predict(net: nn.Module, split: Split, device: torch.device, batch_size: int 
                           for start in range(0, split.images.shape[0], batch_size)])
 
 
-def confusion(net: nn.Module, split: Split, device: torch.device) -> torch.Tensor:
-    """K x K counts of (true class, predicted class) over the whole split."""
+def confusion(predicted: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """K x K counts of (true class, predicted class) over a whole set of label maps."""
     classes = len(CLASS_NAMES)
-    pairs = split.masks * classes + predict(net, split, device)
+    pairs = truth * classes + predicted
     return torch.bincount(pairs.flatten(), minlength=classes * classes).view(classes, classes)
 
 
 def class_iou(matrix: torch.Tensor) -> torch.Tensor:
-    """Intersection over union of each class from whole-set counts (PASCAL VOC's measure; mIoU is its mean)."""
+    """Intersection over union of each class from whole-set counts (PASCAL VOC's measure), NaN for
+    a class neither present nor predicted; the mIoU is the mean over the others."""
     tp = matrix.diag().double()
     union = matrix.sum(0).double() + matrix.sum(1).double() - tp
-    return tp / union.clamp(min=1)
+    return tp / union
 
 
 class _Progress:
