@@ -182,7 +182,7 @@ def plot(results: List[Dict], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ops = list(dict.fromkeys(r["op"] for r in results))
+    ops = list(dict.fromkeys(r["op"] for r in results if "ms" in r))
     columns = min(4, len(ops))
     lines = -(-len(ops) // columns)
     figure, axes = plt.subplots(lines, columns, figsize=(4 * columns, 3.2 * lines), squeeze=False)
@@ -234,7 +234,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--budget", type=float, default=5.0, help="seconds per call beyond which a case is skipped")
     parser.add_argument("--out", default="wsloss-bench")
-    parser.add_argument("--quick", action="store_true", help="sizes 32,64, batches 1,2, 2 repeats (for tests)")
+    parser.add_argument("--quick", action="store_true", help="sizes 32,64, batches 1,2, 2 repeats (a smoke run)")
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.batches, args.repeats = [32, 64], [1, 2], 2
@@ -242,7 +242,12 @@ def main(argv=None) -> int:
     unknown = [op for op in ops if op not in OPS]
     if unknown:
         parser.error(f"unknown ops {unknown}; choose among {', '.join(OPS)}")
-    backends = available_backends(args.device.split(","))
+    devices = args.device.split(",")
+    if not set(devices) <= {"cpu", "cuda"}:
+        parser.error(f"--device takes cpu and/or cuda, got {args.device!r}")
+    if "cuda" in devices and not torch.cuda.is_available():
+        print("# CUDA not available: no cuda rows")
+    backends = available_backends(devices)
     info = machine()
     print("# " + ", ".join(f"{k}={v}" for k, v in info.items()) + f"; backends: {', '.join(backends)}")
     print(f"# median of {args.repeats} calls; ns/px: per pixel of the batch; K={CLASSES}")
@@ -251,8 +256,11 @@ def main(argv=None) -> int:
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump({"machine": info, "backends": backends, "repeats": args.repeats, "results": results}, f, indent=1)
-    plot(results, os.path.join(args.out, "results.png"))
-    print(f"wrote {os.path.join(args.out, 'results.json')}, {os.path.join(args.out, 'results.png')}")
+    written = [os.path.join(args.out, "results.json")]
+    if any("ms" in r for r in results):
+        written.append(os.path.join(args.out, "results.png"))
+        plot(results, written[-1])
+    print("wrote " + ", ".join(written))
     return 0
 
 

@@ -138,3 +138,5 @@ def test_benchmark_runner(tmp_path):
     assert "DenseCRFLoss" in done.stdout
     bad = _cli("-m", "benchmarks", "--ops", "nope", "--out", str(tmp_path), cwd=ROOT)
     assert bad.returncode == 2 and "unknown ops" in bad.stderr
+    bad = _cli("-m", "benchmarks", "--device", "gpu", "--out", str(tmp_path), cwd=ROOT)
+    assert bad.returncode == 2 and "--device" in bad.stderr
