@@ -66,8 +66,8 @@ def make_rows(crf_weight: float, ncut_weight: float, entropy_weight: float, sigm
 
     def scribble_row(name: str, **regularizers: nn.Module) -> Row:
         def loss(logits, b):
-            probabilities = logits.softmax(1)
             total = pce(logits, b.scribbles)
+            probabilities = logits.softmax(1) if regularizers else None
             for term in regularizers.values():
                 args = (b.images, probabilities) if getattr(term, "needs_images", False) else (probabilities,)
                 total = total + b.ramp * term(*args)
@@ -151,8 +151,8 @@ def train_row(row: Row, train: Split, steps: int, batch_size: int, lr: float, de
     images, masks, scribbles, tags = (t.to(device) for t in (train.images, train.masks, train.scribbles, train.tags))
     bar = _Progress(row.name, steps, progress)
     losses = []
+    net.train()
     for step in range(steps):
-        net.train()
         index = torch.randint(0, images.shape[0], (batch_size,), generator=order).to(device)
         flip = bool(torch.randint(0, 2, (1,), generator=order))
         pick = (lambda t: t[index].flip(-1) if flip else t[index])
