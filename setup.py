@@ -6,12 +6,18 @@ extension is compiled against the torch that is installed.
 """
 import glob
 import os
+import re
 
 from setuptools import find_packages, setup
 import torch
 from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def version() -> str:
+    with open(os.path.join(ROOT, "wsloss", "__init__.py"), encoding="utf-8") as f:
+        return re.search(r'^__version__ = "([^"]+)"', f.read(), re.M).group(1)
 
 
 def cuda_requested() -> bool:
@@ -48,7 +54,7 @@ def extension():
 
 setup(
     name="wsloss",
-    version="0.1.0",
+    version=version(),
     description="Weakly-supervised segmentation losses on a permutohedral lattice for PyTorch",
     long_description=open(os.path.join(ROOT, "README.md"), encoding="utf-8").read(),
     long_description_content_type="text/markdown",

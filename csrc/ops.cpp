@@ -1,12 +1,55 @@
 // Operator schemas of wsloss; kernels register per dispatch key in cpu/ and cuda/.
 #include <Python.h>
 #include <torch/library.h>
+#include <torch/version.h>
+
+#ifdef WSLOSS_WITH_CUDA
+#include "cuda/build_info.h"
+#endif
+
+#define WSLOSS_STRING(x) #x
+#define WSLOSS_VERSION_STRING(major, minor, patch) WSLOSS_STRING(major) "." WSLOSS_STRING(minor) "." WSLOSS_STRING(patch)
+#if defined(__clang__)
+#define WSLOSS_COMPILER "clang " __clang_version__
+#elif defined(__GNUC__)
+#define WSLOSS_COMPILER "gcc " __VERSION__
+#else
+#define WSLOSS_COMPILER "unknown compiler"
+#endif
+
+namespace {
+
+// How this binary was built, for wsloss.show_config(): a dict of str and int.
+PyObject* build_info(PyObject*, PyObject*) {
+#ifdef WSLOSS_WITH_CUDA
+  const char* archs = wsloss::cuda::compiled_architectures();
+  const int cuda_runtime = wsloss::cuda::compiled_runtime_version();
+#else
+  const char* archs = "";
+  const int cuda_runtime = 0;
+#endif
+#ifdef _OPENMP
+  const int openmp = 1;
+#else
+  const int openmp = 0;
+#endif
+  return Py_BuildValue(
+      "{s:s,s:s,s:i,s:i,s:s}", "torch",
+      WSLOSS_VERSION_STRING(TORCH_VERSION_MAJOR, TORCH_VERSION_MINOR, TORCH_VERSION_PATCH), "compiler",
+      WSLOSS_COMPILER, "openmp", openmp, "cuda_runtime", cuda_runtime, "cuda_archs", archs);
+}
+
+PyMethodDef methods[] = {
+    {"build_info", build_info, METH_NOARGS, "How this binary was built (torch, compiler, OpenMP, CUDA)."},
+    {nullptr, nullptr, 0, nullptr}};
+
+}  // namespace
 
 extern "C" {
-// The extension is loaded as a Python module only so that its static
-// initializers register the ops; it defines no Python functions.
+// Loading the extension as a Python module runs its static initializers, which register the
+// ops; its one Python function reports the build (plain C API: py_limited_api, no pybind11).
 PyObject* PyInit__C(void) {
-  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, methods};
   return PyModule_Create(&module_def);
 }
 }

@@ -1,5 +1,6 @@
 """wsloss: weakly-supervised segmentation losses on a permutohedral lattice for PyTorch."""
 from . import functional, reference
+from ._config import build_config, show_config
 from .crf import DenseCRF, dense_crf
 from .em import bbox_em_fixed, bbox_rect, bbox_seg, em_adapt, em_fixed, semi_supervised_targets
 from .lattice import PermutohedralLattice, bilateral_features, spatial_features
@@ -39,6 +40,8 @@ __all__ = [
     "semi_supervised_targets",
     "PermutohedralLattice",
     "bilateral_features",
+    "build_config",
+    "show_config",
     "spatial_features",
     "functional",
     "reference",

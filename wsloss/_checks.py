@@ -1,4 +1,5 @@
-"""Input checks of the public API (SPEC section 6): clear ValueError / TypeError naming the argument."""
+"""Input checks of the public API (SPEC section 6): clear ValueError / TypeError naming the argument;
+and the precision the checked inputs are computed in."""
 import math
 from numbers import Integral, Real
 
@@ -62,3 +63,9 @@ def check_same_device(**tensors: torch.Tensor) -> None:
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """float64 stays float64; every other floating type is computed in float32."""
     return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def full_precision(device: torch.device) -> torch.autocast:
+    """A context in which autocast leaves the computation alone: the losses accumulate their
+    products and sums in compute_dtype, never in an autocast float16/bfloat16 matmul."""
+    return torch.autocast(device.type, enabled=False)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ._checks import (check_choice, check_integer, check_positive, check_real, check_same_device, check_tensor,
-                      compute_dtype)
+                      compute_dtype, full_precision)
 from ._ops import ops
 from .lattice import PermutohedralLattice, bilateral_features, spatial_features
 
@@ -199,10 +199,12 @@ def dense_crf(unary_or_probs: torch.Tensor, images: torch.Tensor, iterations: in
     scores = _scores(unary_or_probs, kind, clip)
     mu = _check_compatibility(compatibility, classes, scores)
 
-    kernels = [] if iterations == 0 else lattice_kernels(images, scores, weights["w_bilateral"],
-                                                         thetas["theta_alpha"], thetas["theta_beta"],
-                                                         weights["w_gaussian"], thetas["theta_gamma"], normalization)
-    q = mean_field(scores, kernels, mu, iterations)
+    with full_precision(scores.device):
+        kernels = [] if iterations == 0 else lattice_kernels(images, scores, weights["w_bilateral"],
+                                                             thetas["theta_alpha"], thetas["theta_beta"],
+                                                             weights["w_gaussian"], thetas["theta_gamma"],
+                                                             normalization)
+        q = mean_field(scores, kernels, mu, iterations)
     return q.reshape(unary_or_probs.shape).to(unary_or_probs.dtype)
 
 

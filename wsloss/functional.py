@@ -9,7 +9,8 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_choice, check_positive, check_real, check_same_device, check_tensor, compute_dtype
+from ._checks import (check_choice, check_positive, check_real, check_same_device, check_tensor, compute_dtype,
+                      full_precision)
 from ._ops import ops
 from .lattice import PermutohedralLattice, bilateral_features
 
@@ -91,6 +92,41 @@ class _DenseLossFunction(torch.autograd.Function):
         return (grad.reshape(ctx.shape).to(ctx.input_dtype), None, None, None) + (None,) * len(lattice)
 
 
+def _bilinear_matrix(size: int, scale_factor: float, like: torch.Tensor) -> torch.Tensor:
+    """The [floor(size * scale_factor), size] matrix of F.interpolate's bilinear resampling along
+    one axis (align_corners=False, source index (i + 0.5) / scale_factor - 0.5, clamped)."""
+    source = (torch.arange(int(size * scale_factor), dtype=like.dtype, device=like.device) + 0.5) / scale_factor
+    source = (source - 0.5).clamp_min(0)
+    low = source.floor().clamp_max(size - 1)
+    high = (low + 1).clamp_max(size - 1)
+    fraction = (source - low).unsqueeze(1)
+    columns = torch.arange(size, dtype=like.dtype, device=like.device)
+    return (columns == low.unsqueeze(1)) * (1 - fraction) + (columns == high.unsqueeze(1)) * fraction
+
+
+class _DeterministicResize(torch.autograd.Function):
+    """F.interpolate(bilinear) whose backward is the adjoint as two matrix products, R^T G C,
+    not CUDA's atomic scatter (which torch refuses under use_deterministic_algorithms)."""
+
+    @staticmethod
+    def forward(ctx, values, scale_factor):
+        height, width = values.shape[2:]
+        ctx.save_for_backward(_bilinear_matrix(height, scale_factor, values),
+                              _bilinear_matrix(width, scale_factor, values))
+        return F.interpolate(values, scale_factor=scale_factor, mode="bilinear", align_corners=False)
+
+    @staticmethod
+    def backward(ctx, grad):
+        rows, columns = ctx.saved_tensors
+        return torch.matmul(torch.matmul(rows.T, grad), columns), None
+
+
+def _resize_bilinear(values: torch.Tensor, scale_factor: float) -> torch.Tensor:
+    if values.is_cuda and values.requires_grad and torch.are_deterministic_algorithms_enabled():
+        return _DeterministicResize.apply(values, scale_factor)
+    return F.interpolate(values, scale_factor=scale_factor, mode="bilinear", align_corners=False)
+
+
 def _region(rois: Optional[torch.Tensor], segmentations: torch.Tensor) -> torch.Tensor:
     """The checked ROIs as B x H x W in the compute dtype; all ones when None."""
     batch, _, height, width = segmentations.shape
@@ -134,12 +170,14 @@ def _dense_loss(images, segmentations, rois, terms, sigma_rgb, sigma_xy, scale_f
             raise ValueError(
                 f"scale_factor {scale_factor} shrinks the {height} x {width} images to nothing"
             )
-        # The rloss reference's exact resampling: nearest for images and ROIs, bilinear for S.
-        images = F.interpolate(images, scale_factor=scale_factor)
-        segmentations = F.interpolate(segmentations, scale_factor=scale_factor, mode="bilinear", align_corners=False)
-        rois = F.interpolate(rois.unsqueeze(1), scale_factor=scale_factor).squeeze(1)
-    lattice = PermutohedralLattice(bilateral_features(images, sigma_rgb, sigma_xy * scale_factor))
-    return _DenseLossFunction.apply(segmentations, rois, terms, gradient == "exact", *lattice.tensors)
+    with full_precision(segmentations.device):
+        if scale_factor != 1.0:
+            # The rloss reference's exact resampling: nearest for images and ROIs, bilinear for S.
+            images = F.interpolate(images, scale_factor=scale_factor)
+            segmentations = _resize_bilinear(segmentations, scale_factor)
+            rois = F.interpolate(rois.unsqueeze(1), scale_factor=scale_factor).squeeze(1)
+        lattice = PermutohedralLattice(bilateral_features(images, sigma_rgb, sigma_xy * scale_factor))
+        return _DenseLossFunction.apply(segmentations, rois, terms, gradient == "exact", *lattice.tensors)
 
 
 def dense_crf_loss(

@@ -2,7 +2,6 @@
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import functional
@@ -208,7 +207,9 @@ class _EStepLoss(nn.Module):
         """
         targets = semi_supervised_targets(logits, labels, masks, strong, self.method, self.ignore_index,
                                           **self.options)
-        return F.cross_entropy(logits, targets, ignore_index=self.ignore_index)
+        # Not F.cross_entropy: this one is float32 under autocast, deterministic on CUDA, 0 (not
+        # NaN) when every pixel is ignored, and never reads a mask value outside 0..K-1.
+        return functional.partial_cross_entropy(logits, targets, self.ignore_index)
 
     def extra_repr(self) -> str:
         options = ", ".join(f"{k}={v!r}" for k, v in self.options.items() if k != "generator")
