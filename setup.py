@@ -59,7 +59,7 @@ setup(
     long_description=open(os.path.join(ROOT, "README.md"), encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["wsloss", "wsloss.*"]),
-    package_data={"wsloss": ["py.typed"]},
+    package_data={"wsloss": ["py.typed", "_C.pyi"]},
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtension},
     options={"bdist_wheel": {"py_limited_api": "cp39"}},

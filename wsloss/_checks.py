@@ -26,9 +26,10 @@ def check_positive(name: str, value) -> float:
         return value
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be finite and > 0, got {value}")
-    return float(value)
+    return value
 
 
 def check_real(name: str, value) -> float:

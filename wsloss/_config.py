@@ -26,7 +26,7 @@ def build_config() -> Dict[str, Any]:
         for index in range(torch.cuda.device_count()):
             major, minor = torch.cuda.get_device_capability(index)
             devices.append({"name": torch.cuda.get_device_name(index), "arch": f"sm_{major}{minor}"})
-    runtime = built["cuda_runtime"]
+    runtime, archs = int(built["cuda_runtime"]), str(built["cuda_archs"])
     return {
         "wsloss": __version__,
         "path": os.path.dirname(os.path.abspath(__file__)),
@@ -39,7 +39,7 @@ def build_config() -> Dict[str, Any]:
         "threads": torch.get_num_threads(),
         "cuda_kernels": HAS_CUDA_KERNELS,
         "cuda_runtime": f"{runtime // 1000}.{runtime % 1000 // 10}" if runtime else None,
-        "cuda_archs": _architectures(built["cuda_archs"]),
+        "cuda_archs": _architectures(archs),
         "cuda_devices": devices,
         "deterministic": torch.are_deterministic_algorithms_enabled(),
     }

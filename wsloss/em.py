@@ -12,7 +12,7 @@ negative values or ``ignore_index`` (the DeepLab list format).
 """
 import math
 from numbers import Integral
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -222,7 +222,7 @@ def bbox_em_fixed(logits: torch.Tensor, rect_labels: torch.Tensor, fg_bias: floa
 @torch.no_grad()
 def semi_supervised_targets(logits: torch.Tensor, labels: ImageLabels, masks: Optional[torch.Tensor] = None,
                             strong: Optional[torch.Tensor] = None, method: str = "em_adapt",
-                            ignore_index: Optional[int] = None, **options) -> torch.Tensor:
+                            ignore_index: Optional[int] = None, **options: Any) -> torch.Tensor:
     """Cross-entropy targets for a batch mixing strong and weak images (SPEC 4), B x H x W int64.
 
     Images with strong[b] keep masks[b] (which may hold ignore_index); the others get the
@@ -258,7 +258,7 @@ def semi_supervised_targets(logits: torch.Tensor, labels: ImageLabels, masks: Op
 
 @torch.no_grad()
 def bbox_seg(images: torch.Tensor, boxes: Sequence, classes: Sequence, centre_fraction: float = 0.2,
-             min_confidence: float = 0.7, ignore_index: int = 255, **crf_options) -> torch.Tensor:
+             min_confidence: float = 0.7, ignore_index: int = 255, **crf_options: Any) -> torch.Tensor:
     """Bbox-Seg pseudo-labels (Papandreou et al., ICCV 2015, section 3.2), B x H x W int64.
 
     Dense CRF inference (``wsloss.dense_crf`` with ``crf_options``) over one label per box

@@ -164,6 +164,7 @@ def _dense_loss(images, segmentations, rois, terms, sigma_rgb, sigma_xy, scale_f
     scale_factor = check_positive("scale_factor", scale_factor)
     check_choice("gradient", gradient, GRADIENTS)
     images = images.to(torch.float32)
+    segmentations = segmentations.to(compute_dtype(segmentations.dtype))  # resampled in full precision too
     if scale_factor != 1.0:
         height, width = segmentations.shape[2:]
         if int(height * scale_factor) < 1 or int(width * scale_factor) < 1:

@@ -29,9 +29,9 @@ def spatial_features(images: torch.Tensor, sigma_xy: float) -> torch.Tensor:
     check_tensor("images", images, dims=(4,))
     sigma_xy = check_positive("sigma_xy", sigma_xy)
     batch, _, height, width = images.shape
-    kwargs = dict(dtype=torch.float32, device=images.device)
-    x = _divide(torch.arange(width, **kwargs), sigma_xy).expand(height, width)
-    y = _divide(torch.arange(height, **kwargs), sigma_xy)[:, None].expand(height, width)
+    x = _divide(torch.arange(width, dtype=torch.float32, device=images.device), sigma_xy).expand(height, width)
+    y = _divide(torch.arange(height, dtype=torch.float32, device=images.device), sigma_xy)[:, None]
+    y = y.expand(height, width)
     return torch.stack((x, y)).expand(batch, 2, height, width).contiguous()
 
 

@@ -1,10 +1,11 @@
 """nn.Module losses."""
-from typing import Optional
+from typing import Dict, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
 from . import functional
+from ._checks import compute_dtype
 from .em import ImageLabels, semi_supervised_targets
 
 __all__ = [
@@ -172,10 +173,12 @@ class RegularizedLoss(nn.Module):
         self.regularizers = nn.ModuleDict(regularizers)
 
     def forward(self, logits: torch.Tensor, seeds: torch.Tensor, images: Optional[torch.Tensor] = None,
-                ROIs: Optional[torch.Tensor] = None, return_terms: bool = False):
+                ROIs: Optional[torch.Tensor] = None, return_terms: bool = False
+                ) -> Union[torch.Tensor, Tuple[torch.Tensor, Dict[str, torch.Tensor]]]:
         terms = {"pce": self.partial_cross_entropy(logits, seeds)}
         if len(self.regularizers):
-            probabilities = torch.softmax(logits, dim=1)
+            # In float32 for half logits: the regularizers compute in float32 anyway.
+            probabilities = torch.softmax(logits, dim=1, dtype=compute_dtype(logits.dtype))
             for name, regularizer in self.regularizers.items():
                 if not regularizer.needs_images:
                     terms[name] = regularizer(probabilities, ROIs)

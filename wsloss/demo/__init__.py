@@ -16,7 +16,7 @@ import importlib.util
 import os
 import platform
 import time
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 
 import torch
 
@@ -24,7 +24,7 @@ from . import data, report, train
 
 __all__ = ["run", "ROW_NAMES"]
 
-SETTINGS = {"size": 64, "train_images": 2048, "test_images": 256, "batch_size": 16, "lr": 3e-3,
+SETTINGS: Dict[str, Any] = {"size": 64, "train_images": 2048, "test_images": 256, "batch_size": 16, "lr": 3e-3,
             "sigma_rgb": 15.0, "sigma_xy": 8.0, "scale_factor": 1.0, "crf_weight": 1.5e-5, "ncut_weight": 0.03,
             "entropy_weight": 0.1, "rampup": 0.3}
 # Training steps per row. "short" keeps the whole demo within 5 minutes on 2 CPU cores; "long"
@@ -36,8 +36,8 @@ QUICK = {"size": 32, "train_images": 64, "test_images": 16, "steps": 60, "batch_
 ROW_NAMES = [row.name for row in train.make_rows(1.0, 1.0, 1.0, 1.0, 1.0, 1.0)]
 
 
-def run(out: str = "wsloss-demo", device: str = "cpu", quick: bool = False, schedule: Optional[str] = None,
-        steps: Optional[int] = None, seed: int = 0, rows: Optional[List[str]] = None, progress: bool = True) -> Dict:
+def run(out: str = "wsloss-demo", device: Union[str, torch.device] = "cpu", quick: bool = False, schedule: Optional[str] = None,
+        steps: Optional[int] = None, seed: int = 0, rows: Optional[List[str]] = None, progress: bool = True) -> Dict[str, Any]:
     """Trains one network per kind of supervision and writes results.json, results.md, demo.png to out.
 
     schedule: "short" (the default on CPU: 5 minutes on 2 cores) or "long" (the default on CUDA);
@@ -55,7 +55,7 @@ def run(out: str = "wsloss-demo", device: str = "cpu", quick: bool = False, sche
     schedule = schedule or ("long" if device.type == "cuda" else "short")
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
-    settings = dict(SETTINGS, schedule=schedule, steps=SCHEDULES[schedule])
+    settings: Dict[str, Any] = dict(SETTINGS, schedule=schedule, steps=SCHEDULES[schedule])
     if quick:
         settings.update(QUICK, schedule="quick")
     if steps is not None:
@@ -92,7 +92,7 @@ def run(out: str = "wsloss-demo", device: str = "cpu", quick: bool = False, sche
     full = scores.get("full")
     for row in results_rows:
         row["share_of_full"] = row["miou"] / full if full else None
-    results = {"rows": results_rows, "settings": settings, "data": data.statistics(train_split),
+    results: Dict[str, Any] = {"rows": results_rows, "settings": settings, "data": data.statistics(train_split),
                "machine": {"platform": platform.platform(), "threads": torch.get_num_threads(),
                            "torch": torch.__version__, "cpus": os.cpu_count()}}
     if "full" in scores and "pce" in scores:

@@ -6,7 +6,7 @@ from . import run
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m wsloss.demo", description=run.__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m wsloss.demo", description=(run.__doc__ or "").split("\n\n")[0])
     parser.add_argument("--out", default="wsloss-demo", help="output folder (default: ./wsloss-demo)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("--quick", action="store_true", help="a tiny run of every row, for tests (seconds)")

@@ -48,9 +48,9 @@ def write_markdown(path: str, results: Dict) -> None:
 
 
 def _colour(labels: torch.Tensor, image: np.ndarray) -> np.ndarray:
-    labels = labels.cpu().numpy()
-    out = PALETTE[np.clip(labels, 0, len(PALETTE) - 1)]
-    unlabelled = labels == IGNORE
+    values = labels.cpu().numpy()
+    out = PALETTE[np.clip(values, 0, len(PALETTE) - 1)]
+    unlabelled = values == IGNORE
     out[unlabelled] = image[unlabelled] // 3
     return out
 

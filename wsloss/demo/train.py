@@ -2,7 +2,7 @@
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -84,6 +84,10 @@ def make_rows(crf_weight: float, ncut_weight: float, entropy_weight: float, sigm
     def ce_targets(logits, b):
         return F.cross_entropy(logits, b.targets, ignore_index=IGNORE)
 
+    def em_fixed_targets(logits, b):
+        assert b.targets is not None  # the row's targets are its Bbox-Rect maps
+        return F.cross_entropy(logits, wsloss.bbox_em_fixed(logits.detach(), b.targets))
+
     densecrf = wsloss.DenseCRFLoss(crf_weight, sigma_rgb, sigma_xy, scale)
     return [
         Row("full", "full masks", lambda logits, b: F.cross_entropy(logits, b.masks)),
@@ -93,8 +97,7 @@ def make_rows(crf_weight: float, ncut_weight: float, entropy_weight: float, sigm
         scribble_row("pce+ncut", ncut=wsloss.NormalizedCutLoss(ncut_weight, sigma_rgb, sigma_xy, scale)),
         Row("bbox-rect", "boxes", ce_targets, rect_targets),
         Row("bbox-seg", "boxes", ce_targets, seg_targets),
-        Row("bbox-em-fixed", "boxes",
-            lambda logits, b: F.cross_entropy(logits, wsloss.bbox_em_fixed(logits.detach(), b.targets)), rect_targets),
+        Row("bbox-em-fixed", "boxes", em_fixed_targets, rect_targets),
         Row("tags-em-adapt", "image-level tags", lambda logits, b: em_adapt(logits, b.tags)),
     ]
 
@@ -138,7 +141,7 @@ class _Progress:
 
 
 def train_row(row: Row, train: Split, steps: int, batch_size: int, lr: float, device: torch.device, seed: int,
-              rampup: float = 0.3, progress: bool = True) -> Dict[str, object]:
+              rampup: float = 0.3, progress: bool = True) -> Dict[str, Any]:
     """Trains a fresh network (same initialization and batch order for every row); the regularizers
     ramp up linearly over the first `rampup` share of the steps. Returns the net, losses, seconds."""
     torch.manual_seed(seed)
