@@ -117,7 +117,9 @@ WSLOSS_HD T initial_max(const EmAdaptImage<T>& image, int64_t p) {
 
 // The pseudo-label of pixel p: argmax over classes of the biased scores (bias[c] = 0
 // for classes without one), absent classes clipped to (least present score - margin)
-// when suppressing; ties go to the larger class index.
+// when suppressing; ties go to the larger class index, except that a clipped class wins
+// only when strictly greater: it never wins even where the margin is below the scores'
+// rounding (large logits) or zero.
 template <typename T>
 WSLOSS_HD int64_t pixel_label(const EmAdaptImage<T>& image, int64_t p, const T* bias, bool suppress_absent,
                               T margin) {
@@ -138,12 +140,13 @@ WSLOSS_HD int64_t pixel_label(const EmAdaptImage<T>& image, int64_t p, const T* 
   T best = 0;
   for (int64_t c = 0; c < image.classes; ++c) {
     T s = score[c * n];
+    const bool clipped = !image.present[c] && any_present;
     if (image.present[c]) {
       s = s + bias[c];
-    } else if (any_present) {
+    } else if (clipped) {
       s = s < cap ? s : cap;
     }
-    if (c == 0 || s >= best) {
+    if (c == 0 || (clipped ? s > best : s >= best)) {
       best = s;
       label = c;
     }

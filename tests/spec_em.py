@@ -15,16 +15,15 @@ def em_adapt_image(logits, present, fg_portion=0.2, bg_portion=0.4, suppress_abs
                    order=None):
     """One image: logits K x N, present K bools -> (labels N, biases K)."""
     logits = np.array(logits)
-    dtype = logits.dtype.type
     classes, n = logits.shape
     scores = logits.copy()
     present = np.asarray(present, dtype=bool)
     order = range(classes) if order is None else order
     visit = [c for c in order if present[c]]
     if suppress_absent and present.any():
-        cap = logits[present].min(axis=0) - dtype(margin)
-        for c in np.flatnonzero(~present):
-            scores[c] = np.minimum(scores[c], cap)
+        # Clipped to (least present score - margin), an absent class never beats a present one,
+        # even where the margin is lost to rounding: it drops out of the argmax.
+        scores[~present] = -np.inf
     biases = np.zeros(classes, dtype=logits.dtype)
     if visit:
         m = logits[present].max(axis=0)

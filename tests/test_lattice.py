@@ -88,16 +88,6 @@ def test_gradcheck_filter(rng, device):
     assert torch.autograd.gradcheck(lambda v: lattice.filter(v, normalize=True), (values,))
 
 
-def test_opcheck(rng, device):
-    features = random_features(2, 5, 31, rng).to(device)
-    torch.library.opcheck(torch.ops.wsloss.lattice_build.default, (features,))
-    lattice = PermutohedralLattice(features)
-    for dtype in (torch.float32, torch.float64):
-        values = torch.rand(2, 7, 31, generator=rng, dtype=dtype).to(device).requires_grad_()
-        for transpose in (False, True):
-            torch.library.opcheck(torch.ops.wsloss.lattice_filter.default, (*lattice.tensors, values, transpose))
-
-
 def test_compile_fullgraph(rng, device):
     features = random_features(2, 5, 50, rng).to(device)
     values = torch.rand(2, 3, 50, generator=rng).to(device)
@@ -225,8 +215,6 @@ def test_filter_into_equals_filter_and_reuses_its_workspace(batch, rng):
             grown = workspace.data_ptr(), workspace.numel()
     assert (workspace.data_ptr(), workspace.numel()) == grown and grown[1] > 0
     values = torch.rand(batch, 4, 301, generator=rng)
-    torch.library.opcheck(torch.ops.wsloss.lattice_filter_into.default,
-                          (*lattice.tensors, values, False, torch.empty_like(values), torch.empty(0)))
     for out, workspace, match in ((torch.empty(batch, 5, 301), torch.empty(0), "out must be a contiguous"),
                                   (torch.empty_like(values).double(), torch.empty(0), "out must be"),
                                   (torch.empty(batch, 301, 4).transpose(1, 2), torch.empty(0), "out must be"),

@@ -263,17 +263,6 @@ def test_grid_gradcheck(neighbourhood, relaxation, rng, device):
         lambda s: WF.grid_crf_loss(images, s, roi, 0.7, 20.0, neighbourhood, relaxation), (seg,))
 
 
-def test_grid_ops_opcheck(rng, device):
-    images, seg, roi = (t.to(device) for t in photo_batch(rng, batch=2, classes=5, height=6, width=7))
-    images = images.double()
-    for neighbourhood in (4, 8):
-        for bilinear in (False, True):
-            args = (images, roi, 20.0, neighbourhood, bilinear)
-            torch.library.opcheck(torch.ops.wsloss.grid_crf, (seg.requires_grad_(),) + args)
-            grad = torch.rand(2, 6, 7, generator=rng, dtype=torch.float64).to(device)
-            torch.library.opcheck(torch.ops.wsloss.grid_crf_backward, (grad, seg.detach()) + args)
-
-
 @pytest.mark.parametrize("classes", [1, 21])
 def test_grid_large_batch_float32_matches_float64(classes, rng, device):
     images, seg, roi = (t.to(device) for t in photo_batch(rng, batch=3, classes=classes, height=61, width=67))

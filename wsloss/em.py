@@ -86,7 +86,7 @@ def em_fixed(logits: torch.Tensor, labels: ImageLabels, fg_bias: float = 5.0, bg
     fg_bias, bg_bias = check_real("fg_bias", fg_bias), check_real("bg_bias", bg_bias)
     present = _present_classes(labels, logits, ignore_index)
     scores = logits.to(compute_dtype(logits.dtype))
-    bias = torch.where(present, fg_bias, 0.0).to(scores.dtype)
+    bias = present.to(scores.dtype) * fg_bias  # in the scores' dtype: float64 logits keep fg_bias exact
     bias[:, 0] = bg_bias
     scores = scores + bias[:, :, None, None]
     if suppress_absent:

@@ -82,10 +82,14 @@ class _DenseLossFunction(torch.autograd.Function):
             symmetric = filtered * 2
         coefficient = -crf - 2 * quadratic
         if ncut:
-            coefficient = (coefficient - ncut / volume).unsqueeze(2)
-        grad = symmetric.mul_(coefficient)
-        if ncut:
-            grad.addcmul_((self_affinity * ncut / volume.square()).unsqueeze(2), degree)
+            # ncut (S^T A S / d^T S * d - 2 A S) / d^T S, divided in this order: for a class whose
+            # probabilities are all tiny, d^T S and its square underflow where the quotients do not.
+            grad = torch.addcmul(symmetric, (self_affinity / volume).unsqueeze(2), degree, value=-1)
+            grad.div_(volume.unsqueeze(2)).mul_(-ncut)
+            if coefficient:
+                grad.add_(symmetric, alpha=coefficient)
+        else:
+            grad = symmetric.mul_(coefficient)
         if quadratic:
             grad.addcmul_(masked, pair_degree, value=2 * quadratic)
         grad.mul_(region).mul_(grad_loss / batch)

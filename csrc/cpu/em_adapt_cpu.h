@@ -41,7 +41,7 @@ void label_pixels(const EmAdaptImage<T>& image, int64_t begin, int64_t end, cons
     for (int64_t c = 0; c < image.classes; ++c) {
       const T* s = image.logits + c * n + p0;
       // One loop per kind of class, each free of branches so that it vectorizes.
-      const auto update = [&](auto score) {
+      const auto update = [&](auto score, bool strictly_greater) {
         if (c == 0) {
           for (int64_t i = 0; i < count; ++i) best[i] = score(i), label[i] = 0;
           return;
@@ -49,18 +49,18 @@ void label_pixels(const EmAdaptImage<T>& image, int64_t begin, int64_t end, cons
         const int32_t class_index = static_cast<int32_t>(c);
         for (int64_t i = 0; i < count; ++i) {
           const T v = score(i);
-          const bool take = v >= best[i];
+          const bool take = strictly_greater ? v > best[i] : v >= best[i];
           best[i] = take ? v : best[i];
           label[i] = take ? class_index : label[i];
         }
       };
       if (image.present[c]) {
         const T b = bias[c];
-        update([&](int64_t i) { return s[i] + b; });
+        update([&](int64_t i) { return s[i] + b; }, false);
       } else if (clip) {
-        update([&](int64_t i) { return s[i] < cap[i] ? s[i] : cap[i]; });
+        update([&](int64_t i) { return s[i] < cap[i] ? s[i] : cap[i]; }, true);
       } else {
-        update([&](int64_t i) { return s[i]; });
+        update([&](int64_t i) { return s[i]; }, false);
       }
     }
     std::copy(label, label + count, labels + p0);
