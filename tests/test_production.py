@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 import ddp_worker
 import wsloss
-from conftest import CUDA, random_photo, requires_cuda
+from conftest import CUDA, random_photo
 from wsloss.functional import _DeterministicResize
 
 B, K, H, W = 2, 5, 12, 11

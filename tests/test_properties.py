@@ -43,6 +43,18 @@ def checked(max_examples):
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
+def assert_finite_loss_and_grad(loss, segmentations):
+    """A finite 0-dim loss in the compute dtype whose backward gives segmentations a finite
+    gradient of their own dtype and shape; returns the compute dtype."""
+    dtype = compute_dtype(segmentations.dtype)
+    assert loss.shape == () and loss.dtype == dtype and torch.isfinite(loss)
+    loss.backward()
+    grad = segmentations.grad
+    assert grad.shape == segmentations.shape and grad.dtype == segmentations.dtype
+    assert torch.isfinite(grad).all()
+    return dtype
+
+
 # ----------------------------------------------------------------------------- strategies
 
 
@@ -776,12 +788,8 @@ def test_entropy_loss(device, case, exact_zeros, weight):
         rois = with_layout(rois.to(device), case["roi_layout"])
 
     loss = WF.entropy_loss(segmentations, rois, weight)
-    dtype = compute_dtype(segmentations.dtype)
-    assert loss.shape == () and loss.dtype == dtype and torch.isfinite(loss)
-    loss.backward()
+    dtype = assert_finite_loss_and_grad(loss, segmentations)
     grad = segmentations.grad
-    assert grad.shape == segmentations.shape and grad.dtype == segmentations.dtype
-    assert torch.isfinite(grad).all()
 
     s = segmentations.detach().to(dtype)
     r = torch.ones(batch, height, width, dtype=dtype) if rois is None else rois.reshape(batch, height, width)
@@ -833,12 +841,8 @@ def test_grid_crf_loss(device, case, sigma, weight, neighbourhood, relaxation):
         rois = with_layout(rois.to(device), case["roi_layout"])
 
     loss = WF.grid_crf_loss(images, segmentations, rois, weight, sigma, neighbourhood, relaxation)
-    dtype = compute_dtype(segmentations.dtype)
-    assert loss.shape == () and loss.dtype == dtype and torch.isfinite(loss)
-    loss.backward()
+    dtype = assert_finite_loss_and_grad(loss, segmentations)
     grad = segmentations.grad
-    assert grad.shape == segmentations.shape and grad.dtype == segmentations.dtype
-    assert torch.isfinite(grad).all()
 
     # The kernel computes in the compute dtype from the inputs rounded to it.
     s = leaf(segmentations.detach().to(dtype).double())
