@@ -4,6 +4,7 @@ The dense losses share one engine: a permutohedral lattice over the bilateral fe
 built once per call, and the filterings A S~ (K channels) and, where needed, d = A r
 (one channel), with S~ = S * ROI and r = ROI.
 """
+import math
 from typing import Optional, Tuple
 
 import torch
@@ -178,7 +179,10 @@ def _dense_loss(images, segmentations, rois, terms, sigma_rgb, sigma_xy, scale_f
     with full_precision(segmentations.device):
         if scale_factor != 1.0:
             # The rloss reference's exact resampling: nearest for images and ROIs, bilinear for S.
-            images = F.interpolate(images, scale_factor=scale_factor)
+            # A non-finite pixel that the resampling drops still poisons the features, so that the
+            # build refuses it (SPEC 6) without a host sync of its own.
+            poison = torch.where(torch.isfinite(images).all(), 0.0, math.nan)
+            images = F.interpolate(images, scale_factor=scale_factor) + poison
             segmentations = _resize_bilinear(segmentations, scale_factor)
             rois = F.interpolate(rois.unsqueeze(1), scale_factor=scale_factor).squeeze(1)
         lattice = PermutohedralLattice(bilateral_features(images, sigma_rgb, sigma_xy * scale_factor))
