@@ -77,8 +77,9 @@ def _argmax_last(scores: torch.Tensor) -> torch.Tensor:
     best = scores[:, 0].clone()
     labels = torch.zeros(best.shape, dtype=torch.int64, device=scores.device)
     for c in range(1, scores.shape[1]):
-        take = scores[:, c] >= best
-        best = torch.where(take, scores[:, c], best)
+        plane = scores[:, c]
+        take = plane >= best
+        best = torch.where(take, plane, best)
         labels.masked_fill_(take, c)
     return labels
 

@@ -48,11 +48,11 @@ class _DenseLossFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, segmentations, rois, terms, exact, *lattice):
+        # segmentations and rois come in the compute dtype (_dense_loss casts them).
         crf, ncut, quadratic = terms
         batch, classes = segmentations.shape[:2]
-        dtype = compute_dtype(segmentations.dtype)
-        region = rois.to(dtype).reshape(batch, 1, -1)
-        masked = segmentations.to(dtype).reshape(batch, classes, -1) * region
+        region = rois.reshape(batch, 1, -1)
+        masked = segmentations.reshape(batch, classes, -1) * region
         filtered = ops.lattice_filter(*lattice, masked, False)
         self_affinity = _rowdot(masked, filtered)  # S~_k^T A S~_k, [B, K]
         loss = self_affinity.sum() * -crf
@@ -67,7 +67,7 @@ class _DenseLossFunction(torch.autograd.Function):
             pair_degree = degree + ops.lattice_filter(*lattice, region, True)
             loss = loss + (_rowdot(masked * masked, pair_degree) - 2 * self_affinity).sum() * quadratic
         ctx.save_for_backward(masked, filtered, region, degree, pair_degree, self_affinity, volume, *lattice)
-        ctx.terms, ctx.exact, ctx.input_dtype, ctx.shape = terms, exact, segmentations.dtype, segmentations.shape
+        ctx.terms, ctx.exact, ctx.shape = terms, exact, segmentations.shape
         return loss / batch
 
     @staticmethod
@@ -94,7 +94,7 @@ class _DenseLossFunction(torch.autograd.Function):
         if quadratic:
             grad.addcmul_(masked, pair_degree, value=2 * quadratic)
         grad.mul_(region).mul_(grad_loss / batch)
-        return (grad.reshape(ctx.shape).to(ctx.input_dtype), None, None, None) + (None,) * len(lattice)
+        return (grad.reshape(ctx.shape), None, None, None) + (None,) * len(lattice)
 
 
 def _bilinear_matrix(size: int, scale_factor: float, like: torch.Tensor) -> torch.Tensor:
