@@ -1,8 +1,8 @@
 """Builds wsloss's C++ (and, where torch has CUDA and nvcc is found, CUDA) extension.
 
 Environment: WSLOSS_CUDA=0/1 forces the CUDA kernels off/on; TORCH_CUDA_ARCH_LIST picks
-the architectures (default: torch's own list). Build with --no-build-isolation so the
-extension is compiled against the torch that is installed.
+the architectures (default: torch's own list). The extension is compiled against the torch
+that is installed (build_backend/installed_torch.py makes it visible in an isolated build).
 """
 import glob
 import os
@@ -65,5 +65,5 @@ setup(
     options={"bdist_wheel": {"py_limited_api": "cp39"}},
     python_requires=">=3.9",
     install_requires=["torch>=2.4"],
-    extras_require={"demo": ["scikit-image", "matplotlib"]},
+    extras_require={"demo": ["scikit-image", "matplotlib", "tqdm"]},
 )

@@ -17,6 +17,7 @@ panel per op, one line per backend and batch) to --out.
 """
 import argparse
 import json
+import math
 import os
 import platform
 import sys
@@ -181,6 +182,16 @@ def plot(results: List[Dict], path: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    # Plain labels (20k, 1M; 0.5, 20 ms) at 10^n, and at 2 and 5 x 10^n on axes spanning at most
+    # two decades, none on the minor ticks: matplotlib's default mathtext labels of the minor
+    # ticks overlap on short axes.
+    def plain(value, _position):
+        for limit, suffix in ((1e6, "M"), (1e3, "k")):
+            if value >= limit:
+                return f"{value / limit:g}{suffix}"
+        return f"{value:g}"
 
     ops = list(dict.fromkeys(r["op"] for r in results if "ms" in r))
     columns = min(4, len(ops))
@@ -197,6 +208,13 @@ def plot(results: List[Dict], path: str) -> None:
                       label=f"{backend} B={batch}")
         axis.set_xscale("log")
         axis.set_yscale("log")
+        for which, limits in ((axis.xaxis, axis.get_xlim()), (axis.yaxis, axis.get_ylim())):
+            decades = math.log10(limits[1] / limits[0])
+            which.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades <= 2 else (1.0,),
+                                               numticks=12))
+            which.set_major_formatter(FuncFormatter(plain))
+            which.set_minor_formatter(NullFormatter())
+        axis.tick_params(labelsize=7)
         axis.set_title(op, fontsize=9)
         axis.set_xlabel("pixels per batch", fontsize=8)
         axis.set_ylabel("ms", fontsize=8)

@@ -85,6 +85,25 @@ def test_densecrf_loss_matches_cpu(rng):
             torch.testing.assert_close(s_gpu.grad.cpu(), s_cpu.grad, rtol=1e-5, atol=1e-7)
 
 
+def test_rloss_training_script_inputs_images_and_rois_on_the_cpu(rng):
+    """rloss's train_withdensecrfloss.py passes the denormalized images and croppings on the CPU
+    with the probabilities on the GPU: the same loss and gradient as with everything on the GPU."""
+    images = random_photo(2, 40, 52, rng)
+    seg = torch.softmax(torch.randn(2, 21, 40, 52, generator=rng) * 3, 1).cuda()
+    croppings = (torch.rand(2, 40, 52, generator=rng) > 0.2).float()
+    for loss_fn in (DenseCRFLoss(2e-9, 15.0, 100.0, 0.5), DenseCRFLoss(0.5, 15.0, 30.0, 0.5, reduction="mean"),
+                    wsloss.GridCRFLoss(0.5, 15.0)):
+        s_mixed, s_gpu = seg.clone().requires_grad_(), seg.clone().requires_grad_()
+        mixed = loss_fn(images, s_mixed, croppings)
+        on_gpu = loss_fn(images.cuda(), s_gpu, croppings.cuda())
+        mixed.backward()
+        on_gpu.backward()
+        assert mixed.device.type == "cuda"
+        assert torch.equal(mixed, on_gpu) and torch.equal(s_mixed.grad, s_gpu.grad)
+    entropy = wsloss.EntropyLoss(0.3)
+    assert torch.equal(entropy(seg, croppings), entropy(seg, croppings.cuda()))
+
+
 def test_side_stream_and_repeatability(rng):
     # No atomics in the filter and a timing-independent build: every call is bitwise
     # the same (the deterministic mode is the only mode).

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -89,6 +90,33 @@ def test_demo_one_row_on_device(tmp_path, device):
     assert all(math.isfinite(row["miou"]) for row in results["rows"])
 
 
+def test_progress_in_a_log_is_plain_lines(tmp_path):
+    """Not a terminal (a log file): one line per tenth of the steps, no carriage returns; run from
+    the repository root, where wsloss/ is the source folder."""
+    done = _cli("-m", "wsloss.demo", "--quick", "--rows", "full", "--out", str(tmp_path), cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "\r" not in done.stderr
+    progress = [line for line in done.stderr.splitlines() if line.startswith("full: step ")]
+    assert len(progress) == 10 and progress[-1].startswith("full: step 60/60, loss ")
+
+
+def test_missing_demo_dependencies_name_the_extra(tmp_path):
+    done = _cli("-c", "import sys; sys.modules['skimage'] = None; import wsloss.demo", cwd=tmp_path)
+    assert done.returncode == 1
+    assert "needs scikit-image" in done.stderr and "pip install 'wsloss[demo]'" in done.stderr
+
+
+def test_scribbles_are_drawn_widened_over_a_light_image():
+    from wsloss.demo import report
+
+    scribbles = torch.full((7, 7), data.IGNORE)
+    scribbles[3, 3] = 0  # one background pixel: black
+    picture = report._strokes(scribbles, np.zeros((7, 7, 3), dtype=np.uint8))
+    drawn = (picture == 0).all(axis=2)
+    assert drawn[2:5, 2:5].all() and drawn.sum() == 9
+    assert (picture[~drawn] >= 150).all()
+
+
 def test_data_annotations_follow_ground_truth():
     split = data.make_split(12, 48, seed=3, train=True)
     again = data.make_split(12, 48, seed=3, train=True)
@@ -140,3 +168,6 @@ def test_benchmark_runner(tmp_path):
     assert bad.returncode == 2 and "unknown ops" in bad.stderr
     bad = _cli("-m", "benchmarks", "--device", "gpu", "--out", str(tmp_path), cwd=ROOT)
     assert bad.returncode == 2 and "--device" in bad.stderr
+    elsewhere = _cli(os.path.join(ROOT, "benchmarks"), "--sizes", "16", "--batches", "1", "--repeats", "1",
+                     "--device", "cpu", "--ops", "lattice_filter", "--out", str(tmp_path / "elsewhere"), cwd=tmp_path)
+    assert elsewhere.returncode == 0, elsewhere.stderr

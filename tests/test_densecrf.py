@@ -166,6 +166,16 @@ def test_compile_fullgraph(rng, device):
     torch.testing.assert_close(g_compiled, g_eager, rtol=1e-5, atol=1e-6)
 
 
+def test_images_and_rois_off_the_cpu_and_off_the_segmentations_device_are_refused(rng):
+    """Only CPU images and ROIs are moved to the segmentations' device (rloss's scripts pass them
+    so); a tensor on another device is an error naming it."""
+    images, seg, roi = photo_batch(rng)
+    with pytest.raises(ValueError, match="images must be on the CPU or on segmentations' device"):
+        DenseCRFLoss(1.0, 15.0, 5.0)(images.to("meta"), seg, roi)
+    with pytest.raises(ValueError, match="ROIs must be on the CPU or on segmentations' device"):
+        DenseCRFLoss(1.0, 15.0, 5.0)(images, seg, roi.to("meta"))
+
+
 def test_double_backward_is_refused_not_silently_zero(rng):
     images, seg, roi = photo_batch(rng, batch=1, classes=2, height=8, width=9)
     seg = seg.double().requires_grad_()

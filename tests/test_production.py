@@ -26,6 +26,7 @@ def _losses():
     on_probabilities = lambda m, s, i, l, p, r: m(i, s, r)  # noqa: E731
     return {
         "DenseCRFLoss": (wsloss.DenseCRFLoss(1e-3, 15.0, 10.0, 0.5), on_probabilities),
+        "DenseCRFLoss(mean)": (wsloss.DenseCRFLoss(0.5, 15.0, 10.0, 0.5, reduction="mean"), on_probabilities),
         "NormalizedCutLoss": (wsloss.NormalizedCutLoss(0.5, 15.0, 10.0), on_probabilities),
         "KernelCutLoss": (wsloss.KernelCutLoss(0.5, 0.1, 15.0, 10.0, 0.5, gradient="exact"), on_probabilities),
         "QuadraticCRFLoss": (wsloss.QuadraticCRFLoss(0.5, 15.0, 10.0), on_probabilities),
@@ -40,7 +41,7 @@ def _losses():
     }
 
 
-TAKES_PROBABILITIES = {"DenseCRFLoss", "NormalizedCutLoss", "KernelCutLoss", "QuadraticCRFLoss", "GridCRFLoss",
+TAKES_PROBABILITIES = {"DenseCRFLoss", "DenseCRFLoss(mean)", "NormalizedCutLoss", "KernelCutLoss", "QuadraticCRFLoss", "GridCRFLoss",
                        "EntropyLoss"}
 LOSSES = sorted(_losses())
 

@@ -25,11 +25,12 @@ def photo_batch(rng, batch=3, classes=4, height=13, width=11, roi_fraction=0.8):
 
 
 def dense_loss(kind, images, seg, roi, sigma_rgb=15.0, sigma_xy=6.0, scale_factor=1.0, gradient="reference",
-               weight=0.7, crf_weight=0.3):
+               weight=0.7, crf_weight=0.3, **reduction):
     if kind == "kernel_cut":
-        return WF.kernel_cut_loss(images, seg, roi, weight, crf_weight, sigma_rgb, sigma_xy, scale_factor, gradient)
+        return WF.kernel_cut_loss(images, seg, roi, weight, crf_weight, sigma_rgb, sigma_xy, scale_factor, gradient,
+                                  **reduction)
     function = {"crf": WF.dense_crf_loss, "ncut": WF.normalized_cut_loss, "quadratic": WF.quadratic_crf_loss}[kind]
-    return function(images, seg, roi, weight, sigma_rgb, sigma_xy, scale_factor, gradient)
+    return function(images, seg, roi, weight, sigma_rgb, sigma_xy, scale_factor, gradient, **reduction)
 
 
 def lattice_matrices(images, sigma_rgb, sigma_xy):
@@ -102,6 +103,89 @@ def test_value_and_gradients_exact_given_the_lattice_matrix(kind, rng, device):
     seg_exact = seg.clone().requires_grad_()
     dense_loss(kind, images, seg_exact, roi, gradient="exact").backward()
     assert relative(seg_exact.grad, seg_dense.grad) <= 1e-10  # autograd through the dense formula
+
+
+def test_affinity_mass_is_the_roi_sum_of_the_lattice_matrix(rng, device):
+    images, _, roi = (t.to(device) for t in photo_batch(rng))
+    matrices = lattice_matrices(images, 15.0, 6.0)
+    expected = torch.einsum("bp,bpq,bq->b", roi.flatten(1), matrices, roi.flatten(1))
+    mass = WF.affinity_mass(images, roi, 15.0, 6.0)
+    assert mass.shape == (3,) and mass.dtype == torch.float32
+    torch.testing.assert_close(mass.double(), expected, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("kind", ("crf", "quadratic", "kernel_cut"))
+@pytest.mark.parametrize("gradient", ("reference", "exact"))
+def test_mean_reduction_divides_each_image_by_its_affinity_mass(kind, gradient, rng, device):
+    """reduction="mean" is the mean over images of each image's "sum" loss over r^T A r (for the
+    kernel cut, of its CRF term only), with the same gradient; an all-zero ROI image gives 0."""
+    images, seg, roi = (t.to(device) for t in photo_batch(rng))
+    roi[2] = 0
+    matrices = lattice_matrices(images, 15.0, 6.0)
+    mass = torch.einsum("bp,bpq,bq->b", roi.flatten(1), matrices, roi.flatten(1))
+    seg_mean, seg_sum = seg.clone().requires_grad_(), seg.clone().requires_grad_()
+    loss = dense_loss(kind, images, seg_mean, roi, gradient=gradient, reduction="mean")
+    loss.backward()
+    expected = seg.new_zeros(())
+    for b in range(2):
+        one = (images[b:b + 1], seg_sum[b:b + 1], roi[b:b + 1])
+        if kind == "kernel_cut":
+            per_image = (dense_loss("ncut", *one, gradient=gradient)
+                         + dense_loss("crf", *one, gradient=gradient, weight=0.3) / mass[b])
+        else:
+            per_image = dense_loss(kind, *one, gradient=gradient) / mass[b]
+        expected = expected + per_image / 3
+    expected.backward()
+    assert abs(loss.item() - expected.item()) <= 1e-10 * abs(expected.item())
+    assert relative(seg_mean.grad, seg_sum.grad) <= 1e-10
+    assert seg_mean.grad[2].abs().max() == 0
+
+
+def test_mean_reduction_is_minus_weight_for_one_label_everywhere(rng, device):
+    images, seg, roi = (t.to(device) for t in photo_batch(rng))
+    constant = torch.zeros_like(seg)
+    constant[:, 2] = 1
+    loss = WF.dense_crf_loss(images, constant, roi, 0.7, 15.0, 6.0, reduction="mean")
+    assert loss.item() == pytest.approx(-0.7, rel=1e-12)
+    assert -0.7 <= WF.dense_crf_loss(images, seg, roi, 0.7, 15.0, 6.0, reduction="mean").item() < 0
+
+
+def _scene(size, rng_seed=0):
+    """One smooth photograph-like scene and softmax map at size x size, area-resampled from 256."""
+    generator = torch.Generator().manual_seed(rng_seed)
+    images = random_photo(1, 256, 256, generator)
+    logits = F.interpolate(3 * torch.randn(1, 4, 8, 8, generator=generator), size=(256, 256), mode="bilinear",
+                           align_corners=False)
+    return F.interpolate(images, size=(size, size), mode="area"), torch.softmax(
+        F.interpolate(logits, size=(size, size), mode="area"), 1)
+
+
+def test_mean_reduction_keeps_its_strength_across_size_scale_and_sigma():
+    """The same scene at 64 and 128 pixels, downscaled or not, with sigma_xy in its pixels: the
+    "mean" loss and its gradient (norm times sqrt(H W), per-pixel terms being O(1 / (H W))) stay
+    put where the "sum" ones change by one to two orders of magnitude."""
+    settings = [(64, 1.0, 4.0), (128, 1.0, 8.0), (128, 0.5, 8.0), (128, 0.5, 16.0)]
+    values = {"sum": [], "mean": []}
+    strengths = {"sum": [], "mean": []}
+    for size, scale, sigma_xy in settings:
+        images, seg = _scene(size)
+        for reduction in values:
+            seg_grad = seg.clone().requires_grad_()
+            loss = wsloss.DenseCRFLoss(1.0, 15.0, sigma_xy, scale, reduction=reduction)(images, seg_grad)
+            loss.backward()
+            values[reduction].append(loss.item())
+            strengths[reduction].append(seg_grad.grad.norm().item() * size)
+    spread = lambda xs: max(map(abs, xs)) / min(map(abs, xs))  # noqa: E731
+    assert spread(values["mean"]) < 1.5 and spread(strengths["mean"]) < 1.5, (values, strengths)
+    assert spread(values["sum"]) > 10 and spread(strengths["sum"]) > 10, (values, strengths)
+
+
+def test_reduction_is_checked(rng):
+    images, seg, roi = photo_batch(rng)
+    with pytest.raises(ValueError, match="reduction"):
+        WF.dense_crf_loss(images, seg, roi, 1.0, 15.0, 6.0, reduction="none")
+    with pytest.raises(ValueError, match="reduction"):
+        wsloss.QuadraticCRFLoss(1.0, 15.0, 6.0, reduction="batchmean")(images, seg, roi)
 
 
 @pytest.mark.parametrize("kind", DENSE)

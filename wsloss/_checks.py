@@ -61,6 +61,18 @@ def check_same_device(**tensors: torch.Tensor) -> None:
         raise ValueError(f"all tensors must be on one device (move them with .to(device)), got {found}")
 
 
+def on_device_of(name: str, value: torch.Tensor, reference_name: str, reference: torch.Tensor) -> torch.Tensor:
+    """value on reference's device. A CPU value beside GPU segmentations is copied there with one
+    non-blocking copy (rloss's training scripts pass the images and ROIs on the CPU, its loss
+    being CPU code); any other mismatch is refused, never moved silently."""
+    if value.device == reference.device:
+        return value
+    if value.device.type == "cpu":
+        return value.to(reference.device, non_blocking=True)
+    raise ValueError(f"{name} must be on the CPU or on {reference_name}'s device {reference.device}, "
+                     f"got {name} on {value.device} (move it with .to(device))")
+
+
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """float64 stays float64; every other floating type is computed in float32."""
     return torch.float64 if dtype == torch.float64 else torch.float32

@@ -11,11 +11,12 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import (check_choice, check_positive, check_real, check_same_device, check_tensor, compute_dtype,
-                      full_precision)
+                      full_precision, on_device_of)
 from ._ops import ops
 from .lattice import PermutohedralLattice, bilateral_features
 
 __all__ = [
+    "affinity_mass",
     "dense_crf_loss",
     "entropy_loss",
     "grid_crf_loss",
@@ -26,6 +27,7 @@ __all__ = [
 ]
 
 GRADIENTS = ("reference", "exact")
+REDUCTIONS = ("sum", "mean")
 RELAXATIONS = ("quadratic", "bilinear")
 
 
@@ -39,7 +41,8 @@ def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 class _DenseLossFunction(torch.autograd.Function):
     """(1/B) sum_b sum_k of crf * -S~^T A S~ (SPEC 2), ncut * S~^T A (r - S~) / (d^T S~) with
     d = A r, and quadratic * sum_pq A_pq r_p r_q (S_p - S_q)^2 = (S~^2)^T (A r + A^T r) - 2 S~^T A S~
-    (SPEC 3), over one built lattice.
+    (SPEC 3), over one built lattice. With per_mass, each image's crf and quadratic terms are
+    divided by its affinity mass r^T A r (reduction="mean"; 0 for an all-zero ROI).
 
     The gradient uses the SPEC's formulas for a symmetric kernel, 2 A S~ for (A + A^T) S~,
     unless exact (one transposed filtering more). A class of zero volume d^T S~ (an
@@ -47,7 +50,7 @@ class _DenseLossFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, segmentations, rois, terms, exact, *lattice):
+    def forward(ctx, segmentations, rois, terms, exact, per_mass, *lattice):
         # segmentations and rois come in the compute dtype (_dense_loss casts them).
         crf, ncut, quadratic = terms
         batch, classes = segmentations.shape[:2]
@@ -55,18 +58,24 @@ class _DenseLossFunction(torch.autograd.Function):
         masked = segmentations.reshape(batch, classes, -1) * region
         filtered = ops.lattice_filter(*lattice, masked, False)
         self_affinity = _rowdot(masked, filtered)  # S~_k^T A S~_k, [B, K]
-        loss = self_affinity.sum() * -crf
-        degree = volume = pair_degree = None
-        if ncut or quadratic:
+        pairwise = self_affinity * -crf
+        degree = volume = pair_degree = inverse_mass = None
+        if ncut or quadratic or per_mass:
             degree = ops.lattice_filter(*lattice, region, False)
+        if quadratic:  # A is not symmetric: the pairwise sum needs the column sums A^T r too
+            pair_degree = degree + ops.lattice_filter(*lattice, region, True)
+            pairwise = pairwise + (_rowdot(masked * masked, pair_degree) - 2 * self_affinity) * quadratic
+        if per_mass:
+            mass = _rowdot(region, degree)  # r^T A r, [B, 1]
+            inverse_mass = torch.where(mass > 0, 1 / mass, torch.zeros_like(mass)).unsqueeze(2)
+            pairwise = pairwise * inverse_mass.squeeze(2)
+        loss = pairwise.sum()
         if ncut:
             raw_volume = _rowdot(masked, degree)
             volume = torch.where(raw_volume != 0, raw_volume, torch.ones_like(raw_volume))
             loss = loss + ((raw_volume - self_affinity) / volume).sum() * ncut
-        if quadratic:  # A is not symmetric: the pairwise sum needs the column sums A^T r too
-            pair_degree = degree + ops.lattice_filter(*lattice, region, True)
-            loss = loss + (_rowdot(masked * masked, pair_degree) - 2 * self_affinity).sum() * quadratic
-        ctx.save_for_backward(masked, filtered, region, degree, pair_degree, self_affinity, volume, *lattice)
+        ctx.save_for_backward(masked, filtered, region, degree, pair_degree, self_affinity, volume, inverse_mass,
+                              *lattice)
         ctx.terms, ctx.exact, ctx.shape = terms, exact, segmentations.shape
         return loss / batch
 
@@ -74,7 +83,8 @@ class _DenseLossFunction(torch.autograd.Function):
     def backward(ctx, grad_loss):
         if torch.is_grad_enabled():  # create_graph: the saved A S~ carries no graph, never return zero
             raise RuntimeError("wsloss's dense losses support no double backward (create_graph=True)")
-        masked, filtered, region, degree, pair_degree, self_affinity, volume, *lattice = ctx.saved_tensors
+        masked, filtered, region, degree, pair_degree, self_affinity, volume, inverse_mass, *lattice = \
+            ctx.saved_tensors
         crf, ncut, quadratic = ctx.terms
         batch = masked.shape[0]
         if ctx.exact:  # d/dS of S^T A S is (A + A^T) S
@@ -82,19 +92,23 @@ class _DenseLossFunction(torch.autograd.Function):
         else:
             symmetric = filtered * 2
         coefficient = -crf - 2 * quadratic
+        pair_scale = coefficient if inverse_mass is None else inverse_mass * coefficient
         if ncut:
             # ncut (S^T A S / d^T S * d - 2 A S) / d^T S, divided in this order: for a class whose
             # probabilities are all tiny, d^T S and its square underflow where the quotients do not.
             grad = torch.addcmul(symmetric, (self_affinity / volume).unsqueeze(2), degree, value=-1)
             grad.div_(volume.unsqueeze(2)).mul_(-ncut)
-            if coefficient:
+            if inverse_mass is not None:
+                grad.addcmul_(symmetric, pair_scale)
+            elif coefficient:
                 grad.add_(symmetric, alpha=coefficient)
         else:
-            grad = symmetric.mul_(coefficient)
+            grad = symmetric.mul_(pair_scale)
         if quadratic:
-            grad.addcmul_(masked, pair_degree, value=2 * quadratic)
+            scaled_degree = pair_degree if inverse_mass is None else pair_degree * inverse_mass
+            grad.addcmul_(masked, scaled_degree, value=2 * quadratic)
         grad.mul_(region).mul_(grad_loss / batch)
-        return (grad.reshape(ctx.shape), None, None, None) + (None,) * len(lattice)
+        return (grad.reshape(ctx.shape), None, None, None, None) + (None,) * len(lattice)
 
 
 def _bilinear_matrix(size: int, scale_factor: float, like: torch.Tensor) -> torch.Tensor:
@@ -139,7 +153,7 @@ def _region(rois: Optional[torch.Tensor], segmentations: torch.Tensor) -> torch.
     if rois is None:
         return torch.ones((batch, height, width), dtype=dtype, device=segmentations.device)
     check_tensor("ROIs", rois, dims=(3, 4), real=True)
-    check_same_device(segmentations=segmentations, ROIs=rois)
+    rois = on_device_of("ROIs", rois, "segmentations", segmentations)
     if rois.dim() == 4:
         if rois.shape[1] != 1:
             raise ValueError(f"ROIs must be B x H x W or B x 1 x H x W, got shape {tuple(rois.shape)}")
@@ -152,22 +166,22 @@ def _region(rois: Optional[torch.Tensor], segmentations: torch.Tensor) -> torch.
 def _check_image_inputs(images, segmentations, rois) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     check_tensor("images", images, dims=(4,), real=True)
     check_tensor("segmentations", segmentations, dims=(4,), floating=True)
-    check_same_device(images=images, segmentations=segmentations)
     batch, _, height, width = segmentations.shape
     if images.shape[0] != batch or images.shape[2:] != (height, width):
         raise ValueError(
             f"images must be B x C x H x W = {batch} x C x {height} x {width} like segmentations, "
             f"got shape {tuple(images.shape)}"
         )
+    images = on_device_of("images", images, "segmentations", segmentations)
     return images, segmentations, _region(rois, segmentations)
 
 
-def _dense_loss(images, segmentations, rois, terms, sigma_rgb, sigma_xy, scale_factor, gradient) -> torch.Tensor:
+def _dense_inputs(images, segmentations, rois, sigma_rgb, sigma_xy, scale_factor):
+    """The checked inputs of a dense loss, cast to the compute dtype."""
     images, segmentations, rois = _check_image_inputs(images, segmentations, rois)
     sigma_rgb = check_positive("sigma_rgb", sigma_rgb)
     sigma_xy = check_positive("sigma_xy", sigma_xy)
     scale_factor = check_positive("scale_factor", scale_factor)
-    check_choice("gradient", gradient, GRADIENTS)
     images = images.to(torch.float32)
     segmentations = segmentations.to(compute_dtype(segmentations.dtype))  # resampled in full precision too
     if scale_factor != 1.0:
@@ -176,17 +190,51 @@ def _dense_loss(images, segmentations, rois, terms, sigma_rgb, sigma_xy, scale_f
             raise ValueError(
                 f"scale_factor {scale_factor} shrinks the {height} x {width} images to nothing"
             )
-    with full_precision(segmentations.device):
-        if scale_factor != 1.0:
-            # The rloss reference's exact resampling: nearest for images and ROIs, bilinear for S.
-            # A non-finite pixel that the resampling drops still poisons the features, so that the
-            # build refuses it (SPEC 6) without a host sync of its own.
-            poison = torch.where(torch.isfinite(images).all(), 0.0, math.nan)
-            images = F.interpolate(images, scale_factor=scale_factor) + poison
-            segmentations = _resize_bilinear(segmentations, scale_factor)
-            rois = F.interpolate(rois.unsqueeze(1), scale_factor=scale_factor).squeeze(1)
-        lattice = PermutohedralLattice(bilateral_features(images, sigma_rgb, sigma_xy * scale_factor))
-        return _DenseLossFunction.apply(segmentations, rois, terms, gradient == "exact", *lattice.tensors)
+    return images, segmentations, rois, sigma_rgb, sigma_xy, scale_factor
+
+
+def _downscaled_lattice(images, segmentations, rois, sigma_rgb, sigma_xy, scale_factor):
+    """rloss's resampling by scale_factor (nearest for images and ROIs, bilinear for S) and the
+    lattice over the downscaled images' bilateral features. Runs under full_precision."""
+    if scale_factor != 1.0:
+        # A non-finite pixel that the resampling drops still poisons the features, so that the
+        # build refuses it (SPEC 6) without a host sync of its own.
+        poison = torch.where(torch.isfinite(images).all(), 0.0, math.nan)
+        images = F.interpolate(images, scale_factor=scale_factor) + poison
+        segmentations = _resize_bilinear(segmentations, scale_factor)
+        rois = F.interpolate(rois.unsqueeze(1), scale_factor=scale_factor).squeeze(1)
+    lattice = PermutohedralLattice(bilateral_features(images, sigma_rgb, sigma_xy * scale_factor))
+    return segmentations, rois, lattice
+
+
+def _dense_loss(images, segmentations, rois, terms, sigma_rgb, sigma_xy, scale_factor, gradient,
+                reduction="sum") -> torch.Tensor:
+    inputs = _dense_inputs(images, segmentations, rois, sigma_rgb, sigma_xy, scale_factor)
+    check_choice("gradient", gradient, GRADIENTS)
+    check_choice("reduction", reduction, REDUCTIONS)
+    with full_precision(inputs[1].device):
+        segmentations, rois, lattice = _downscaled_lattice(*inputs)
+        return _DenseLossFunction.apply(segmentations, rois, terms, gradient == "exact", reduction == "mean",
+                                        *lattice.tensors)
+
+
+def affinity_mass(images: torch.Tensor, rois: Optional[torch.Tensor], sigma_rgb: float, sigma_xy: float,
+                  scale_factor: float = 1.0) -> torch.Tensor:
+    """r^T A r per image: the total affinity between the ROI's pixels, by which
+    reduction="mean" divides the dense CRF and quadratic losses (B values, float32).
+
+    The rule between the two reductions: weight w with reduction="mean" is weight
+    w / affinity_mass(...) with rloss's reduction="sum" on images like these. The mass grows
+    about as H W s^4 sigma_xy^2 for a downscale s while sigma_xy s is small against the image.
+    """
+    check_tensor("images", images, dims=(4,), real=True)
+    batch, _, height, width = images.shape
+    ones = torch.ones((batch, 1, height, width), dtype=torch.float32, device=images.device)
+    inputs = _dense_inputs(images, ones, rois, sigma_rgb, sigma_xy, scale_factor)
+    with full_precision(images.device), torch.no_grad():
+        _, rois, lattice = _downscaled_lattice(*inputs)
+        region = rois.reshape(batch, 1, -1)
+        return _rowdot(region, ops.lattice_filter(*lattice.tensors, region, False)).squeeze(1)
 
 
 def dense_crf_loss(
@@ -198,6 +246,7 @@ def dense_crf_loss(
     sigma_xy: float,
     scale_factor: float = 1.0,
     gradient: str = "reference",
+    reduction: str = "sum",
 ) -> torch.Tensor:
     """Dense CRF regularized loss of Tang et al., "On Regularized Losses for Weakly-supervised
     CNN Segmentation" (ECCV 2018), eq. (6) with the bilateral Gaussian kernel (SPEC section 2).
@@ -207,9 +256,16 @@ def dense_crf_loss(
     the scalar weight * -(1/B) sum_b sum_k S~_bk^T A_b S~_bk with S~ = S * ROI, computed
     on the images downscaled by scale_factor. gradient="reference" gives rloss's
     weight * (-2/B) A S~ * ROI; gradient="exact" the true gradient (one more filtering).
+
+    reduction="sum" (rloss's) sums over pixel pairs, so the loss and its gradient grow with the
+    image size, scale_factor and sigma_xy (see affinity_mass). reduction="mean" divides each
+    image's sum by its affinity mass r^T A r: the loss lies in [-weight, 0] (-weight for one
+    label everywhere) and a weight keeps its strength across sizes, scales and sigmas.
+    The loss is negative by construction; only its changes matter.
     """
     weight = check_real("weight", weight)
-    return _dense_loss(images, segmentations, rois, (weight, 0.0, 0.0), sigma_rgb, sigma_xy, scale_factor, gradient)
+    return _dense_loss(images, segmentations, rois, (weight, 0.0, 0.0), sigma_rgb, sigma_xy, scale_factor, gradient,
+                       reduction)
 
 
 def normalized_cut_loss(
@@ -244,13 +300,15 @@ def kernel_cut_loss(
     sigma_xy: float,
     scale_factor: float = 1.0,
     gradient: str = "reference",
+    reduction: str = "sum",
 ) -> torch.Tensor:
     """Kernel cut (Tang et al., ECCV 2018, section 3): normalized_cut_loss with weight plus
-    dense_crf_loss with crf_weight, both over one lattice (one build, one K-channel filtering)."""
+    dense_crf_loss with crf_weight and reduction (which leaves the normalized cut alone: it is a
+    ratio already), both over one lattice (one build, one K-channel filtering)."""
     weight = check_real("weight", weight)
     crf_weight = check_real("crf_weight", crf_weight)
     return _dense_loss(images, segmentations, rois, (crf_weight, weight, 0.0), sigma_rgb, sigma_xy, scale_factor,
-                       gradient)
+                       gradient, reduction)
 
 
 def quadratic_crf_loss(
@@ -262,13 +320,16 @@ def quadratic_crf_loss(
     sigma_xy: float,
     scale_factor: float = 1.0,
     gradient: str = "reference",
+    reduction: str = "sum",
 ) -> torch.Tensor:
     """Quadratic (Laplacian) relaxation of the dense Potts CRF (Tang et al., ECCV 2018, eq. 7):
     weight * (1/B) sum_b sum_{p,q in ROI} A_pq ||S_p - S_q||^2, computed as
     sum_k (S~_k^2)^T (A r + A^T r) - 2 S~_k^T A S~_k (SPEC 3's 2 S^T (D - A) S where A is
-    symmetric; the lattice's A is not, and this form stays >= 0). Conventions as dense_crf_loss."""
+    symmetric; the lattice's A is not, and this form stays >= 0). Conventions as dense_crf_loss;
+    reduction="mean" divides by r^T A r, giving the affinity-weighted mean of ||S_p - S_q||^2."""
     weight = check_real("weight", weight)
-    return _dense_loss(images, segmentations, rois, (0.0, 0.0, weight), sigma_rgb, sigma_xy, scale_factor, gradient)
+    return _dense_loss(images, segmentations, rois, (0.0, 0.0, weight), sigma_rgb, sigma_xy, scale_factor, gradient,
+                       reduction)
 
 
 def partial_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:

@@ -41,19 +41,36 @@ class _DenseLoss(nn.Module):
                 f"scale_factor={self.scale_factor}, gradient={self.gradient!r}")
 
 
-class DenseCRFLoss(_DenseLoss):
+class _PairSumLoss(_DenseLoss):
+    """A dense loss summed over pixel pairs: reduction="sum" (rloss's) or "mean" (divided by each
+    image's affinity mass r^T A r, so that a weight means the same at any size; see
+    wsloss.functional.affinity_mass)."""
+
+    def __init__(self, weight: float, sigma_rgb: float, sigma_xy: float, scale_factor: float = 1.0,
+                 gradient: str = "reference", reduction: str = "sum"):
+        super().__init__(weight, sigma_rgb, sigma_xy, scale_factor, gradient)
+        self.reduction = reduction
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", reduction={self.reduction!r}"
+
+
+class DenseCRFLoss(_PairSumLoss):
     """Drop-in replacement for rloss's DenseCRFLoss (Tang et al., ECCV 2018), on CPU and GPU.
 
     ``DenseCRFLoss(weight, sigma_rgb, sigma_xy, scale_factor)(images, segmentations, ROIs)``
     returns weight * -(1/B) sum_k S~_k^T A S~_k (a 0-dim tensor) with A the permutohedral
     approximation of the bilateral Gaussian kernel; see wsloss.functional.dense_crf_loss.
     gradient="exact" replaces the reference's 2 A S~ by the true (A + A^T) S~.
+    reduction="mean" divides each image's term by its affinity mass r^T A r: the loss lies in
+    [-weight, 0] and a weight keeps its strength when the image size, scale_factor or sigma_xy
+    change (rloss's "sum" grows with all three).
     """
 
     def forward(self, images: torch.Tensor, segmentations: torch.Tensor,
                 ROIs: Optional[torch.Tensor] = None) -> torch.Tensor:
         return functional.dense_crf_loss(images, segmentations, ROIs, self.weight, self.sigma_rgb, self.sigma_xy,
-                                         self.scale_factor, self.gradient)
+                                         self.scale_factor, self.gradient, self.reduction)
 
 
 class NormalizedCutLoss(_DenseLoss):
@@ -66,29 +83,30 @@ class NormalizedCutLoss(_DenseLoss):
                                               self.sigma_xy, self.scale_factor, self.gradient)
 
 
-class QuadraticCRFLoss(_DenseLoss):
+class QuadraticCRFLoss(_PairSumLoss):
     """Quadratic (Laplacian) relaxation of the dense Potts CRF (Tang et al., ECCV 2018):
     weight * (1/B) sum_pq A_pq ||S~_p - S~_q||^2; see wsloss.functional.quadratic_crf_loss."""
 
     def forward(self, images: torch.Tensor, segmentations: torch.Tensor,
                 ROIs: Optional[torch.Tensor] = None) -> torch.Tensor:
         return functional.quadratic_crf_loss(images, segmentations, ROIs, self.weight, self.sigma_rgb,
-                                             self.sigma_xy, self.scale_factor, self.gradient)
+                                             self.sigma_xy, self.scale_factor, self.gradient, self.reduction)
 
 
-class KernelCutLoss(_DenseLoss):
-    """Kernel cut (Tang et al., ECCV 2018): NormalizedCutLoss(weight) + DenseCRFLoss(crf_weight)
-    over one shared lattice; see wsloss.functional.kernel_cut_loss."""
+class KernelCutLoss(_PairSumLoss):
+    """Kernel cut (Tang et al., ECCV 2018): NormalizedCutLoss(weight) + DenseCRFLoss(crf_weight,
+    reduction=reduction) over one shared lattice; see wsloss.functional.kernel_cut_loss."""
 
     def __init__(self, weight: float, crf_weight: float, sigma_rgb: float, sigma_xy: float,
-                 scale_factor: float = 1.0, gradient: str = "reference"):
-        super().__init__(weight, sigma_rgb, sigma_xy, scale_factor, gradient)
+                 scale_factor: float = 1.0, gradient: str = "reference", reduction: str = "sum"):
+        super().__init__(weight, sigma_rgb, sigma_xy, scale_factor, gradient, reduction)
         self.crf_weight = crf_weight
 
     def forward(self, images: torch.Tensor, segmentations: torch.Tensor,
                 ROIs: Optional[torch.Tensor] = None) -> torch.Tensor:
         return functional.kernel_cut_loss(images, segmentations, ROIs, self.weight, self.crf_weight,
-                                          self.sigma_rgb, self.sigma_xy, self.scale_factor, self.gradient)
+                                          self.sigma_rgb, self.sigma_xy, self.scale_factor, self.gradient,
+                                          self.reduction)
 
     def extra_repr(self) -> str:
         return f"crf_weight={self.crf_weight}, " + super().extra_repr()

@@ -20,17 +20,24 @@ from typing import Any, Dict, List, Optional, Union
 
 import torch
 
-from . import data, report, train
+_MISSING = [package for module, package in (("numpy", "numpy"), ("skimage", "scikit-image"),
+                                            ("matplotlib", "matplotlib")) if importlib.util.find_spec(module) is None]
+if _MISSING:
+    raise ImportError(f"the wsloss demo needs {', '.join(_MISSING)}, which this Python does not have: "
+                      f"pip install 'wsloss[demo]' (in a wsloss checkout: pip install '.[demo]')")
+
+from . import data, report, train  # noqa: E402
 
 __all__ = ["run", "ROW_NAMES"]
 
+# crf_weight is DenseCRFLoss's with reduction="mean": 4.0 is the 1.5e-5 of rloss's "sum" reduction
+# times the mean affinity mass (2.7e5) of the 64x64 training images at these sigmas.
 SETTINGS: Dict[str, Any] = {"size": 64, "train_images": 2048, "test_images": 256, "batch_size": 16, "lr": 3e-3,
-            "sigma_rgb": 15.0, "sigma_xy": 8.0, "scale_factor": 1.0, "crf_weight": 1.5e-5, "ncut_weight": 0.03,
+            "sigma_rgb": 15.0, "sigma_xy": 8.0, "scale_factor": 1.0, "crf_weight": 4.0, "ncut_weight": 0.03,
             "entropy_weight": 0.1, "rampup": 0.3}
-# Training steps per row. "short" keeps the whole demo within 5 minutes on 2 CPU cores; "long"
-# trains the networks to convergence, where the regularized losses show their full effect
-# (measured over 4 seeds: DenseCRFLoss closes 19-27% of the pCE-to-full gap after 600 steps, 53-54%
-# after 1500; see the README).
+# Training steps per row. "short" keeps the whole demo within minutes on 2 CPU cores; "long"
+# trains the networks closer to convergence, where the regularized losses show more of their
+# effect (docs/demo.md).
 SCHEDULES = {"short": 550, "long": 1500}
 QUICK = {"size": 32, "train_images": 64, "test_images": 16, "steps": 60, "batch_size": 8}
 ROW_NAMES = [row.name for row in train.make_rows(1.0, 1.0, 1.0, 1.0, 1.0, 1.0)]
@@ -40,7 +47,7 @@ def run(out: str = "wsloss-demo", device: Union[str, torch.device] = "cpu", quic
         steps: Optional[int] = None, seed: int = 0, rows: Optional[List[str]] = None, progress: bool = True) -> Dict[str, Any]:
     """Trains one network per kind of supervision and writes results.json, results.md, demo.png to out.
 
-    schedule: "short" (the default on CPU: 5 minutes on 2 cores) or "long" (the default on CUDA);
+    schedule: "short" (the default on CPU) or "long" (the default on CUDA);
     steps overrides it. Returns the results ({"rows": [{"name", "miou", ...}], "settings", ...}).
     """
     try:
@@ -49,9 +56,6 @@ def run(out: str = "wsloss-demo", device: Union[str, torch.device] = "cpu", quic
         raise ValueError(f"device must be cpu or cuda, got {device!r}") from error
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device is cuda but CUDA is not available")
-    for module in ("skimage", "matplotlib"):
-        if importlib.util.find_spec(module) is None:
-            raise ImportError(f"the demo needs {module}: pip install scikit-image matplotlib (or wsloss[demo])")
     schedule = schedule or ("long" if device.type == "cuda" else "short")
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
@@ -67,6 +71,7 @@ def run(out: str = "wsloss-demo", device: Union[str, torch.device] = "cpu", quic
     if unknown or not selected:
         raise ValueError(f"rows must be names among {', '.join(ROW_NAMES)}; got {', '.join(unknown) or 'none'}")
     settings["device"] = str(device)
+    settings["seed"] = seed
     started = time.perf_counter()
     size = settings["size"]
     train_split = data.make_split(settings["train_images"], size, seed, train=True)

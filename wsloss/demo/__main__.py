@@ -12,11 +12,12 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="a tiny run of every row, for tests (seconds)")
     parser.add_argument("--rows", default=None, help="comma-separated row names (default: all)")
     parser.add_argument("--schedule", choices=["short", "long"], default=None,
-                        help="short: 550 steps per row, 5 minutes on 2 CPU cores (default on cpu); "
-                             "long: 1500 steps, the converged result (default on cuda)")
+                        help="short: 550 steps per row (default on cpu); "
+                             "long: 1500 steps, closer to convergence (default on cuda)")
     parser.add_argument("--steps", type=int, default=None, help="training steps per row (overrides --schedule)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress (default: a bar per row on a terminal, plain lines in a log)")
     args = parser.parse_args(argv)
     try:
         results = run(out=args.out, device=args.device, quick=args.quick, schedule=args.schedule, steps=args.steps,

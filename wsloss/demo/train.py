@@ -88,7 +88,8 @@ def make_rows(crf_weight: float, ncut_weight: float, entropy_weight: float, sigm
         assert b.targets is not None  # the row's targets are its Bbox-Rect maps
         return F.cross_entropy(logits, wsloss.bbox_em_fixed(logits.detach(), b.targets))
 
-    densecrf = wsloss.DenseCRFLoss(crf_weight, sigma_rgb, sigma_xy, scale)
+    # reduction="mean": the weight means the same at any image size, scale and sigma_xy.
+    densecrf = wsloss.DenseCRFLoss(crf_weight, sigma_rgb, sigma_xy, scale, reduction="mean")
     return [
         Row("full", "full masks", lambda logits, b: F.cross_entropy(logits, b.masks)),
         scribble_row("pce"),
@@ -126,18 +127,28 @@ def class_iou(matrix: torch.Tensor) -> torch.Tensor:
 
 
 class _Progress:
+    """A row's training progress on stderr: tqdm's bar on a terminal; otherwise (a log file, a
+    pipe, or no tqdm) one plain line per tenth of the steps."""
+
     def __init__(self, label: str, total: int, enabled: bool):
         self.label, self.total, self.enabled, self.start = label, total, enabled, time.perf_counter()
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                return
+            self.bar = tqdm(total=total, desc=f"{label:<22}", unit="step", file=sys.stderr, dynamic_ncols=True)
 
-    def update(self, done: int, loss: float):
-        if not self.enabled or (done % max(1, self.total // 50) and done != self.total):
-            return
-        filled = 30 * done // self.total
-        sys.stderr.write(f"\r{self.label:<22} [{'#' * filled}{'.' * (30 - filled)}] {done}/{self.total} "
-                         f"loss {loss:.4f} {time.perf_counter() - self.start:5.1f}s")
-        if done == self.total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
+    def update(self, done: int, loss: float) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+            self.bar.update(1)
+            if done == self.total:
+                self.bar.close()
+        elif self.enabled and (done % max(1, self.total // 10) == 0 or done == self.total):
+            print(f"{self.label}: step {done}/{self.total}, loss {loss:.4f}, "
+                  f"{time.perf_counter() - self.start:.1f} s", file=sys.stderr, flush=True)
 
 
 def train_row(row: Row, train: Split, steps: int, batch_size: int, lr: float, device: torch.device, seed: int,
