@@ -28,7 +28,7 @@ IMAGE_LOSSES = [DenseCRFLoss(1.0, 15.0, 10.0, 1.0), wsloss.NormalizedCutLoss(1.0
         (IMAGES, SEG[:, :0], ROI, ValueError, "segmentations must not be empty"),
         (IMAGES[:0], SEG[:0], ROI[:0], ValueError, "must not be empty"),
         (IMAGES.to(torch.complex64), SEG, ROI, TypeError, "images must hold real numbers"),
-        (IMAGES.to("meta"), SEG, ROI, ValueError, "one device"),
+        (IMAGES.to("meta"), SEG, ROI, ValueError, "images must be on the CPU or on the device of segmentations"),
     ],
 )
 @pytest.mark.parametrize("loss", IMAGE_LOSSES, ids=lambda m: type(m).__name__)

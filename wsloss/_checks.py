@@ -69,7 +69,7 @@ def on_device_of(name: str, value: torch.Tensor, reference_name: str, reference:
         return value
     if value.device.type == "cpu":
         return value.to(reference.device, non_blocking=True)
-    raise ValueError(f"{name} must be on the CPU or on {reference_name}'s device {reference.device}, "
+    raise ValueError(f"{name} must be on the CPU or on the device of {reference_name} ({reference.device}), "
                      f"got {name} on {value.device} (move it with .to(device))")
 
 

@@ -135,7 +135,7 @@ class _Progress:
         self.bar = None
         if enabled and sys.stderr.isatty():
             try:
-                from tqdm import tqdm
+                from tqdm import tqdm  # type: ignore[import-untyped, import-not-found]
             except ImportError:
                 return
             self.bar = tqdm(total=total, desc=f"{label:<22}", unit="step", file=sys.stderr, dynamic_ncols=True)
