@@ -133,14 +133,3 @@ def summarize(runs: List[Dict]) -> str:
               f"{runs[0]['machine']['threads']} threads, torch {runs[0]['machine']['torch']}."]
     return "\n".join(lines)
 
-
-if __name__ == "__main__":
-    import sys
-
-    if len(sys.argv) < 3:
-        sys.exit("usage: python -m wsloss.demo.report RUN_DIR RUN_DIR [...]  (results.json in each)")
-    loaded = []
-    for folder in sys.argv[1:]:
-        with open(f"{folder}/results.json") as f:
-            loaded.append(json.load(f))
-    print(summarize(loaded))
