@@ -42,7 +42,8 @@ class _DenseLossFunction(torch.autograd.Function):
     """(1/B) sum_b sum_k of crf * -S~^T A S~ (SPEC 2), ncut * S~^T A (r - S~) / (d^T S~) with
     d = A r, and quadratic * sum_pq A_pq r_p r_q (S_p - S_q)^2 = (S~^2)^T (A r + A^T r) - 2 S~^T A S~
     (SPEC 3), over one built lattice. With per_mass, each image's crf and quadratic terms are
-    divided by its affinity mass r^T A r (reduction="mean"; 0 for an all-zero ROI).
+    divided by its affinity mass r^T A r (reduction="mean", docs/DESIGN.md "Dense losses:
+    reductions"; 0 for an all-zero ROI).
 
     The gradient uses the SPEC's formulas for a symmetric kernel, 2 A S~ for (A + A^T) S~,
     unless exact (one transposed filtering more). A class of zero volume d^T S~ (an
@@ -67,8 +68,8 @@ class _DenseLossFunction(torch.autograd.Function):
             pairwise = pairwise + (_rowdot(masked * masked, pair_degree) - 2 * self_affinity) * quadratic
         if per_mass:
             mass = _rowdot(region, degree)  # r^T A r, [B, 1]
-            inverse_mass = torch.where(mass > 0, 1 / mass, torch.zeros_like(mass)).unsqueeze(2)
-            pairwise = pairwise * inverse_mass.squeeze(2)
+            inverse_mass = torch.where(mass > 0, 1 / mass, torch.zeros_like(mass))
+            pairwise = pairwise * inverse_mass
         loss = pairwise.sum()
         if ncut:
             raw_volume = _rowdot(masked, degree)
@@ -92,6 +93,8 @@ class _DenseLossFunction(torch.autograd.Function):
         else:
             symmetric = filtered * 2
         coefficient = -crf - 2 * quadratic
+        if inverse_mass is not None:
+            inverse_mass = inverse_mass.unsqueeze(2)  # [B, 1, 1] against [B, K, N]
         pair_scale = coefficient if inverse_mass is None else inverse_mass * coefficient
         if ncut:
             # ncut (S^T A S / d^T S * d - 2 A S) / d^T S, divided in this order: for a class whose
@@ -198,7 +201,7 @@ def _downscaled_lattice(images, segmentations, rois, sigma_rgb, sigma_xy, scale_
     lattice over the downscaled images' bilateral features. Runs under full_precision."""
     if scale_factor != 1.0:
         # A non-finite pixel that the resampling drops still poisons the features, so that the
-        # build refuses it (SPEC 6) without a host sync of its own.
+        # build refuses it without a host sync of its own.
         poison = torch.where(torch.isfinite(images).all(), 0.0, math.nan)
         images = F.interpolate(images, scale_factor=scale_factor) + poison
         segmentations = _resize_bilinear(segmentations, scale_factor)
