@@ -11,7 +11,7 @@ strokes inside every object and across the background), tight bounding boxes, an
 tags.
 """
 import math
-from typing import Dict, List, NamedTuple
+from typing import Dict, List, NamedTuple, Tuple
 
 import numpy as np
 import torch
@@ -159,6 +159,20 @@ def make_split(count: int, size: int, seed: int, train: bool) -> Split:
         boxes.append(image_boxes)
         box_classes.append(image_classes)
     return Split(images, masks, scribbles, tags, boxes, box_classes)
+
+
+def split_off(split: Split, count: int) -> Tuple[Split, Split]:
+    """(the split less its last count images, those count images): a validation set drawn from
+    the training images, to choose settings on without the held-out test images."""
+    if not 0 < count < split.images.shape[0]:
+        raise ValueError(f"count must be in 1..{split.images.shape[0] - 1}, got {count}")
+    keep = split.images.shape[0] - count
+    return _subset(split, slice(0, keep)), _subset(split, slice(keep, None))
+
+
+def _subset(split: Split, images: slice) -> Split:
+    return Split(split.images[images], split.masks[images], split.scribbles[images], split.tags[images],
+                 split.boxes[images], split.box_classes[images])
 
 
 def statistics(split: Split) -> Dict[str, float]:

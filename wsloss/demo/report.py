@@ -1,6 +1,7 @@
 """The demo's outputs: results.json, results.md and a PNG figure of predictions."""
 import json
-from typing import Dict, List
+import math
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -11,9 +12,78 @@ from .data import CLASS_NAMES, IGNORE, Split
 PALETTE = np.array([[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0], [0, 0, 128]], dtype=np.uint8)
 
 
+# The published figures beside which each row is shown: (mIoU %, source key). Each paper's
+# share of full supervision is against its own full-supervision figure (SOURCES).
+SOURCES = {
+    "tang": {"cite": "Tang et al., ECCV 2018 (rloss README, Table 1: DeepLab-LargeFOV, VOC 2012 val)",
+             "full": 63.0},
+    "tang-entropy": {"cite": "Tang et al., ECCV 2018 (pCE + entropy, DeepLab-LargeFOV, VOC 2012 val)",
+                     "full": 63.0},
+    "papandreou": {"cite": "Papandreou et al., ICCV 2015 (Tables 1-2, VOC 2012 val)", "full": 67.6},
+}
+PAPERS = {
+    "full": (63.0, "tang"), "pce": (55.8, "tang"), "pce+entropy": (59.9, "tang-entropy"),
+    "pce+densecrf": (62.3, "tang"), "bbox-rect": (52.5, "papandreou"), "bbox-seg": (60.6, "papandreou"),
+    "bbox-em-fixed": (54.1, "papandreou"), "tags-em-fixed": (20.8, "papandreou"),
+    "tags-em-adapt": (38.2, "papandreou"), "semi-tags-em-adapt": (64.6, "papandreou"),
+    "semi-bbox-em-fixed": (65.1, "papandreou"),
+}
+
+
+def paper(name: str) -> Optional[Dict[str, Any]]:
+    """The papers' figure for a row: mIoU (%), share of that paper's full supervision, source."""
+    if name not in PAPERS:
+        return None
+    miou, key = PAPERS[name]
+    return {"miou": miou, "share_of_full": miou / SOURCES[key]["full"], "source": SOURCES[key]["cite"]}
+
+
+def paper_gaps() -> Dict[str, float]:
+    """The share of the pce-to-full gap that each scribble regularizer closes in Tang et al."""
+    return {name: (miou - PAPERS["pce"][0]) / (PAPERS["full"][0] - PAPERS["pce"][0])
+            for name, (miou, _) in PAPERS.items() if name.startswith("pce+")}
+
+
 def gap_recovered(rows: Dict[str, float], row: str, low: str = "pce", high: str = "full") -> float:
     """The share of the gap between `low` and `high` that `row` closes."""
     return (rows[row] - rows[low]) / max(rows[high] - rows[low], 1e-12)
+
+
+def _mean_sd(values: List[float]) -> Tuple[float, Optional[float]]:
+    """Mean and sample standard deviation (None for a single value)."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def summarize(runs: Dict[str, List[Dict[str, Any]]], rows: Dict[str, Any], warmup_steps: int) -> Dict[str, Any]:
+    """The results' rows (mean and spread over the seeds, each seed's run kept) and the gaps."""
+    seeds = len(next(iter(runs.values())))
+    full = [run["miou"] for run in runs["full"]] if "full" in runs else None
+    out_rows = []
+    for name, row_runs in runs.items():
+        if full is not None:
+            for run, ceiling in zip(row_runs, full):
+                run["share_of_full"] = run["miou"] / ceiling
+        miou, miou_sd = _mean_sd([run["miou"] for run in row_runs])
+        share, share_sd = (_mean_sd([run["share_of_full"] for run in row_runs]) if full is not None
+                           else (None, None))
+        out_rows.append({"name": name, "supervision": rows[name].supervision, "miou": miou, "miou_sd": miou_sd,
+                         "share_of_full": share, "share_of_full_sd": share_sd,
+                         "warmup_steps": warmup_steps if rows[name].warmup else 0, "paper": paper(name),
+                         "seeds": seeds, "runs": row_runs})
+    results: Dict[str, Any] = {"rows": out_rows}
+    if "full" in runs and "pce" in runs:
+        gaps = {}
+        for name in runs:
+            if name.startswith("pce+"):
+                shares = [gap_recovered({r: runs[r][i]["miou"] for r in ("full", "pce", name)}, name)
+                          for i in range(seeds)]
+                mean, sd = _mean_sd(shares)
+                gaps[name] = {"mean": mean, "sd": sd, "runs": shares}
+        results["gap_recovered"] = gaps
+    return results
 
 
 def write_json(path: str, results: Dict) -> None:
@@ -21,28 +91,65 @@ def write_json(path: str, results: Dict) -> None:
         json.dump(results, f, indent=2)
 
 
+def _percent(mean: Optional[float], sd: Optional[float], digits: int = 1, unit: str = "") -> str:
+    """100 * mean (and ± 100 * sd when there is one), e.g. "84.7 ± 1.2" or "62% ± 9"."""
+    if mean is None:
+        return "-"
+    return f"{100 * mean:.{digits}f}{unit}" + (f" ± {100 * sd:.{digits}f}" if sd is not None else "")
+
+
+def _paper_cells(name: str) -> str:
+    published = paper(name)
+    if published is None:
+        return "- | -"
+    return f"{published['miou']:.1f} | {100 * published['share_of_full']:.0f}%"
+
+
+def markdown_table(results: Dict) -> str:
+    """The table of the README and results.md: ours (mean ± sd over the seeds) beside the papers'."""
+    seeds = results["rows"][0]["seeds"]
+    spread = f", mean ± sd of {seeds} seeds" if seeds > 1 else ""
+    lines = [f"| row | supervision | mIoU{spread} | share of full | paper mIoU | paper share of full |",
+             "|---|---|---|---|---|---|"]
+    for row in results["rows"]:
+        lines.append(f"| {row['name']} | {row['supervision']} | {_percent(row['miou'], row['miou_sd'])} | "
+                     f"{_percent(row['share_of_full'], row['share_of_full_sd'], 0, '%')} | "
+                     f"{_paper_cells(row['name'])} |")
+    return "\n".join(lines)
+
+
 def write_markdown(path: str, results: Dict) -> None:
     rows = results["rows"]
     settings = results["settings"]
+    measured_on = "validation images (held out of the training set)" if settings["validation"] else "held-out images"
     lines = ["# wsloss demo: training a segmentation network from cheap annotations", "",
-             f"{settings['train_images']} training and {settings['test_images']} held-out images of "
+             f"{settings['train_images']} training and {settings['test_images']} {measured_on} of "
              f"{settings['size']}x{settings['size']} ({', '.join(CLASS_NAMES)}), {settings['steps']} steps "
-             f"({settings['schedule']} schedule) of "
-             f"{settings['batch_size']} images per row, device {settings['device']}, "
+             f"({settings['schedule']} schedule) of {settings['batch_size']} images per row, "
+             f"{settings['seeds']} training seed(s) from {settings['seed']}, device {settings['device']}, "
              f"{results['machine']['threads']} CPU threads, {results['total_seconds']:.0f} s in all.", "",
              f"Scribbles cover {100 * results['data']['scribbled']:.1f}% of the training pixels; "
-             f"{results['data']['boxes_per_image']:.1f} boxes per image.", "",
-             "| row | supervision | mIoU | share of full | train s |", "|---|---|---|---|---|"]
-    for row in rows:
-        share = "-" if row["share_of_full"] is None else f"{100 * row['share_of_full']:.0f}%"
-        lines.append(f"| {row['name']} | {row['supervision']} | {100 * row['miou']:.1f} | {share} | "
-                     f"{row['seconds']:.0f} |")
+             f"{results['data']['boxes_per_image']:.1f} boxes per image.", "", markdown_table(results)]
     if "gap_recovered" in results:
-        lines += ["", "Share of the gap between partial cross-entropy and full supervision that each "
-                  "scribble regularizer closes: "
-                  + ", ".join(f"{name} {100 * value:.0f}%" for name, value in results["gap_recovered"].items()) + "."]
+        lines += ["", "Share of the gap between partial cross-entropy and full supervision that each scribble "
+                  "regularizer closes: " + ", ".join(f"{name} {_percent(gap['mean'], gap['sd'], 0, '%')}"
+                                                     for name, gap in results["gap_recovered"].items())
+                  + "; in Tang et al.: " + ", ".join(f"{name} {100 * share:.0f}%" for name, share in
+                                                     paper_gaps().items()) + "."]
+    if results["tag_classifier"]:
+        lines += ["", "The tags rows start from a classifier trained on the tags alone for "
+                  f"{results['tag_classifier'][0]['steps']} of their steps; its own predictions score "
+                  + ", ".join(f"{100 * c['miou']:.1f}" for c in results["tag_classifier"]) + " mIoU."]
+    if rows[0]["seeds"] > 1:
+        lines += ["", "| row | " + " | ".join(f"seed {run['seed']}" for run in rows[0]["runs"]) + " |",
+                  "|---|" + "---|" * rows[0]["seeds"]]
+        lines += [f"| {row['name']} | " + " | ".join(f"{100 * run['miou']:.1f}" for run in row["runs"]) + " |"
+                  for row in rows]
     lines += ["", "mIoU: PASCAL VOC's mean intersection over union over the classes, counted over the whole "
-              "held-out set.", ""]
+              "held-out set. Paper: the published figure for the same method on PASCAL VOC 2012 val, and its "
+              "share of that paper's full supervision; sources:"]
+    lines += [f"- {source['cite']}: full supervision {source['full']:.1f}" for source in SOURCES.values()]
+    lines.append("")
     with open(path, "w") as f:
         f.write("\n".join(lines))
 
@@ -106,30 +213,3 @@ def write_figure(path: str, split: Split, predictions: Dict[str, torch.Tensor], 
     figure.tight_layout(rect=(0, 0.06, 1, 1))
     figure.savefig(path, dpi=110)
     plt.close(figure)
-
-
-def summarize(runs: List[Dict]) -> str:
-    """A markdown table of several runs' results (one per seed): per row the mean and standard
-    deviation of the mIoU and of the share of full, and each seed's mIoU."""
-    names = [row["name"] for row in runs[0]["rows"]]
-    seeds = [run["settings"].get("seed", index) for index, run in enumerate(runs)]
-    lines = [f"| row | supervision | mIoU, mean ± sd of {len(runs)} | share of full | "
-             + " | ".join(f"seed {seed}" for seed in seeds) + " |",
-             "|---|---|---|---|" + "---|" * len(runs)]
-    for name in names:
-        rows = [next(row for row in run["rows"] if row["name"] == name) for run in runs]
-        miou = np.array([100 * row["miou"] for row in rows])
-        shares = [row["share_of_full"] for row in rows]
-        share = "-" if None in shares else f"{100 * np.mean(shares):.0f}% ± {100 * np.std(shares, ddof=1):.0f}"
-        lines.append(f"| {name} | {rows[0]['supervision']} | {miou.mean():.1f} ± {miou.std(ddof=1):.1f} | {share} | "
-                     + " | ".join(f"{value:.1f}" for value in miou) + " |")
-    if all("gap_recovered" in run for run in runs):
-        lines += ["", "Share of the gap between pce and full that each scribble regularizer closes, mean ± sd: "
-                  + ", ".join(f"{name} {100 * np.mean(values):.0f}% ± {100 * np.std(values, ddof=1):.0f}"
-                              for name, values in ((name, [run["gap_recovered"][name] for run in runs])
-                                                   for name in runs[0]["gap_recovered"])) + "."]
-    seconds = [run["total_seconds"] for run in runs]
-    lines += ["", f"Each run: {min(seconds) / 60:.1f} to {max(seconds) / 60:.1f} minutes, "
-              f"{runs[0]['machine']['threads']} threads, torch {runs[0]['machine']['torch']}."]
-    return "\n".join(lines)
-
