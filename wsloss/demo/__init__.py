@@ -47,7 +47,7 @@ SETTINGS: Dict[str, Any] = {
 # Training steps per row. "short" keeps the whole demo within minutes on 2 CPU cores; "long"
 # trains the networks closer to convergence, where the regularized losses show more of their
 # effect (docs/demo.md).
-SCHEDULES = {"short": 550, "long": 1500}
+SCHEDULES = {"short": 450, "long": 1500}
 QUICK = {"size": 32, "train_images": 64, "test_images": 16, "steps": 60, "batch_size": 8}
 # Images held out of the training set by --validation, to choose settings on (never the test set).
 VALIDATION_IMAGES = 256

@@ -12,7 +12,7 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="a tiny run of every row, for tests (seconds)")
     parser.add_argument("--rows", default=None, help="comma-separated row names (default: all)")
     parser.add_argument("--schedule", choices=["short", "long"], default=None,
-                        help="short: 550 steps per row (default on cpu); "
+                        help="short: 450 steps per row (default on cpu); "
                              "long: 1500 steps, closer to convergence (default on cuda)")
     parser.add_argument("--steps", type=int, default=None, help="training steps per row (overrides --schedule)")
     parser.add_argument("--seed", type=int, default=0, help="the data's seed and the first training seed")

@@ -14,7 +14,7 @@ PALETTE = np.array([[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0], [0, 0, 1
 
 # The published figures beside which each row is shown: (mIoU %, source key). Each paper's
 # share of full supervision is against its own full-supervision figure (SOURCES).
-SOURCES = {
+SOURCES: Dict[str, Dict[str, Any]] = {
     "tang": {"cite": "Tang et al., ECCV 2018 (rloss README, Table 1: DeepLab-LargeFOV, VOC 2012 val)",
              "full": 63.0},
     "tang-entropy": {"cite": "Tang et al., ECCV 2018 (pCE + entropy, DeepLab-LargeFOV, VOC 2012 val)",
