@@ -16,7 +16,7 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
 def version() -> str:
-    with open(os.path.join(ROOT, "wsloss", "__init__.py"), encoding="utf-8") as f:
+    with open(os.path.join(ROOT, "wsloss", "_version.py"), encoding="utf-8") as f:
         return re.search(r'^__version__ = "([^"]+)"', f.read(), re.M).group(1)
 
 
@@ -31,7 +31,7 @@ def cuda_requested() -> bool:
 def extension():
     rel = lambda pattern: sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
     sources = rel("csrc/*.cpp") + rel("csrc/cpu/*.cpp")
-    # The build steps of SPEC 1 must not be contracted into fused multiply-adds.
+    # The build steps of docs/DESIGN.md §1 must not be contracted into fused multiply-adds.
     cxx_flags = ["-O3", "-std=c++17", "-ffp-contract=off"]
     link_flags = []
     if "parallel backend: OpenMP" in torch.__config__.parallel_info():

@@ -16,9 +16,9 @@ for tool in memcheck racecheck; do
   timeout 120 compute-sanitizer --tool "$tool" --error-exitcode 3 python3 benchmarks/sanitizer_case.py > "$OUT/sanitizer-$tool.log" 2>&1
   echo "compute-sanitizer $tool: exit $?; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer-$tool.log" | tail -1)"
 done
-timeout 120 python3 benchmarks/densecrf.py --device cuda --repeats 10 --json "$OUT/densecrf-cuda.json" 2>&1 | tee "$OUT/bench-cuda.log"
-(cd tests && timeout 90 python3 -m pytest -q ../benchmarks/test_bench_densecrf.py -k cuda --benchmark-columns=median,iqr,rounds 2>&1) | tail -12
+timeout 120 python3 benchmarks/dense_crf_loss.py --device cuda --repeats 10 --json "$OUT/densecrf-cuda.json" 2>&1 | tee "$OUT/bench-cuda.log"
+(cd tests && timeout 90 python3 -m pytest -q ../benchmarks/test_bench_dense_crf_loss.py -k cuda --benchmark-columns=median,iqr,rounds 2>&1) | tail -12
 timeout 90 python3 benchmarks/em.py --device cuda --repeats 20 --json "$OUT/em-cuda.json" 2>&1 | tee "$OUT/bench-em.log"
 timeout 90 python3 benchmarks/regularized.py --device cuda --repeats 20 --json "$OUT/regularized-cuda.json" 2>&1 | tee "$OUT/bench-regularized.log"
-timeout 240 python3 benchmarks/crf.py --device cuda --repeats 3 --json "$OUT/crf-cuda.json" 2>&1 | tee "$OUT/bench-crf.log"
-timeout 60 python3 benchmarks/densecrf.py --device cpu --repeats 5 --json "$OUT/densecrf-cpu.json" 2>&1 | tee "$OUT/bench-cpu.log"
+timeout 240 python3 benchmarks/dense_crf_inference.py --device cuda --repeats 3 --json "$OUT/crf-cuda.json" 2>&1 | tee "$OUT/bench-crf.log"
+timeout 60 python3 benchmarks/dense_crf_loss.py --device cpu --repeats 5 --json "$OUT/densecrf-cpu.json" 2>&1 | tee "$OUT/bench-cpu.log"

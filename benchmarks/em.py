@@ -19,13 +19,13 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from densecrf import copy_bandwidth, timed  # noqa: E402
+from dense_crf_loss import copy_bandwidth, timed  # noqa: E402
 
 import wsloss  # noqa: E402
 
 
 def em_adapt_torch(logits, present, fg_portion=0.2, bg_portion=0.4, suppress_absent=True, margin=1e-5):
-    """SPEC 4 in vectorized torch: all images at once, one step per visited class rank."""
+    """docs/DESIGN.md §4 in vectorized torch: all images at once, one step per visited class rank."""
     batch, classes, height, width = logits.shape
     n = height * width
     scores = logits.reshape(batch, classes, n)

@@ -2,8 +2,8 @@
 
 B=8, K=21, 512x512 photographs (scikit-image samples), random smooth softmax segmentations,
 all-ones ROIs; dense losses at scale_factor 0.5 with sigma_rgb=15, sigma_xy=100. Per loss the
-median of --repeats forward+backward steps, its ratio to DenseCRFLoss's step (the issue's
-target for dense losses: at most 2x), and for the grid CRF its ratio to one pass over S
+median of --repeats forward+backward steps, its ratio to DenseCRFLoss's step (the target
+for dense losses: at most 2x), and for the grid CRF its ratio to one pass over S
 (a copy of the segmentations: their bytes read and written once; target: at most 2x).
 
     python benchmarks/regularized.py [--device cuda] [--json results.json]
@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import workloads  # noqa: E402
-from densecrf import kernel_medians_us, timed  # noqa: E402
+from dense_crf_loss import kernel_medians_us, timed  # noqa: E402
 
 import wsloss  # noqa: E402
 

@@ -4,7 +4,7 @@
                          [--ops ...] [--repeats 5] [--budget 5] [--out wsloss-bench] [--quick]
 
 Backends: ``cpu`` and ``cuda`` (wsloss's kernels, CUDA where torch sees a GPU), ``exact`` (the
-exact dense float64 sums of ``wsloss.reference``, O(N^2), on small images only) and installed
+exact dense float64 sums of ``wsloss.exact``, O(N^2), on small images only) and installed
 peers, detected and never required: ``pydensecrf`` (Kraehenbuehl's C++ code, one image at a
 time) for dense CRF inference. Inputs: scikit-image photographs (noise when scikit-image is
 absent), K=21 smooth random softmax maps. Each case: the median of --repeats calls after one
@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import workloads  # noqa: E402
-from densecrf import step_memory_mb, timed  # noqa: E402
+from dense_crf_loss import step_memory_mb, timed  # noqa: E402
 
 import wsloss  # noqa: E402
 
@@ -73,19 +73,19 @@ def _lattice(x: Inputs):
 
 
 def _pydensecrf(x: Inputs) -> None:
-    from crf import PARAMS, pydensecrf_call
+    from dense_crf_inference import PARAMS, pydensecrf_call
 
     assert PARAMS == CRF
     pydensecrf_call(x.probs.cpu(), x.images.cpu())
 
 
 def _exact_crf_loss(x: Inputs, s: torch.Tensor) -> torch.Tensor:
-    return wsloss.reference.dense_crf_loss(x.images, s, torch.ones_like(s[:, 0]), 1e-9, **DENSE)
+    return wsloss.exact.dense_crf_loss(x.images, s, torch.ones_like(s[:, 0]), 1e-9, **DENSE)
 
 
 def _exact_filter(x: Inputs) -> None:
     features = wsloss.bilateral_features(x.images, DENSE["sigma_rgb"], DENSE["sigma_xy"])
-    wsloss.reference.dense_gaussian_filter(features, x.probs)
+    wsloss.exact.dense_gaussian_filter(features, x.probs)
 
 
 # op -> {backend kind: step}; "native" runs on the cpu and cuda backends.
@@ -103,7 +103,7 @@ OPS: Dict[str, Dict[str, Callable[[Inputs], None]]] = {
     "em_adapt": {"native": lambda x: wsloss.em_adapt(x.logits.detach(), x.tags)},
     "em_fixed": {"native": lambda x: wsloss.em_fixed(x.logits.detach(), x.tags)},
     "dense_crf": {"native": lambda x: wsloss.dense_crf(x.probs, x.images, **CRF),
-                  "exact": lambda x: wsloss.reference.dense_crf(x.probs, x.images, **CRF),
+                  "exact": lambda x: wsloss.exact.dense_crf(x.probs, x.images, **CRF),
                   "pydensecrf": _pydensecrf},
     "bbox_seg": {"native": lambda x: wsloss.bbox_seg(x.images, x.boxes, x.box_classes)},
 }

@@ -1,4 +1,4 @@
-// EM-Adapt bias estimation (SPEC 4), the arithmetic shared by the CPU and CUDA kernels.
+// EM-Adapt bias estimation (docs/DESIGN.md §4), the arithmetic shared by the CPU and CUDA kernels.
 //
 // Papandreou, Chen, Murphy & Yuille, "Weakly- and Semi-Supervised Learning of a Deep
 // Convolutional Network for Semantic Image Segmentation" (ICCV 2015), section 3.1:

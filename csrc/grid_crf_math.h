@@ -1,4 +1,4 @@
-// Sparse grid CRF (SPEC 3; Tang et al., ECCV 2018, with the contrast weights of Boykov &
+// Sparse grid CRF (docs/DESIGN.md §3; Tang et al., ECCV 2018, with the contrast weights of Boykov &
 // Jolly, ICCV 2001): the arithmetic shared by the CPU and CUDA kernels, one pixel at a time.
 // The pairs are (p, p + o_e) for the E = 2 (4-connected) or E = 4 (8-connected) directions
 // o_e, so every unordered pair of neighbours appears once, with the weight

@@ -2,7 +2,7 @@
 //
 // Adams, Baek & Davis, "Fast High-Dimensional Filtering Using the Permutohedral
 // Lattice" (Eurographics 2010), in the variant of Kraehenbuehl & Koltun (NIPS 2011)
-// that the rloss reference uses. Every step follows ../shared/SPEC.md section 1 in
+// that the rloss reference uses. Every step follows docs/DESIGN.md §1 in
 // float32 with one rounding per operation: a pixel whose remainders tie must land
 // in the same simplex as in the reference, on every device.
 //
@@ -56,20 +56,20 @@ WSLOSS_HD int round_half_even(float v) {
 #endif
 }
 
-// SPEC 1 step 2: s_i = float32(double(1/sqrt((i+1)(i+2))) * double(float32(sqrt(2/3)(d+1)))).
+// DESIGN §1 step 2: s_i = float32(double(1/sqrt((i+1)(i+2))) * double(float32(sqrt(2/3)(d+1)))).
 WSLOSS_HD float elevation_scale(int i, int d) {
   const float inv_std_dev = static_cast<float>(sqrt(2.0 / 3.0) * (d + 1));
   return static_cast<float>(1.0 / sqrt(static_cast<double>((i + 1) * (i + 2))) *
                             static_cast<double>(inv_std_dev));
 }
 
-// alpha of SPEC 1 step 10: the slice's scaling constant 1 / (1 + 2^-d).
+// alpha of DESIGN §1 step 10: the slice's scaling constant 1 / (1 + 2^-d).
 WSLOSS_HD float slice_scale(int d) { return 1.0f / (1.0f + ldexpf(1.0f, -d)); }
 
 // True when a feature value can be embedded without overflowing int32 coordinates.
 WSLOSS_HD bool feature_in_range(float f) { return fabsf(f) <= kMaxFeatureMagnitude; }
 
-// Embeds one pixel (SPEC 1 steps 3-6): from its features f_i = feature[i * stride]
+// Embeds one pixel (DESIGN §1 steps 3-6): from its features f_i = feature[i * stride]
 // and the scales s_i, computes the remainder-0 point z[0..d], the ranks rank[0..d]
 // and the barycentric weights bary[0..d]. Arrays hold at least d + 2 entries.
 WSLOSS_HD void lattice_embed(const float* feature, int64_t stride, const float* scale, int d,
@@ -123,7 +123,7 @@ WSLOSS_HD void lattice_embed(const float* feature, int64_t stride, const float* 
   for (int i = 0; i <= d; ++i) bary[i] = b[i];
 }
 
-// SPEC 1 step 7: a coordinate of the k-th vertex of a pixel's simplex, from that
+// DESIGN §1 step 7: a coordinate of the k-th vertex of a pixel's simplex, from that
 // coordinate's remainder-0 value z_i and rank_i.
 WSLOSS_HD int vertex_coordinate(int z_i, int rank_i, int d, int k) {
   return rank_i <= d - k ? z_i + k : z_i + k - (d + 1);

@@ -72,12 +72,12 @@ TORCH_LIBRARY(wsloss, m) {
   m.def(
       "lattice_filter_into(Tensor vertices, Tensor weights, Tensor neighbours, Tensor splat_ptr, "
       "Tensor splat_index, Tensor values, bool transpose, Tensor(a!) out, Tensor(b!) workspace) -> ()");
-  // EM-Adapt (SPEC 4): logits [B, K, N] float32/float64, present [B, K] bool, order [B, K]
+  // EM-Adapt (docs/DESIGN.md §4): logits [B, K, N] float32/float64, present [B, K] bool, order [B, K]
   // int64 (visiting order) -> labels [B, N] int64, biases [B, K] (the logits' dtype).
   m.def(
       "em_adapt(Tensor logits, Tensor present, Tensor order, float bg_portion, float fg_portion, "
       "bool suppress_absent, float margin) -> (Tensor labels, Tensor biases)");
-  // Sparse grid CRF (SPEC 3): segmentations [B, K, H, W] float32/float64, images [B, C, H, W]
+  // Sparse grid CRF (DESIGN §3): segmentations [B, K, H, W] float32/float64, images [B, C, H, W]
   // and rois [B, H, W] of the same dtype -> the energy of the pairs (p, p + o_e) starting at
   // each pixel, [B, H, W] (directions o_e: right, down; with neighbourhood 8 also down-right,
   // down-left; weights roi_p roi_q exp(-|I_p - I_q|^2 / (2 sigma^2)) / |o_e|).

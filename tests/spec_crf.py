@@ -1,6 +1,6 @@
-"""Dense CRF mean field (Kraehenbuehl & Koltun 2011) as pydensecrf computes it, written
-from SPEC section 5 in plain NumPy float64 with explicit kernel matrices, independent of
-wsloss.crf."""
+"""Dense CRF mean field (Kraehenbuehl & Koltun 2011) as pydensecrf computes it: the design
+written out literally (docs/DESIGN.md §5) in plain NumPy float64 with explicit kernel
+matrices, independent of wsloss.crf."""
 import numpy as np
 
 

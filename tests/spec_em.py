@@ -1,4 +1,4 @@
-"""SPEC section 4 written out literally in NumPy, one image and one class at a time.
+"""The design written out literally: docs/DESIGN.md §4 in NumPy, one image and one class at a time.
 
 Plain and obviously sequential: the independent reference for wsloss's E-steps. It
 computes in the logits' own dtype (float32 or float64) so that results match exactly.

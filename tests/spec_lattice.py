@@ -1,4 +1,4 @@
-"""SPEC section 1 written out literally in numpy float32, one pixel at a time.
+"""The design written out literally: docs/DESIGN.md §1 in numpy float32, one pixel at a time.
 
 Slow and obviously sequential: the independent reference that the C++/CUDA lattice
 must reproduce exactly (same vertices, same weights, hence the same matrix A).

@@ -1,9 +1,9 @@
-"""The CUDA kernels against the CPU kernels (which are proven against SPEC 1 and rloss)."""
+"""The CUDA kernels against the CPU kernels (which are proven against docs/DESIGN.md §1 and rloss)."""
 import pytest
 import torch
 
 import wsloss
-from conftest import random_photo, requires_cuda
+from helpers import random_photo, requires_cuda
 from wsloss import DenseCRFLoss, PermutohedralLattice
 
 pytestmark = requires_cuda
@@ -12,7 +12,7 @@ pytestmark = requires_cuda
 def assert_same_filter(features, values, rtol=1e-5):
     cpu = PermutohedralLattice(features)
     gpu = PermutohedralLattice(features.cuda())
-    # Same SPEC 1 arithmetic and the same vertex numbering (order of first corner):
+    # Same DESIGN §1 arithmetic and the same vertex numbering (order of first corner):
     # the two builds are identical, bit for bit.
     for name in ("offsets", "vertices", "weights", "neighbours", "splat_ptr", "splat_index"):
         assert torch.equal(getattr(cpu, name), getattr(gpu, name).cpu()), name

@@ -1,11 +1,11 @@
-"""E-steps (SPEC 4) against the literal NumPy reference in spec_em.py, on every device."""
+"""E-steps (docs/DESIGN.md §4) against spec_em.py, the design written out literally, on every device."""
 import numpy as np
 import pytest
 import torch
 
 import spec_em
 import wsloss
-from conftest import requires_cuda
+from helpers import requires_cuda
 
 
 def random_logits(batch, classes, height, width, generator, ties=False, dtype=torch.float32):
@@ -81,7 +81,7 @@ def replay_wins(logits, present, biases, order):
 
 @pytest.mark.parametrize("size", [(1, 1), (5, 7), (64, 48)])
 def test_em_adapt_visited_class_wins_its_portion(size, device, rng):
-    """SPEC 4: class l ties or beats M on at least k_l + 1 pixels when it is visited.
+    """DESIGN §4: class l ties or beats M on at least k_l + 1 pixels when it is visited.
 
     Exactly so where F_l + (M - F_l) rounds to M: logits on a 1/16 grid (elsewhere
     rounding may put F_l + b_l one ulp below M, in the original as here).

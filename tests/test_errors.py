@@ -1,4 +1,4 @@
-"""Bad input gives a clear ValueError / TypeError naming the argument (SPEC section 6)."""
+"""Bad input gives a clear ValueError / TypeError naming the argument (docs/DESIGN.md §6)."""
 import pytest
 import torch
 

@@ -1,35 +1,30 @@
-"""The permutohedral lattice ops against SPEC 1, the exact Gaussian and each other."""
+"""The permutohedral lattice ops against docs/DESIGN.md §1, the exact Gaussian and each other."""
 import numpy as np
 import pytest
 import torch
 
 import spec_lattice
 import wsloss
-from conftest import random_photo
-from wsloss import PermutohedralLattice, reference
+from helpers import lattice_matrices, random_photo
+from wsloss import PermutohedralLattice
 
 
 def random_features(batch, d, n, generator, spread=3.0):
     return torch.rand(batch, d, n, generator=generator) * spread
 
 
-def lattice_matrix(lattice, n, transpose=False, device="cpu"):
-    """A of image 0, obtained by filtering the identity."""
-    eye = torch.eye(n, dtype=torch.float64, device=device).unsqueeze(0).expand(lattice.batch, n, n)
-    return lattice.filter(eye.contiguous(), transpose=transpose)[0].T.cpu().numpy()
-
-
 @pytest.mark.parametrize("d", [1, 2, 3, 5, 8, 16])
 def test_matrix_equals_spec_step_by_step(d, rng):
     n = 40
     features = random_features(1, d, n, rng, spread=2.0)
-    # Quantized features make remainder ties (SPEC 1 steps 4-5) common.
+    # Quantized features make remainder ties (DESIGN §1 steps 4-5) common.
     features[:, :, : n // 2] = torch.round(features[:, :, : n // 2] * 4) / 4
     lattice = PermutohedralLattice(features)
     for transpose in (False, True):
         expected, vertices = spec_lattice.lattice_matrix(features[0].numpy(), transpose)
         assert lattice.num_vertices == vertices
-        np.testing.assert_allclose(lattice_matrix(lattice, n, transpose), expected, rtol=1e-12, atol=1e-14)
+        matrix = lattice_matrices(lattice, transpose)[0].cpu().numpy()
+        np.testing.assert_allclose(matrix, expected, rtol=1e-12, atol=1e-14)
 
 
 def test_scale_factors_d5():
@@ -49,7 +44,7 @@ def test_adjoint(d, channels, rng, device):
 
 
 def test_lattice_is_not_symmetric(rng):
-    """SPEC 1: A and A^T differ (about 2% on photographs), so transpose is no no-op."""
+    """DESIGN §1: A and A^T differ (about 2% on photographs), so transpose is no no-op."""
     images = random_photo(1, 40, 50, rng)
     lattice = PermutohedralLattice(wsloss.bilateral_features(images, 15.0, 10.0))
     x = torch.rand(1, 2, 40, 50, generator=rng, dtype=torch.float64)
@@ -66,13 +61,13 @@ def test_against_exact_gaussian(d, rng):
     values = torch.rand(batch, 4, h, w, generator=rng)
     lattice = PermutohedralLattice(features)
     approx = lattice.filter(values.double(), normalize=True)
-    exact = reference.dense_gaussian_filter(features, values, normalize=True)
+    exact = wsloss.exact.dense_gaussian_filter(features, values, normalize=True)
     rel = ((approx - exact).norm() / exact.norm()).item()
     print(f"d={d}: normalized lattice vs exact Gaussian, relative L2 error {rel:.4f}")
     assert rel < 0.05
     # unnormalized: best constant c and what remains after it
     a = lattice.filter(values.double())
-    e = reference.dense_gaussian_filter(features, values)
+    e = wsloss.exact.dense_gaussian_filter(features, values)
     c = ((a * e).sum() / (e * e).sum()).item()
     rest = ((a - c * e).norm() / (c * e).norm()).item()
     print(f"d={d}: A ~ c W with c={c:.3f}, relative error after c {rest:.3f}")

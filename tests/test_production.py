@@ -1,6 +1,7 @@
 """wsloss inside real training code: torch.compile, opcheck, autocast, DDP, threads, determinism,
 memory over many steps, and the installed package's build report."""
 import gc
+import importlib
 import inspect
 import os
 import socket
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 
 import ddp_worker
 import wsloss
-from conftest import CUDA, random_photo
+from helpers import CUDA, random_photo
 from wsloss.functional import _DeterministicResize
 
 B, K, H, W = 2, 5, 12, 11
@@ -367,3 +368,20 @@ def test_public_api_is_typed(tmp_path):
     checked = subprocess.run([sys.executable, "-m", "mypy", "-p", "wsloss", "--cache-dir", str(tmp_path)],
                              capture_output=True, text=True, cwd=tmp_path)
     assert checked.returncode == 0 and "Success" in checked.stdout, checked.stdout + checked.stderr
+
+
+def test_reference_is_the_deprecated_name_of_exact(monkeypatch, tmp_path):
+    """wsloss.reference, the former name of wsloss.exact, imports for one more release: with a
+    DeprecationWarning, its functions being wsloss.exact's; `import wsloss` alone does not import it."""
+    if "reference" in vars(wsloss):  # vars, not hasattr: hasattr would import it through wsloss.__getattr__
+        monkeypatch.delattr(wsloss, "reference")
+    monkeypatch.delitem(sys.modules, "wsloss.reference", raising=False)
+    with pytest.warns(DeprecationWarning, match="wsloss.reference is renamed wsloss.exact"):
+        reference = importlib.import_module("wsloss.reference")
+    assert reference.__all__ == wsloss.exact.__all__
+    for name in wsloss.exact.__all__:
+        assert getattr(reference, name) is getattr(wsloss.exact, name)
+    lazy = ("import sys, wsloss; assert 'wsloss.reference' not in sys.modules; "
+            "assert wsloss.reference.dense_crf is wsloss.exact.dense_crf")
+    checked = subprocess.run([sys.executable, "-c", lazy], capture_output=True, text=True, cwd=tmp_path)
+    assert checked.returncode == 0, checked.stderr

@@ -1,4 +1,4 @@
-"""Property-based robustness tests (hypothesis; SPEC section 6).
+"""Property-based robustness tests (hypothesis; docs/DESIGN.md §6).
 
 Over random shapes (1 x 1 images, K = 1, K = 22), dtypes, memory layouts, devices, ROIs,
 extreme sigmas (1e-3 to 1e6) and non-finite values, every public entry point either gives
@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 import wsloss
-from conftest import random_photo, requires_cuda
+from helpers import random_photo, requires_cuda
 from wsloss import functional as WF
 
 DEVICES = ["cpu", pytest.param("cuda", marks=requires_cuda)]
@@ -30,8 +30,8 @@ MAX_FEATURE = 1e7  # the lattice's documented feature range
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    """The inputs here are tiny: on a busy 2-core machine OpenMP's spinning threads make each
-    example up to 20x slower, so this module runs on one thread (the kernels are deterministic)."""
+    """The inputs here are tiny: on a busy machine with few cores OpenMP's spinning threads make
+    each example many times slower, so this module runs on one thread (the kernels are deterministic)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -620,7 +620,7 @@ def test_em_fixed_labels(device, case, fg_bias, bg_bias):
 @checked(400)
 @given(case=em_cases(), bad=st.lists(st.sampled_from(NON_FINITE), min_size=1, max_size=5), data=st.data())
 def test_em_on_non_finite_logits_never_crashes(device, case, bad, data):
-    """Non-finite logits are not checked (SPEC: that would need a host sync), but they still
+    """Non-finite logits are not checked (DESIGN §6: that would need a host sync), but they still
     give labels in 0..K-1 from both E-steps, never a crash."""
     logits, present = em_inputs(case, device)
     logits = logits.clone()

@@ -1,4 +1,4 @@
-"""The regularized-loss family (SPEC 3): every dense loss against its formula on the dense
+"""The regularized-loss family (docs/DESIGN.md §3): every dense loss against its formula on the dense
 matrix A (the lattice's, by filtering the identity, and the exact Gaussian), gradients,
 edge cases; the grid CRF against a loop over pairs; partial CE, entropy, the combinator."""
 import numpy as np
@@ -7,21 +7,10 @@ import torch
 import torch.nn.functional as F
 
 import wsloss
-from conftest import random_photo
+from helpers import gaussian_matrices, lattice_matrices, photo_batch, random_photo, relative
 from wsloss import functional as WF
 
 DENSE = ("crf", "ncut", "quadratic", "kernel_cut")
-
-
-def relative(a, b):
-    return ((a - b).norm() / b.norm()).item()
-
-
-def photo_batch(rng, batch=3, classes=4, height=13, width=11, roi_fraction=0.8):
-    images = random_photo(batch, height, width, rng)
-    seg = torch.softmax(3 * torch.randn(batch, classes, height, width, generator=rng, dtype=torch.float64), dim=1)
-    roi = (torch.rand(batch, height, width, generator=rng) < roi_fraction).double()
-    return images, seg, roi
 
 
 def dense_loss(kind, images, seg, roi, sigma_rgb=15.0, sigma_xy=6.0, scale_factor=1.0, gradient="reference",
@@ -33,23 +22,8 @@ def dense_loss(kind, images, seg, roi, sigma_rgb=15.0, sigma_xy=6.0, scale_facto
     return function(images, seg, roi, weight, sigma_rgb, sigma_xy, scale_factor, gradient, **reduction)
 
 
-def lattice_matrices(images, sigma_rgb, sigma_xy):
-    """A_b as dense float64 matrices: the lattice filtering of the identity (column q = A e_q)."""
-    lattice = wsloss.PermutohedralLattice(wsloss.bilateral_features(images, sigma_rgb, sigma_xy).flatten(2))
-    n = images.shape[2] * images.shape[3]
-    eye = torch.eye(n, dtype=torch.float64, device=images.device).expand(images.shape[0], n, n)
-    return lattice.filter(eye.contiguous()).transpose(1, 2)
-
-
-def gaussian_matrices(images, sigma_rgb, sigma_xy):
-    features = wsloss.bilateral_features(images, sigma_rgb, sigma_xy).cpu()
-    n = images.shape[2] * images.shape[3]
-    eye = torch.eye(n, dtype=torch.float64).expand(images.shape[0], n, n).contiguous()
-    return wsloss.reference.dense_gaussian_filter(features.flatten(2), eye).transpose(1, 2)
-
-
 def formula(kind, matrices, seg, roi, weight=0.7, crf_weight=0.3):
-    """The SPEC's definitions, literally, in float64 with a given dense matrix per image."""
+    """The design's definitions (DESIGN §3), literally, in float64 with a given dense matrix per image."""
     batch, classes = seg.shape[:2]
     s = seg.reshape(batch, classes, -1) * roi.reshape(batch, 1, -1)
     r = roi.reshape(batch, -1)
@@ -68,7 +42,7 @@ def formula(kind, matrices, seg, roi, weight=0.7, crf_weight=0.3):
 
 
 def reference_gradient(kind, matrices, seg, roi, weight=0.7, crf_weight=0.3):
-    """The SPEC's gradient formulas for a symmetric kernel, with the given (non-symmetric) A."""
+    """The design's gradient formulas (DESIGN §3) for a symmetric kernel, with the given (non-symmetric) A."""
     batch, classes = seg.shape[:2]
     s = seg.reshape(batch, classes, -1) * roi.reshape(batch, 1, -1)
     r = roi.reshape(batch, -1)
@@ -91,7 +65,7 @@ def reference_gradient(kind, matrices, seg, roi, weight=0.7, crf_weight=0.3):
 @pytest.mark.parametrize("kind", DENSE)
 def test_value_and_gradients_exact_given_the_lattice_matrix(kind, rng, device):
     images, seg, roi = (t.to(device) for t in photo_batch(rng))
-    matrices = lattice_matrices(images, 15.0, 6.0)
+    matrices = lattice_matrices(wsloss.bilateral_features(images, 15.0, 6.0))
     seg_loss = seg.clone().requires_grad_()
     loss = dense_loss(kind, images, seg_loss, roi)
     loss.backward()
@@ -107,7 +81,7 @@ def test_value_and_gradients_exact_given_the_lattice_matrix(kind, rng, device):
 
 def test_affinity_mass_is_the_roi_sum_of_the_lattice_matrix(rng, device):
     images, _, roi = (t.to(device) for t in photo_batch(rng))
-    matrices = lattice_matrices(images, 15.0, 6.0)
+    matrices = lattice_matrices(wsloss.bilateral_features(images, 15.0, 6.0))
     expected = torch.einsum("bp,bpq,bq->b", roi.flatten(1), matrices, roi.flatten(1))
     mass = WF.affinity_mass(images, roi, 15.0, 6.0)
     assert mass.shape == (3,) and mass.dtype == torch.float32
@@ -121,7 +95,7 @@ def test_mean_reduction_divides_each_image_by_its_affinity_mass(kind, gradient, 
     kernel cut, of its CRF term only), with the same gradient; an all-zero ROI image gives 0."""
     images, seg, roi = (t.to(device) for t in photo_batch(rng))
     roi[2] = 0
-    matrices = lattice_matrices(images, 15.0, 6.0)
+    matrices = lattice_matrices(wsloss.bilateral_features(images, 15.0, 6.0))
     mass = torch.einsum("bp,bpq,bq->b", roi.flatten(1), matrices, roi.flatten(1))
     seg_mean, seg_sum = seg.clone().requires_grad_(), seg.clone().requires_grad_()
     loss = dense_loss(kind, images, seg_mean, roi, gradient=gradient, reduction="mean")
@@ -190,9 +164,9 @@ def test_reduction_is_checked(rng):
 
 @pytest.mark.parametrize("kind", DENSE)
 def test_reference_gradient_is_autograd_for_a_symmetric_kernel(kind, rng):
-    """With the exact Gaussian W (symmetric), the SPEC's gradient formulas are autograd's."""
+    """With the exact Gaussian W (symmetric), the design's gradient formulas (DESIGN §3) are autograd's."""
     images, seg, roi = photo_batch(rng, batch=2, height=7, width=9)
-    matrices = gaussian_matrices(images, 15.0, 6.0)
+    matrices = gaussian_matrices(wsloss.bilateral_features(images, 15.0, 6.0))
     seg = seg.requires_grad_()
     formula(kind, matrices, seg, roi).backward()
     assert relative(reference_gradient(kind, matrices, seg.detach(), roi), seg.grad) <= 1e-12
@@ -204,7 +178,7 @@ def test_normalized_cut_against_the_exact_gaussian(rng):
     images, seg, roi = photo_batch(rng, batch=4, height=24, width=24, roi_fraction=1.0)
     for sigma_xy in (3.0, 10.0):
         lattice = dense_loss("ncut", images, seg, roi, sigma_xy=sigma_xy).item()
-        exact = formula("ncut", gaussian_matrices(images, 15.0, sigma_xy), seg, roi).item()
+        exact = formula("ncut", gaussian_matrices(wsloss.bilateral_features(images, 15.0, sigma_xy)), seg, roi).item()
         assert abs(lattice - exact) <= 0.02 * abs(exact), (sigma_xy, lattice, exact)
 
 
@@ -224,7 +198,7 @@ def test_downscaled_equals_the_formula_on_downscaled_inputs(kind, rng, device):
     small_images = F.interpolate(images, scale_factor=0.5)
     small_seg = F.interpolate(seg, scale_factor=0.5, mode="bilinear", align_corners=False)
     small_roi = F.interpolate(roi[:, None], scale_factor=0.5)[:, 0]
-    expected = formula(kind, lattice_matrices(small_images, 15.0, 6.0), small_seg, small_roi)
+    expected = formula(kind, lattice_matrices(wsloss.bilateral_features(small_images, 15.0, 6.0)), small_seg, small_roi)
     assert abs(loss.item() - expected.item()) <= 1e-10 * abs(expected.item())
 
 
@@ -243,7 +217,7 @@ def test_zero_roi_and_empty_classes_are_finite(kind, rng, device):
         loss = dense_loss(kind, images, s, roi, gradient=gradient)
         loss.backward()
         assert torch.isfinite(loss) and torch.isfinite(s.grad).all()
-    expected = formula(kind, lattice_matrices(images, 15.0, 6.0), seg, roi)
+    expected = formula(kind, lattice_matrices(wsloss.bilateral_features(images, 15.0, 6.0)), seg, roi)
     assert abs(loss.item() - expected.item()) <= 1e-10 * abs(expected.item())
 
 

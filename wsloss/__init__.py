@@ -1,5 +1,7 @@
 """wsloss: weakly-supervised segmentation losses on a permutohedral lattice for PyTorch."""
+import importlib as _importlib
 import sys as _sys
+from types import ModuleType as _ModuleType
 
 from ._source_tree import installed_package as _installed_package
 
@@ -9,7 +11,10 @@ _installed = _installed_package(__name__, __file__)
 if _installed is not None:
     _sys.modules[__name__] = _installed
 else:
-    from . import functional, reference
+    # Here, not above: imported before the swap, a checkout's wsloss._version would stay in sys.modules
+    # and be the installed package's too.
+    from ._version import __version__
+    from . import exact, functional
     from ._config import build_config, show_config
     from .crf import DenseCRF, dense_crf
     from .em import bbox_em_fixed, bbox_rect, bbox_seg, em_adapt, em_fixed, semi_supervised_targets
@@ -26,8 +31,6 @@ else:
         QuadraticCRFLoss,
         RegularizedLoss,
     )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "DenseCRF",
@@ -53,6 +56,13 @@ __all__ = [
     "build_config",
     "show_config",
     "spatial_features",
+    "exact",
     "functional",
-    "reference",
 ]
+
+
+def __getattr__(name: str) -> _ModuleType:
+    # wsloss.reference, the deprecated name of wsloss.exact, is imported (and warns) only when used.
+    if name == "reference":
+        return _importlib.import_module(f"{__name__}.reference")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

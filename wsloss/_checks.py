@@ -1,5 +1,4 @@
-"""Input checks of the public API (SPEC section 6): clear ValueError / TypeError naming the argument;
-and the precision the checked inputs are computed in."""
+"""Input checks of the public API (docs/DESIGN.md §6): clear ValueError / TypeError naming the argument."""
 import math
 from numbers import Integral, Real
 
@@ -72,13 +71,3 @@ def on_device_of(name: str, value: torch.Tensor, reference_name: str, reference:
     raise ValueError(f"{name} must be on the CPU or on the device of {reference_name} ({reference.device}), "
                      f"got {name} on {value.device} (move it with .to(device))")
 
-
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float64 stays float64; every other floating type is computed in float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def full_precision(device: torch.device) -> torch.autocast:
-    """A context in which autocast leaves the computation alone: the losses accumulate their
-    products and sums in compute_dtype, never in an autocast float16/bfloat16 matmul."""
-    return torch.autocast(device.type, enabled=False)

@@ -7,6 +7,7 @@ import torch
 
 from . import _C
 from ._ops import HAS_CUDA_KERNELS
+from ._version import __version__
 
 __all__ = ["build_config", "show_config"]
 
@@ -18,8 +19,6 @@ def _architectures(listed: str) -> List[str]:
 
 def build_config() -> Dict[str, Any]:
     """The install as a dict: versions, compiled backends and CUDA architectures, threads, devices."""
-    from . import __version__
-
     built = _C.build_info()
     devices = []
     if HAS_CUDA_KERNELS and torch.cuda.is_available():

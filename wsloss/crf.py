@@ -1,4 +1,4 @@
-"""Dense CRF mean-field inference (Kraehenbuehl & Koltun, NIPS 2011), ../shared/SPEC.md section 5.
+"""Dense CRF mean-field inference (Kraehenbuehl & Koltun, NIPS 2011), docs/DESIGN.md §5.
 
 The fully connected CRF over pixels with a Potts (or given) label compatibility mu and two
 Gaussian kernels, appearance k_1 (bilateral: xy / theta_alpha, rgb / theta_beta) and
@@ -16,9 +16,9 @@ from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from ._checks import (check_choice, check_integer, check_positive, check_real, check_same_device, check_tensor,
-                      compute_dtype, full_precision)
+from ._checks import check_choice, check_integer, check_positive, check_real, check_same_device, check_tensor
 from ._ops import ops
+from ._precision import compute_dtype, full_precision
 from .lattice import PermutohedralLattice, bilateral_features, spatial_features
 
 __all__ = ["DenseCRF", "dense_crf"]

@@ -1,4 +1,4 @@
-"""EM pseudo-labels for weak supervision (Papandreou et al., ICCV 2015), ../shared/SPEC.md section 4.
+"""EM pseudo-labels for weak supervision (Papandreou et al., ICCV 2015), docs/DESIGN.md §4.
 
 The E-step of "Weakly- and Semi-Supervised Learning of a Deep Convolutional Network for
 Semantic Image Segmentation": the network's own logits, biased towards the classes an
@@ -16,8 +16,9 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from ._checks import check_integer, check_real, check_tensor, compute_dtype
+from ._checks import check_integer, check_real, check_tensor
 from ._ops import ops
+from ._precision import compute_dtype
 from .crf import dense_crf
 
 __all__ = ["em_fixed", "em_adapt", "bbox_rect", "bbox_em_fixed", "bbox_seg", "semi_supervised_targets"]
@@ -69,11 +70,11 @@ def _present_classes(labels: ImageLabels, logits: torch.Tensor, ignore_index: Op
 
 
 def _argmax_last(scores: torch.Tensor) -> torch.Tensor:
-    """argmax over dim 1 with ties to the larger index (SPEC 4)."""
+    """argmax over dim 1 with ties to the larger index (DESIGN §4)."""
     if scores.is_cuda:
         return (scores.shape[1] - 1) - scores.flip(1).argmax(1)
-    # On CPU a running maximum over the contiguous class planes is about 6x faster than torch's
-    # strided argmax over dim 1 (and its flipped copy): 39 vs 225 ms at 4 x 21 x 512 x 512.
+    # On CPU a running maximum over the contiguous class planes is faster than torch's strided
+    # argmax over dim 1 (and its flipped copy); the figures are in benchmarks/RESULTS.md.
     best = scores[:, 0].clone()
     labels = torch.zeros(best.shape, dtype=torch.int64, device=scores.device)
     for c in range(1, scores.shape[1]):
@@ -121,7 +122,7 @@ def _visiting_order(present: torch.Tensor, generator: Optional[torch.Generator])
 def em_adapt(logits: torch.Tensor, labels: ImageLabels, fg_portion: float = 0.2, bg_portion: float = 0.4,
              suppress_absent: bool = True, margin: float = 1e-5, ignore_index: Optional[int] = None,
              generator: Optional[torch.Generator] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """EM-Adapt pseudo-labels (Papandreou et al., ICCV 2015, section 3.1; SPEC 4).
+    """EM-Adapt pseudo-labels (Papandreou et al., ICCV 2015, section 3.1; DESIGN §4).
 
     Per image, each present class l in turn (background first, then the foreground
     classes ascending, or in a random order drawn from ``generator``) gets the adaptive
@@ -234,7 +235,7 @@ def bbox_em_fixed(logits: torch.Tensor, rect_labels: torch.Tensor, fg_bias: floa
 def semi_supervised_targets(logits: torch.Tensor, labels: ImageLabels, masks: Optional[torch.Tensor] = None,
                             strong: Optional[torch.Tensor] = None, method: str = "em_adapt",
                             ignore_index: Optional[int] = None, **options: Any) -> torch.Tensor:
-    """Cross-entropy targets for a batch mixing strong and weak images (SPEC 4), B x H x W int64.
+    """Cross-entropy targets for a batch mixing strong and weak images (DESIGN §4), B x H x W int64.
 
     Images with strong[b] keep masks[b] (which may hold ignore_index); the others get the
     E-step pseudo-labels of ``method`` ("em_adapt" or "em_fixed", with its ``options``)

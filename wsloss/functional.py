@@ -1,4 +1,4 @@
-"""Functional forms of the wsloss losses (SPEC sections 2 and 3).
+"""Functional forms of the wsloss losses (docs/DESIGN.md §2 and §3).
 
 The dense losses share one engine: a permutohedral lattice over the bilateral features,
 built once per call, and the filterings A S~ (K channels) and, where needed, d = A r
@@ -10,9 +10,9 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from ._checks import (check_choice, check_positive, check_real, check_same_device, check_tensor, compute_dtype,
-                      full_precision, on_device_of)
+from ._checks import check_choice, check_positive, check_real, check_same_device, check_tensor, on_device_of
 from ._ops import ops
+from ._precision import compute_dtype, full_precision
 from .lattice import PermutohedralLattice, bilateral_features
 
 __all__ = [
@@ -39,14 +39,14 @@ def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 class _DenseLossFunction(torch.autograd.Function):
-    """(1/B) sum_b sum_k of crf * -S~^T A S~ (SPEC 2), ncut * S~^T A (r - S~) / (d^T S~) with
+    """(1/B) sum_b sum_k of crf * -S~^T A S~ (DESIGN §2), ncut * S~^T A (r - S~) / (d^T S~) with
     d = A r, and quadratic * sum_pq A_pq r_p r_q (S_p - S_q)^2 = (S~^2)^T (A r + A^T r) - 2 S~^T A S~
-    (SPEC 3), over one built lattice. With per_mass, each image's crf and quadratic terms are
-    divided by its affinity mass r^T A r (reduction="mean", docs/DESIGN.md "Dense losses:
-    reductions"; 0 for an all-zero ROI).
+    (DESIGN §3), over one built lattice. With per_mass, each image's crf and quadratic terms are
+    divided by its affinity mass r^T A r (reduction="mean", DESIGN §8; 0 for an all-zero
+    ROI).
 
-    The gradient uses the SPEC's formulas for a symmetric kernel, 2 A S~ for (A + A^T) S~,
-    unless exact (one transposed filtering more). A class of zero volume d^T S~ (an
+    The gradient uses the design's formulas (DESIGN §3) for a symmetric kernel, 2 A S~ for
+    (A + A^T) S~, unless exact (one transposed filtering more). A class of zero volume d^T S~ (an
     all-zero ROI) contributes 0 to the normalized cut, with zero gradient.
     """
 
@@ -252,7 +252,7 @@ def dense_crf_loss(
     reduction: str = "sum",
 ) -> torch.Tensor:
     """Dense CRF regularized loss of Tang et al., "On Regularized Losses for Weakly-supervised
-    CNN Segmentation" (ECCV 2018), eq. (6) with the bilateral Gaussian kernel (SPEC section 2).
+    CNN Segmentation" (ECCV 2018), eq. (6) with the bilateral Gaussian kernel (DESIGN §2).
 
     images: B x 3 x H x W colours in 0..255; segmentations: B x K x H x W softmax
     probabilities; rois: B x H x W, 1 where a pixel takes part (None: every pixel). Returns
@@ -283,7 +283,7 @@ def normalized_cut_loss(
 ) -> torch.Tensor:
     """Normalized cut loss of Tang et al., "Normalized Cut Loss for Weakly-supervised CNN
     Segmentation" (CVPR 2018), eq. (4): weight * (1/B) sum_b sum_k S~_k^T A (r - S~_k) / (d^T S~_k)
-    with d = A r, the cut of the graph restricted to the ROI r (SPEC section 3; r = 1 gives
+    with d = A r, the cut of the graph restricted to the ROI r (DESIGN §3; r = 1 gives
     A (1 - S_k) and d = A 1). Conventions (images, ROI, scale_factor) as dense_crf_loss.
     gradient="reference": the paper's (S^T A S) d / (d^T S)^2 - 2 A S / (d^T S), exact for a
     symmetric kernel; "exact": A S + A^T S in place of 2 A S (one more filtering).
@@ -327,7 +327,7 @@ def quadratic_crf_loss(
 ) -> torch.Tensor:
     """Quadratic (Laplacian) relaxation of the dense Potts CRF (Tang et al., ECCV 2018, eq. 7):
     weight * (1/B) sum_b sum_{p,q in ROI} A_pq ||S_p - S_q||^2, computed as
-    sum_k (S~_k^2)^T (A r + A^T r) - 2 S~_k^T A S~_k (SPEC 3's 2 S^T (D - A) S where A is
+    sum_k (S~_k^2)^T (A r + A^T r) - 2 S~_k^T A S~_k (DESIGN §3's 2 S^T (D - A) S where A is
     symmetric; the lattice's A is not, and this form stays >= 0). Conventions as dense_crf_loss;
     reduction="mean" divides by r^T A r, giving the affinity-weighted mean of ||S_p - S_q||^2."""
     weight = check_real("weight", weight)
@@ -408,7 +408,7 @@ def grid_crf_loss(
     neighbourhood: int = 4,
     relaxation: str = "quadratic",
 ) -> torch.Tensor:
-    """Sparse grid CRF loss (Tang et al., ECCV 2018, Table 1; SPEC 3): weight * (1/B) times the
+    """Sparse grid CRF loss (Tang et al., ECCV 2018, Table 1; DESIGN §3): weight * (1/B) times the
     sum over the neighbouring pairs p, q of the 4- or 8-connected grid (each pair once, both in
     the ROI) of w_pq ||S_p - S_q||^2 ("quadratic") or w_pq sum_k (S_pk + S_qk)/2 - S_pk S_qk
     ("bilinear": the Potts relaxation sum_k S_pk (1 - S_qk) for probabilities), with the

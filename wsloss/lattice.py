@@ -3,14 +3,15 @@
 A lattice built from per-pixel features f_p filters values V as A V ~ c W V, with
 W_pq = exp(-|f_p - f_q|^2 / 2) the dense Gaussian kernel, in O(N (d+1) C) time.
 Conventions (vertex layout, blur order, scaling) follow Kraehenbuehl & Koltun (NIPS
-2011) as in ../shared/SPEC.md section 1, so rloss loss weights transfer unchanged.
+2011) as in docs/DESIGN.md §1, so rloss loss weights transfer unchanged.
 """
 from typing import Tuple
 
 import torch
 
-from ._checks import check_positive, check_tensor, compute_dtype
+from ._checks import check_positive, check_tensor
 from ._ops import HAS_CUDA_KERNELS, ops
+from ._precision import compute_dtype
 
 __all__ = ["PermutohedralLattice", "bilateral_features", "spatial_features"]
 
@@ -36,7 +37,7 @@ def spatial_features(images: torch.Tensor, sigma_xy: float) -> torch.Tensor:
 
 
 def bilateral_features(images: torch.Tensor, sigma_rgb: float, sigma_xy: float) -> torch.Tensor:
-    """Bilateral (XY + colour) features of SPEC 1, float32, B x (2 + C) x H x W.
+    """Bilateral (XY + colour) features of DESIGN §1, float32, B x (2 + C) x H x W.
 
     f_p = (x / sigma_xy, y / sigma_xy, c_1 / sigma_rgb, ..., c_C / sigma_rgb) with colours
     in the images' own scale (0..255 for rloss-style RGB).

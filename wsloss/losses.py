@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from . import functional
-from ._checks import compute_dtype
+from ._precision import compute_dtype
 from .em import ImageLabels, semi_supervised_targets
 
 __all__ = [

@@ -1,4 +1,4 @@
-// EM-Adapt on the CPU (SPEC 4): std::nth_element per present class, pixel loops
+// EM-Adapt on the CPU (docs/DESIGN.md §4): std::nth_element per present class, pixel loops
 // channel by channel (branch-free, vectorizable). Torch-free so that the C++ tests can
 // compare it with the CUDA steps; parallel_for(begin, end, grain, f) runs the pixel loops.
 #pragma once

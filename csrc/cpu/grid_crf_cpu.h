@@ -12,7 +12,7 @@ namespace wsloss {
 namespace cpu {
 
 // dst[x] += c[x] * d(term)/d(own)(s[x], t[x]) for x in [1, count). Kept out of line: inlined
-// into the row loop, GCC loses the restrict qualifiers and leaves the loop scalar (1.6x slower).
+// into the row loop, GCC loses the restrict qualifiers and leaves the loop scalar.
 template <bool kBilinear, typename T>
 [[gnu::noinline]] void add_pair_derivatives(T* __restrict dst, const T* __restrict c, const T* __restrict s,
                                             const T* __restrict t, int64_t count) {

@@ -201,7 +201,7 @@ class LatticeBuilder {
       const int64_t offset = offsets_[b];
       parallel_for(0, table.size(), 2048, [&](int64_t begin, int64_t end) {
         // All 2(d+1) neighbour keys of a vertex first, their slots prefetched, then the
-        // probes: the lookups are independent cache misses and now overlap.
+        // probes: the lookups are independent cache misses, and so they overlap.
         int32_t keys[2 * (kMaxFeatureDim + 1)][kMaxFeatureDim];
         uint64_t hashes[2 * (kMaxFeatureDim + 1)];
         for (int64_t v = begin; v < end; ++v) {
@@ -285,7 +285,7 @@ struct LatticeView {
 
 // One filtering of channels [c0, c0 + c) (c <= kMaxChunkChannels) of channel-planar
 // values in/out [B][C][N]: out = alpha W B_d ... B_0 W^T in (transpose: blur order
-// reversed), SPEC 1 steps 8-10. `lattice_a`, `lattice_b` hold (M + 1) c scratch values;
+// reversed), docs/DESIGN.md §1 steps 8-10. `lattice_a`, `lattice_b` hold (M + 1) c scratch values;
 // row M stays zero and stands for every missing neighbour. The splat is a scatter with
 // one image per thread when there are at least `threads` images, else a gather over the
 // CSR, which needs `pixel_major` scratch of B N c values; both add each vertex's

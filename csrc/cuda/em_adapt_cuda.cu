@@ -1,4 +1,4 @@
-// EM-Adapt on CUDA (SPEC 4): one launch selects the biases of all images and classes,
+// EM-Adapt on CUDA (docs/DESIGN.md §4): one launch selects the biases of all images and classes,
 // a second writes the labels.
 //
 // Each bias is the k-th smallest of N differences M - F_l, found by radix selection:

@@ -17,7 +17,7 @@ struct EmAdaptBuffers {
   const bool* present;    // [B][K]
   const int64_t* order;   // [B][K] visiting order
   int64_t batch, classes, pixels;
-  uint32_t rank_bg, rank_fg;  // k of SPEC 4 for class 0 and for the others
+  uint32_t rank_bg, rank_fg;  // k of docs/DESIGN.md §4 for class 0 and for the others
   bool suppress_absent;
   T margin;
   T* max_score;           // [B][N] scratch: the running maximum M

@@ -1,4 +1,4 @@
-// Sparse grid CRF on CUDA (SPEC 3): the forward writes one energy per pixel, the backward
+// Sparse grid CRF on CUDA (docs/DESIGN.md §3): the forward writes one energy per pixel, the backward
 // one gradient per pixel and class; a thread per pixel computes its pairs' contrast weights,
 // then reads its class planes in turn (coalesced across a warp), its neighbours' values
 // coming from the same or adjacent lines.

@@ -1,7 +1,7 @@
 // CUDA kernels of the permutohedral lattice (build and filter), batched over images.
 // Each kernel is a grid-stride loop over one step of lattice_steps.h. Includes only
 // CUDA headers (CUB) and the shared lattice arithmetic, so that CI compiles it alone
-// with nvcc. Compile with --fmad=false: SPEC 1 needs one rounding per operation.
+// with nvcc. Compile with --fmad=false: docs/DESIGN.md §1 needs one rounding per operation.
 #include <cub/device/device_radix_sort.cuh>
 #include <cub/device/device_scan.cuh>
 

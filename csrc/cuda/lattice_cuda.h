@@ -41,7 +41,7 @@ cudaError_t lattice_build_count(const BuildBuffers& buffers, void* scan_workspac
 // vertex in ascending order).
 cudaError_t lattice_build_finish(const BuildBuffers& buffers, const FinishBuffers& finish, cudaStream_t stream);
 
-// out = alpha W B_d ... B_0 W^T in (transpose: blur order reversed), SPEC 1 steps 8-10.
+// out = alpha W B_d ... B_0 W^T in (transpose: blur order reversed), docs/DESIGN.md §1 steps 8-10.
 template <typename T>
 cudaError_t lattice_filter(const FilterBuffers<T>& buffers, bool transpose, cudaStream_t stream);
 

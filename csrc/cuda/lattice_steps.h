@@ -53,7 +53,7 @@ WSLOSS_HD T load_shared_slot(const T* p) {
 // How vertex keys (coordinates 0..d-1; coordinate d is implied by sum = 0) are packed
 // into 64 bits for a batch: coordinate i of image b is stored as key_i - lo_bi in
 // `width[i]` bits at bit `shift[i]`, lo_bi = (min over the image's pixels of z_i) - d.
-// Every vertex coordinate lies in [min z_i - d, max z_i + d] (SPEC 1 step 7, ranks in
+// Every vertex coordinate lies in [min z_i - d, max z_i + d] (docs/DESIGN.md §1 step 7, ranks in
 // 0..d), so the widths cover the widest image; `packed` = 0 when they exceed 63 bits
 // and the build falls back to keys compared coordinate by coordinate.
 struct KeyLayout {
@@ -164,7 +164,7 @@ struct BuildBuffers {
   int32_t* status;         // [2] vertex count M; 1 if a feature was not finite or too large
 };
 
-// Embeds pixel q (SPEC 1 steps 1-6). Returns false (and a zero simplex) when a feature
+// Embeds pixel q (DESIGN §1 steps 1-6). Returns false (and a zero simplex) when a feature
 // is not finite or too large to embed; z receives the remainder-0 point.
 template <int D>
 WSLOSS_HD bool embed_step(int64_t q, const BuildBuffers& a, const float* scales, int* z) {
@@ -323,7 +323,7 @@ WSLOSS_HD int64_t splat_chunks(int64_t batch, int64_t image_entries) {
   return batch * splat_chunks_per_image(image_entries);
 }
 
-// Splat, pass 1 (SPEC 1 step 8 as a balanced, deterministic segmented sum): thread
+// Splat, pass 1 (DESIGN §1 step 8 as a balanced, deterministic segmented sum): thread
 // (chunk, ch) sums channel ch over its chunk's sorted entries (at most kSplatChunk)
 // vertex by vertex. A vertex whose entries start in this chunk gets its (partial) sum
 // written; the entries continuing a vertex from an earlier chunk go to carry[chunk].
@@ -366,7 +366,7 @@ WSLOSS_HD void splat_carry_step(int64_t v, int64_t ch, const FilterBuffers<T>& a
   a.lattice_a[v * a.channels + ch] = acc;
 }
 
-// Blur along direction j (SPEC 1 step 9): out = in + (in[v - e_j] + in[v + e_j]) / 2.
+// Blur along direction j (DESIGN §1 step 9): out = in + (in[v - e_j] + in[v + e_j]) / 2.
 template <typename T>
 WSLOSS_HD void blur_step(int64_t v, int64_t ch, int j, const FilterBuffers<T>& a, const T* in, T* out) {
   const int32_t* nb = a.neighbours + (v * (a.d + 1) + j) * 2;
@@ -374,7 +374,7 @@ WSLOSS_HD void blur_step(int64_t v, int64_t ch, int j, const FilterBuffers<T>& a
       in[v * a.channels + ch] + T(0.5) * (in[nb[0] * a.channels + ch] + in[nb[1] * a.channels + ch]);
 }
 
-// Slice (SPEC 1 step 10) of pixel q, every channel, into channel-planar out: the
+// Slice (DESIGN §1 step 10) of pixel q, every channel, into channel-planar out: the
 // pixel's corners are loaded once, and a warp of consecutive pixels writes coalesced.
 template <int D, typename T>
 WSLOSS_HD void slice_step(int64_t q, const FilterBuffers<T>& a, const T* lattice, T alpha) {

@@ -1,6 +1,6 @@
 """pytest-benchmark suite of the canonical DenseCRFLoss workload.
 
-    pytest benchmarks/test_bench_densecrf.py --benchmark-columns=median,iqr,rounds
+    pytest benchmarks/test_bench_dense_crf_loss.py --benchmark-columns=median,iqr,rounds
 """
 import os
 import sys
@@ -68,4 +68,4 @@ def test_exact_dense_reference(benchmark):
     images = workloads.photographs(1, 64)
     seg = workloads.segmentations(1, CLASSES, 64, torch.Generator().manual_seed(0))
     roi = torch.ones(1, 64, 64)
-    benchmark.pedantic(lambda: wsloss.reference.dense_crf_loss(images, seg, roi, 1.0, 15.0, 12.5), rounds=3)
+    benchmark.pedantic(lambda: wsloss.exact.dense_crf_loss(images, seg, roi, 1.0, 15.0, 12.5), rounds=3)

@@ -7,7 +7,7 @@ small image. On CUDA also: the same step on the CPU engine (same inputs, same ru
 per-kernel split of one build and one filtering (torch.profiler), and the filter's bandwidth
 floor (bytes it must move / measured device copy bandwidth). Prints tables and writes JSON.
 
-    python benchmarks/densecrf.py [--device cuda] [--json results.json]
+    python benchmarks/dense_crf_loss.py [--device cuda] [--json results.json]
 """
 import argparse
 import json
@@ -171,10 +171,10 @@ def run_exact(args, generator):
     sigma_xy = args.sigma_xy * 64 / args.size  # same relative spatial extent as the big images
     lattice_s = timed(lambda: wsloss.DenseCRFLoss(1.0, args.sigma_rgb, sigma_xy, 1.0)(images, seg, roi),
                       args.repeats, args.device)
-    exact_s = timed(lambda: wsloss.reference.dense_crf_loss(images, seg, roi, 1.0, args.sigma_rgb, sigma_xy),
+    exact_s = timed(lambda: wsloss.exact.dense_crf_loss(images, seg, roi, 1.0, args.sigma_rgb, sigma_xy),
                     args.repeats, args.device)
     ratio = (wsloss.DenseCRFLoss(1.0, args.sigma_rgb, sigma_xy, 1.0)(images, seg, roi)
-             / wsloss.reference.dense_crf_loss(images, seg, roi, 1.0, args.sigma_rgb, sigma_xy)).item()
+             / wsloss.exact.dense_crf_loss(images, seg, roi, 1.0, args.sigma_rgb, sigma_xy)).item()
     return dict(size=64, lattice_forward_s=lattice_s, exact_forward_s=exact_s, lattice_over_exact_loss=ratio)
 
 

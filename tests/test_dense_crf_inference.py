@@ -1,4 +1,4 @@
-"""Dense CRF mean-field inference and Bbox-Seg (SPEC sections 4 and 5)."""
+"""Dense CRF mean-field inference and Bbox-Seg (docs/DESIGN.md §4 and §5)."""
 import math
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import wsloss
-from conftest import random_photo
+from helpers import gaussian_matrices, lattice_matrices, random_photo
 from spec_crf import mean_field
 
 THETAS = dict(theta_alpha=5.0, theta_beta=20.0, theta_gamma=1.5)  # scaled to the small test images
@@ -19,27 +19,13 @@ def unaries(rng, batch, classes, height, width, scale=3.0):
     return torch.softmax(logits, dim=1)
 
 
-def lattice_matrix(features):
-    """A_b (N x N float64) of each image: column q is the lattice filtering of e_q."""
-    lattice = wsloss.PermutohedralLattice(features.flatten(2))
-    n = lattice.spatial_shape[0]
-    eye = torch.eye(n, dtype=torch.float64, device=features.device).expand(lattice.batch, n, n)
-    return lattice.filter(eye.contiguous()).transpose(1, 2).cpu().numpy()
-
-
 def reference(probs, images, iterations=5, w_bilateral=4.0, w_gaussian=3.0, exact=False, **options):
     """spec_crf.mean_field per image with the lattice's own matrices (or the exact Gaussians)."""
     compatibility = options.pop("compatibility", None)
     bilateral = wsloss.bilateral_features(images, THETAS["theta_beta"], THETAS["theta_alpha"]).cpu()
     spatial = wsloss.spatial_features(images, THETAS["theta_gamma"]).cpu()
-    if exact:
-        def matrices(features):
-            n = features.shape[2] * features.shape[3]
-            eye = torch.eye(n, dtype=torch.float64).expand(features.shape[0], n, n).contiguous()
-            return wsloss.reference.dense_gaussian_filter(features.flatten(2), eye).transpose(1, 2).numpy()
-    else:
-        matrices = lattice_matrix
-    a_bilateral, a_spatial = matrices(bilateral), matrices(spatial)
+    matrices = gaussian_matrices if exact else lattice_matrices
+    a_bilateral, a_spatial = (matrices(features).cpu().numpy() for features in (bilateral, spatial))
     unary = -np.log(np.clip(probs.double().cpu().numpy(), 1e-5, 1)).reshape(probs.shape[0], probs.shape[1], -1)
     mu = None if compatibility is None else np.asarray(compatibility, dtype=np.float64)
     out = [mean_field(unary[b], [(w_bilateral, a_bilateral[b]), (w_gaussian, a_spatial[b])], iterations, mu,
@@ -75,7 +61,7 @@ def test_any_number_of_image_channels(channels, rng, device):
 @pytest.mark.parametrize("normalization", ["symmetric", "after"])
 def test_against_the_exact_gaussian_mean_field(normalization, rng):
     """The lattice approximates c W; normalization cancels c and leaves its shape error
-    (SPEC 1: 6-15% per filtering), which mean field carries into Q. Measured over 20
+    (DESIGN §1: 6-15% per filtering), which mean field carries into Q. Measured over 20
     seeds (20 x 24 images, K = 5, 10 iterations): relative L2 error of Q 0.07 median,
     0.17 worst; mean |dQ| 0.008 median, 0.018 worst; labels agree on 98% median, 96% worst
     (the flips sit on label boundaries). The CRF moves Q several times further than that."""

@@ -3,14 +3,15 @@ import pytest
 import torch
 
 import wsloss
-from conftest import random_photo, rloss_cases
-from wsloss import DenseCRFLoss, reference
+from helpers import photo_batch, relative, rloss_cases
+from wsloss import DenseCRFLoss
 
 CASES = rloss_cases()
 
 
-def relative(a, b):
-    return ((a - b).norm() / b.norm()).item()
+def float32_batch(rng, **sizes):
+    """photo_batch in float32, 21 x 26 pixels unless given."""
+    return photo_batch(rng, **{"height": 21, "width": 26, "dtype": torch.float32, **sizes})
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -28,16 +29,9 @@ def test_rloss_reference(name, device):
     assert relative(seg.grad.cpu(), torch.from_numpy(case["grad"])) <= 1e-4
 
 
-def photo_batch(rng, batch=3, classes=4, height=21, width=26):
-    images = random_photo(batch, height, width, rng)
-    seg = torch.softmax(3 * torch.randn(batch, classes, height, width, generator=rng), dim=1)
-    roi = (torch.rand(batch, height, width, generator=rng) > 0.2).float()
-    return images, seg, roi
-
-
 @pytest.mark.parametrize("scale_factor", [1.0, 0.5])
 def test_exact_gradient_gradcheck(scale_factor, rng, device):
-    images, seg, roi = (t.to(device) for t in photo_batch(rng, batch=2, classes=2, height=9, width=11))
+    images, seg, roi = (t.to(device) for t in float32_batch(rng, batch=2, classes=2, height=9, width=11))
     seg = seg.double().requires_grad_()
     loss_fn = DenseCRFLoss(0.7, 15.0, 4.0, scale_factor, gradient="exact")
     assert torch.autograd.gradcheck(lambda s: loss_fn(images, s, roi), (seg,))
@@ -46,7 +40,7 @@ def test_exact_gradient_gradcheck(scale_factor, rng, device):
 @pytest.mark.parametrize("scale_factor", [1.0, 0.5])
 def test_gradients_against_autograd_through_the_filter(scale_factor, rng, device):
     """Exact mode is autograd of -(w/B) S~^T A S~, i.e. (A + A^T) S~; reference mode is 2 A S~."""
-    images, seg, roi = (t.to(device) for t in photo_batch(rng))
+    images, seg, roi = (t.to(device) for t in float32_batch(rng))
     weight, sigma_rgb, sigma_xy = 2.0, 15.0, 5.0
     down = dict(scale_factor=scale_factor, mode="bilinear", align_corners=False)
     small_images = torch.nn.functional.interpolate(images, scale_factor=scale_factor)
@@ -73,7 +67,7 @@ def test_gradients_against_autograd_through_the_filter(scale_factor, rng, device
 
 
 def test_reference_and_exact_gradients_differ_slightly(rng):
-    images, seg, roi = photo_batch(rng, height=40, width=50)
+    images, seg, roi = float32_batch(rng, height=40, width=50)
     grads = {}
     for mode in ("reference", "exact"):
         s = seg.clone().requires_grad_()
@@ -85,7 +79,7 @@ def test_reference_and_exact_gradients_differ_slightly(rng):
 
 
 def test_batch_equals_mean_of_single_images(rng, device):
-    images, seg, roi = (t.to(device) for t in photo_batch(rng, batch=5))
+    images, seg, roi = (t.to(device) for t in float32_batch(rng, batch=5))
     seg.requires_grad_()
     loss_fn = DenseCRFLoss(1.0, 15.0, 10.0, 0.5)
     batched = loss_fn(images, seg, roi)
@@ -100,17 +94,17 @@ def test_batch_equals_mean_of_single_images(rng, device):
 
 
 def test_against_exact_gaussian_loss(rng):
-    """The lattice loss approximates c times the exact dense loss (SPEC 1: c ~ 0.43-0.65)."""
-    images, seg, roi = photo_batch(rng, batch=2, height=30, width=36)
+    """The lattice loss approximates c times the exact dense loss (docs/DESIGN.md §1: c ~ 0.43-0.65)."""
+    images, seg, roi = float32_batch(rng, batch=2, height=30, width=36)
     approx = DenseCRFLoss(1.0, 15.0, 20.0, 1.0)(images, seg, roi).item()
-    exact = reference.dense_crf_loss(images, seg, roi, 1.0, 15.0, 20.0).item()
+    exact = wsloss.exact.dense_crf_loss(images, seg, roi, 1.0, 15.0, 20.0).item()
     print(f"lattice / exact dense loss: {approx / exact:.3f}")
     assert 0.3 < approx / exact < 0.9
 
 
 @pytest.mark.parametrize("classes", [1, 21, 40])
 def test_class_counts_and_odd_sizes(classes, rng, device):
-    images, seg, roi = (t.to(device) for t in photo_batch(rng, batch=2, classes=classes, height=17, width=31))
+    images, seg, roi = (t.to(device) for t in float32_batch(rng, batch=2, classes=classes, height=17, width=31))
     seg.requires_grad_()
     loss = DenseCRFLoss(1.0, 15.0, 10.0, 0.5)(images, seg, roi)
     loss.backward()
@@ -119,7 +113,7 @@ def test_class_counts_and_odd_sizes(classes, rng, device):
 
 
 def test_all_zero_roi_gives_zero_loss_and_gradient(rng, device):
-    images, seg, roi = (t.to(device) for t in photo_batch(rng))
+    images, seg, roi = (t.to(device) for t in float32_batch(rng))
     seg.requires_grad_()
     loss = DenseCRFLoss(1.0, 15.0, 10.0, 1.0)(images, seg, torch.zeros_like(roi))
     loss.backward()
@@ -127,7 +121,7 @@ def test_all_zero_roi_gives_zero_loss_and_gradient(rng, device):
 
 
 def test_accepts_layouts_and_dtypes(rng):
-    images, seg, roi = photo_batch(rng)
+    images, seg, roi = float32_batch(rng)
     images = images.round()
     loss_fn = DenseCRFLoss(1.0, 15.0, 10.0, 1.0)
     expected = loss_fn(images, seg, roi)
@@ -149,7 +143,7 @@ def test_accepts_layouts_and_dtypes(rng):
 
 
 def test_compile_fullgraph(rng, device):
-    images, seg, roi = (t.to(device) for t in photo_batch(rng))
+    images, seg, roi = (t.to(device) for t in float32_batch(rng))
     loss_fn = DenseCRFLoss(1.0, 15.0, 10.0, 0.5)
     model = torch.nn.Conv2d(4, 4, 1).to(device)
 
@@ -169,7 +163,7 @@ def test_compile_fullgraph(rng, device):
 def test_images_and_rois_off_the_cpu_and_off_the_segmentations_device_are_refused(rng):
     """Only CPU images and ROIs are moved to the segmentations' device (rloss's scripts pass them
     so); a tensor on another device is an error naming it."""
-    images, seg, roi = photo_batch(rng)
+    images, seg, roi = float32_batch(rng)
     with pytest.raises(ValueError, match=r"images must be on the CPU or on the device of segmentations \(cpu\)"):
         DenseCRFLoss(1.0, 15.0, 5.0)(images.to("meta"), seg, roi)
     with pytest.raises(ValueError, match=r"ROIs must be on the CPU or on the device of segmentations \(cpu\)"):
@@ -177,7 +171,7 @@ def test_images_and_rois_off_the_cpu_and_off_the_segmentations_device_are_refuse
 
 
 def test_double_backward_is_refused_not_silently_zero(rng):
-    images, seg, roi = photo_batch(rng, batch=1, classes=2, height=8, width=9)
+    images, seg, roi = float32_batch(rng, batch=1, classes=2, height=8, width=9)
     seg = seg.double().requires_grad_()
     loss = DenseCRFLoss(1.0, 15.0, 5.0, 1.0)(images, seg, roi)
     with pytest.raises(RuntimeError, match="double backward"):

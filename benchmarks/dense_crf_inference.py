@@ -8,7 +8,7 @@ the split into the two lattice builds and the iterations; pydensecrf, when insta
 inputs, and its marginals are compared with wsloss's. The exact dense mean field (float64,
 one 64x64 image) gives the lattice's approximation error. Prints a table, writes JSON.
 
-    python benchmarks/crf.py [--device cuda] [--json wsloss-bench/crf.json]
+    python benchmarks/dense_crf_inference.py [--device cuda] [--json wsloss-bench/crf.json]
 """
 import argparse
 import json
@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import workloads  # noqa: E402
-from densecrf import kernel_medians_us, step_memory_mb, timed  # noqa: E402
+from dense_crf_loss import kernel_medians_us, step_memory_mb, timed  # noqa: E402
 
 import wsloss  # noqa: E402
 from wsloss.crf import _scores, lattice_kernels, mean_field  # noqa: E402
@@ -71,7 +71,7 @@ def exact_error(generator):
     probs = workloads.segmentations(1, 21, 64, generator)
     options = dict(PARAMS, theta_alpha=8.0)  # 67 px would span the whole 64x64 image
     start = time.perf_counter()
-    exact = wsloss.reference.dense_crf(probs, images, **options)
+    exact = wsloss.exact.dense_crf(probs, images, **options)
     exact_s = time.perf_counter() - start
     start = time.perf_counter()
     got = wsloss.dense_crf(probs.double(), images, **options)
