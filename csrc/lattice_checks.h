@@ -49,4 +49,17 @@ inline void check_lattice_filter(const at::Tensor& vertices, const at::Tensor& w
                       " and ", t->device());
 }
 
+// lattice_filter_into's own arguments, after check_lattice_filter: out [B, C, N] like values
+// (its dtype and device), contiguous; workspace 1-D of values' dtype on its device.
+inline void check_lattice_filter_into(const at::Tensor& values, const at::Tensor& out, const at::Tensor& workspace) {
+  TORCH_CHECK_VALUE(out.sizes() == values.sizes() && out.scalar_type() == values.scalar_type() &&
+                        out.is_contiguous() && out.device() == values.device(),
+                    "lattice_filter_into: out must be a contiguous ", values.scalar_type(), " tensor of shape ",
+                    values.sizes(), " like values, got ", out.scalar_type(), " ", out.sizes());
+  TORCH_CHECK_VALUE(workspace.dim() == 1 && workspace.scalar_type() == values.scalar_type() &&
+                        workspace.device() == values.device(),
+                    "lattice_filter_into: workspace must be a 1-D ", values.scalar_type(), " tensor, got ",
+                    workspace.scalar_type(), " ", workspace.sizes());
+}
+
 }  // namespace wsloss

@@ -66,9 +66,9 @@ TORCH_LIBRARY(wsloss, m) {
       "lattice_filter(Tensor vertices, Tensor weights, Tensor neighbours, Tensor splat_ptr, "
       "Tensor splat_index, Tensor values, bool transpose=False) -> Tensor");
   // The same filtering into the caller's out ([B, C, N], contiguous, values' dtype), with a
-  // 1-D workspace of values' dtype that it grows when too small. CPU only: it lets a loop
-  // (dense CRF inference) reuse its memory, where fresh pages are expensive; CUDA's caching
-  // allocator already gives lattice_filter that.
+  // 1-D workspace of values' dtype that it grows when too small: a loop (dense CRF inference)
+  // reuses its memory, where fresh pages are expensive (CPU). CPU and CUDA kernels, so that
+  // no caller branches on the device; PermutohedralLattice.apply(out=...) keeps the workspace.
   m.def(
       "lattice_filter_into(Tensor vertices, Tensor weights, Tensor neighbours, Tensor splat_ptr, "
       "Tensor splat_index, Tensor values, bool transpose, Tensor(a!) out, Tensor(b!) workspace) -> ()");

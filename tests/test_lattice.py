@@ -196,12 +196,12 @@ def test_feature_division_is_exact():
 
 
 @pytest.mark.parametrize("batch", [1, 5])  # the gather and the scatter splat (2 threads here)
-def test_filter_into_equals_filter_and_reuses_its_workspace(batch, rng):
-    """lattice_filter_into (CPU): the same bits as lattice_filter, into the caller's memory."""
-    lattice = PermutohedralLattice(random_features(batch, 5, 301, rng))
-    workspace = torch.empty(0, dtype=torch.float64)
+def test_filter_into_equals_filter_and_reuses_its_workspace(batch, rng, device):
+    """lattice_filter_into (CPU and CUDA): the same bits as lattice_filter, into the caller's memory."""
+    lattice = PermutohedralLattice(random_features(batch, 5, 301, rng).to(device))
+    workspace = torch.empty(0, dtype=torch.float64, device=device)
     for channels in (3, 40, 1):  # 40 > 32: two channel chunks; then a smaller call reuses the workspace
-        values = torch.rand(batch, channels, 301, generator=rng, dtype=torch.float64)
+        values = torch.rand(batch, channels, 301, generator=rng, dtype=torch.float64).to(device)
         for transpose in (False, True):
             out = torch.full_like(values, float("nan"))
             torch.ops.wsloss.lattice_filter_into(*lattice.tensors, values, transpose, out, workspace)
@@ -209,14 +209,45 @@ def test_filter_into_equals_filter_and_reuses_its_workspace(batch, rng):
         if channels == 40:
             grown = workspace.data_ptr(), workspace.numel()
     assert (workspace.data_ptr(), workspace.numel()) == grown and grown[1] > 0
-    values = torch.rand(batch, 4, 301, generator=rng)
-    for out, workspace, match in ((torch.empty(batch, 5, 301), torch.empty(0), "out must be a contiguous"),
-                                  (torch.empty_like(values).double(), torch.empty(0), "out must be"),
-                                  (torch.empty(batch, 301, 4).transpose(1, 2), torch.empty(0), "out must be"),
-                                  (torch.empty_like(values), torch.empty(0).double(), "workspace must be a 1-D"),
-                                  (torch.empty_like(values), torch.empty(2, 2), "workspace must be a 1-D")):
+    values = torch.rand(batch, 4, 301, generator=rng).to(device)
+    empty = torch.empty(0, device=device)
+    for out, workspace, match in ((torch.empty(batch, 5, 301, device=device), empty, "out must be a contiguous"),
+                                  (torch.empty_like(values).double(), empty, "out must be"),
+                                  (torch.empty(batch, 301, 4, device=device).transpose(1, 2), empty, "out must be"),
+                                  (torch.empty_like(values), empty.double(), "workspace must be a 1-D"),
+                                  (torch.empty_like(values), torch.empty(2, 2, device=device),
+                                   "workspace must be a 1-D")):
         with pytest.raises(ValueError, match=match):
             torch.ops.wsloss.lattice_filter_into(*lattice.tensors, values, False, out, workspace)
-    for out, workspace in ((values, torch.empty(0)), (torch.empty_like(values), values.flatten())):
+    for out, workspace in ((values, torch.empty(0, device=device)), (torch.empty_like(values), values.flatten())):
         with pytest.raises(RuntimeError, match="refer to a single memory location"):
             torch.ops.wsloss.lattice_filter_into(*lattice.tensors, values, False, out, workspace)
+
+
+def test_apply_equals_lattice_filter(rng, device):
+    """PermutohedralLattice.apply, the one low-level filtering: lattice_filter's bits with and
+    without out; out is written in place and returned, the lattice's workspace kept and reused."""
+    batch, n = 3, 211
+    lattice = PermutohedralLattice(random_features(batch, 5, n, rng).to(device))
+    for dtype in (torch.float64, torch.float32):
+        for channels in (40, 3):  # the larger first: the smaller reuses the workspace
+            values = torch.rand(batch, channels, n, generator=rng, dtype=dtype).to(device)
+            for transpose in (False, True):
+                expected = torch.ops.wsloss.lattice_filter(*lattice.tensors, values, transpose)
+                assert torch.equal(lattice.apply(values, transpose), expected)
+                assert torch.equal(lattice.apply(values, transpose=transpose), expected)
+                out = torch.full_like(values, float("nan"))
+                address = out.data_ptr()
+                assert lattice.apply(values, transpose, out=out) is out
+                assert out.data_ptr() == address and torch.equal(out, expected)
+            if channels == 40:
+                workspace = lattice._workspace
+                kept = workspace.data_ptr(), workspace.numel()
+        assert lattice._workspace is workspace and workspace.dtype == dtype
+        assert (workspace.data_ptr(), workspace.numel()) == kept and kept[1] > 0
+    # filter is apply in the features' layout
+    values = torch.rand(batch, 2, n, generator=rng, dtype=torch.float64).to(device)
+    assert torch.equal(lattice.filter(values, transpose=True), lattice.apply(values, True))
+    # into out is not differentiable
+    with pytest.raises(RuntimeError, match="not differentiable"):
+        lattice.apply(values.requires_grad_(), out=torch.empty_like(values))

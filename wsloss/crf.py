@@ -10,14 +10,12 @@ Q = softmax(-U) and repeats
 with each k_m a permutohedral-lattice filtering, normalized as pydensecrf normalizes it.
 Batched: one lattice per kernel per call, built once and reused by every iteration.
 """
-import functools
-from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Callable, List, NamedTuple, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
 from ._checks import check_choice, check_integer, check_positive, check_real, check_same_device, check_tensor
-from ._ops import ops
 from ._precision import compute_dtype, full_precision
 from .lattice import PermutohedralLattice, bilateral_features, spatial_features
 
@@ -32,7 +30,8 @@ Compatibility = Union[None, torch.Tensor, Sequence]
 class _Kernel(NamedTuple):
     """One pairwise kernel: its message is post * filter(pre * source) (pre None: no scaling).
 
-    filter(values, buffers=None) may write into buffers = (out, workspace) and return out.
+    filter(values, out=None) returns the filtered values (B x C x N like values), written into
+    out (values' shape and dtype, contiguous) and returned as out when out is given.
     """
 
     filter: Callable[..., torch.Tensor]
@@ -71,26 +70,16 @@ def mean_field(scores: torch.Tensor, kernels: List[_Kernel], compatibility: Opti
     if compatibility is not None:  # -mu Q, into its own buffer
         negated, mixed = -compatibility, torch.empty_like(q)
     # The messages land in one reused buffer (CPU: fresh pages cost as much as a filtering).
-    buffers = (torch.empty_like(q), q.new_empty(0)) if q.device.type == "cpu" else None
+    messages = torch.empty_like(q)
     for _ in range(iterations):
         # Potts: -U + sum_m w_m k_m Q, pydensecrf's sign convention (its Potts mu is -w I).
         source = q if compatibility is None else torch.matmul(negated, q, out=mixed)
         for i, kernel in enumerate(kernels):
             values = source if kernel.pre is None else torch.mul(source, kernel.pre, out=scaled)
-            torch.addcmul(scores if i == 0 else energy, kernel.filter(values, buffers), kernel.post, out=energy)
+            filtered = kernel.filter(values, out=messages)
+            torch.addcmul(scores if i == 0 else energy, filtered, kernel.post, out=energy)
         torch.softmax(energy, dim=1, out=q)
     return q
-
-
-def _lattice_filter(lattice: PermutohedralLattice, values: torch.Tensor,
-                    buffers: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
-    """A values for flat values [lattice batch, C, N], into buffers[0] when given."""
-    if buffers is None:
-        return ops.lattice_filter(*lattice.tensors, values, False)
-    out, workspace = buffers
-    out = out.view(values.shape)
-    ops.lattice_filter_into(*lattice.tensors, values, False, out, workspace)
-    return out
 
 
 def lattice_kernels(images: torch.Tensor, scores: torch.Tensor, w_bilateral: float, theta_alpha: float,
@@ -100,15 +89,19 @@ def lattice_kernels(images: torch.Tensor, scores: torch.Tensor, w_bilateral: flo
     kernels = []
     if w_bilateral > 0:
         appearance = PermutohedralLattice(bilateral_features(images, theta_beta, theta_alpha).flatten(2))
-        kernels.append(_normalized_kernel(functools.partial(_lattice_filter, appearance),
-                                          scores.new_ones(batch, 1, pixels), w_bilateral, normalization))
+
+        def bilateral(values: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+            return appearance.apply(values, out=out)
+
+        kernels.append(_normalized_kernel(bilateral, scores.new_ones(batch, 1, pixels), w_bilateral, normalization))
     if w_gaussian > 0:
         # The smoothness features are the same for every image: one lattice, the batch's
         # images stacked as its channels.
         smoothness = PermutohedralLattice(spatial_features(images[:1], theta_gamma).flatten(2))
 
-        def smooth(values: torch.Tensor, buffers=None) -> torch.Tensor:
-            return _lattice_filter(smoothness, values.reshape(1, -1, pixels), buffers).view(values.shape)
+        def smooth(values: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+            flat = values.reshape(1, -1, pixels)
+            return smoothness.apply(flat, out=None if out is None else out.view(flat.shape)).view(values.shape)
 
         kernels.append(_normalized_kernel(smooth, scores.new_ones(1, 1, pixels), w_gaussian, normalization))
     return kernels

@@ -2,6 +2,9 @@
 
 O(N^2) time but O(block N) memory: the kernel is formed one block of rows at a time.
 """
+import functools
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 
@@ -38,6 +41,12 @@ def dense_gaussian_filter(features: torch.Tensor, values: torch.Tensor, normaliz
     return out.reshape(values.shape[:2] + features.shape[2:])
 
 
+def _exact_filter(features: torch.Tensor, values: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """dense_gaussian_filter(features, values) as a mean-field kernel's filter: into out when given."""
+    filtered = dense_gaussian_filter(features, values)
+    return filtered if out is None else out.copy_(filtered)
+
+
 def dense_crf_loss(images, segmentations, rois, weight, sigma_rgb, sigma_xy, scale_factor=1.0) -> torch.Tensor:
     """-(weight / B) sum_k S~_k^T W S~_k with the exact bilateral Gaussian W (float64)."""
     if scale_factor != 1.0:
@@ -59,7 +68,6 @@ def dense_crf(probabilities, images, iterations=10, w_bilateral=4.0, theta_alpha
     for weight, features in ((w_bilateral, bilateral_features(images, theta_beta, theta_alpha)),
                              (w_gaussian, spatial_features(images, theta_gamma))):
         if weight > 0:
-            flat = features.flatten(2)
-            kernels.append(_normalized_kernel(lambda v, buffers=None, f=flat: dense_gaussian_filter(f, v), ones,
-                                              weight, normalization))
+            kernels.append(_normalized_kernel(functools.partial(_exact_filter, features.flatten(2)), ones, weight,
+                                              normalization))
     return mean_field(scores, kernels, None, iterations).reshape(probabilities.shape)

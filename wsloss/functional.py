@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from ._checks import check_choice, check_positive, check_real, check_same_device, check_tensor, on_device_of
 from ._ops import ops
 from ._precision import compute_dtype, full_precision
-from .lattice import PermutohedralLattice, bilateral_features
+from .lattice import PermutohedralLattice, _Lattice, bilateral_features
 
 __all__ = [
     "affinity_mass",
@@ -48,23 +48,27 @@ class _DenseLossFunction(torch.autograd.Function):
     The gradient uses the design's formulas (DESIGN §3) for a symmetric kernel, 2 A S~ for
     (A + A^T) S~, unless exact (one transposed filtering more). A class of zero volume d^T S~ (an
     all-zero ROI) contributes 0 to the normalized cut, with zero gradient.
+
+    The lattice comes as its tensors (PermutohedralLattice.tensors), which backward needs saved,
+    and is filtered through a view of them (_Lattice).
     """
 
     @staticmethod
-    def forward(ctx, segmentations, rois, terms, exact, per_mass, *lattice):
+    def forward(ctx, segmentations, rois, terms, exact, per_mass, *lattice_tensors):
         # segmentations and rois come in the compute dtype (_dense_loss casts them).
         crf, ncut, quadratic = terms
+        lattice = _Lattice(*lattice_tensors)
         batch, classes = segmentations.shape[:2]
         region = rois.reshape(batch, 1, -1)
         masked = segmentations.reshape(batch, classes, -1) * region
-        filtered = ops.lattice_filter(*lattice, masked, False)
+        filtered = lattice.apply(masked)
         self_affinity = _rowdot(masked, filtered)  # S~_k^T A S~_k, [B, K]
         pairwise = self_affinity * -crf
         degree = volume = pair_degree = inverse_mass = None
         if ncut or quadratic or per_mass:
-            degree = ops.lattice_filter(*lattice, region, False)
+            degree = lattice.apply(region)
         if quadratic:  # A is not symmetric: the pairwise sum needs the column sums A^T r too
-            pair_degree = degree + ops.lattice_filter(*lattice, region, True)
+            pair_degree = degree + lattice.apply(region, transpose=True)
             pairwise = pairwise + (_rowdot(masked * masked, pair_degree) - 2 * self_affinity) * quadratic
         if per_mass:
             mass = _rowdot(region, degree)  # r^T A r, [B, 1]
@@ -76,7 +80,7 @@ class _DenseLossFunction(torch.autograd.Function):
             volume = torch.where(raw_volume != 0, raw_volume, torch.ones_like(raw_volume))
             loss = loss + ((raw_volume - self_affinity) / volume).sum() * ncut
         ctx.save_for_backward(masked, filtered, region, degree, pair_degree, self_affinity, volume, inverse_mass,
-                              *lattice)
+                              *lattice_tensors)
         ctx.terms, ctx.exact, ctx.shape = terms, exact, segmentations.shape
         return loss / batch
 
@@ -84,12 +88,12 @@ class _DenseLossFunction(torch.autograd.Function):
     def backward(ctx, grad_loss):
         if torch.is_grad_enabled():  # create_graph: the saved A S~ carries no graph, never return zero
             raise RuntimeError("wsloss's dense losses support no double backward (create_graph=True)")
-        masked, filtered, region, degree, pair_degree, self_affinity, volume, inverse_mass, *lattice = \
+        masked, filtered, region, degree, pair_degree, self_affinity, volume, inverse_mass, *lattice_tensors = \
             ctx.saved_tensors
         crf, ncut, quadratic = ctx.terms
         batch = masked.shape[0]
         if ctx.exact:  # d/dS of S^T A S is (A + A^T) S
-            symmetric = filtered + ops.lattice_filter(*lattice, masked, True)
+            symmetric = filtered + _Lattice(*lattice_tensors).apply(masked, transpose=True)
         else:
             symmetric = filtered * 2
         coefficient = -crf - 2 * quadratic
@@ -111,7 +115,7 @@ class _DenseLossFunction(torch.autograd.Function):
             scaled_degree = pair_degree if inverse_mass is None else pair_degree * inverse_mass
             grad.addcmul_(masked, scaled_degree, value=2 * quadratic)
         grad.mul_(region).mul_(grad_loss / batch)
-        return (grad.reshape(ctx.shape), None, None, None, None) + (None,) * len(lattice)
+        return (grad.reshape(ctx.shape), None, None, None, None) + (None,) * len(lattice_tensors)
 
 
 def _bilinear_matrix(size: int, scale_factor: float, like: torch.Tensor) -> torch.Tensor:
@@ -237,7 +241,7 @@ def affinity_mass(images: torch.Tensor, rois: Optional[torch.Tensor], sigma_rgb:
     with full_precision(images.device), torch.no_grad():
         _, rois, lattice = _downscaled_lattice(*inputs)
         region = rois.reshape(batch, 1, -1)
-        return _rowdot(region, ops.lattice_filter(*lattice.tensors, region, False)).squeeze(1)
+        return _rowdot(region, lattice.apply(region)).squeeze(1)
 
 
 def dense_crf_loss(

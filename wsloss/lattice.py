@@ -5,7 +5,7 @@ W_pq = exp(-|f_p - f_q|^2 / 2) the dense Gaussian kernel, in O(N (d+1) C) time.
 Conventions (vertex layout, blur order, scaling) follow Kraehenbuehl & Koltun (NIPS
 2011) as in docs/DESIGN.md §1, so rloss loss weights transfer unchanged.
 """
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 
@@ -48,12 +48,58 @@ def bilateral_features(images: torch.Tensor, sigma_rgb: float, sigma_xy: float) 
     return torch.cat((spatial_features(images, sigma_xy), colours), dim=1)
 
 
-class PermutohedralLattice:
+class _Lattice:
+    """A built lattice as the tensors lattice_filter takes, and its one filtering, ``apply``.
+
+    ``PermutohedralLattice`` builds one from features; ``_Lattice(*tensors)`` views tensors
+    built before (an autograd Function receives and saves them as tensors), so that every
+    filtering in wsloss goes through ``apply``.
+    """
+
+    def __init__(self, vertices: torch.Tensor, weights: torch.Tensor, neighbours: torch.Tensor,
+                 splat_ptr: torch.Tensor, splat_index: torch.Tensor):
+        self.vertices, self.weights, self.neighbours = vertices, weights, neighbours
+        self.splat_ptr, self.splat_index = splat_ptr, splat_index
+        # lattice_filter_into's scratch: made on the first apply with out, grown by the op to
+        # the most channels filtered so far, and kept.
+        self._workspace: Optional[torch.Tensor] = None
+
+    @property
+    def tensors(self) -> Tuple[torch.Tensor, ...]:
+        """What lattice_filter takes: vertices, weights, neighbours, splat_ptr, splat_index."""
+        return self.vertices, self.weights, self.neighbours, self.splat_ptr, self.splat_index
+
+    @property
+    def num_vertices(self) -> int:
+        return self.neighbours.shape[0]
+
+    def apply(self, flat: torch.Tensor, transpose: bool = False, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """A V (transpose: A^T V) for flat values V, B x C x N float32 or float64 (B the lattice's
+        batch, N its pixels; no checks beyond the op's): the one low-level filtering.
+
+        Without out: a new tensor, differentiable in V. With out (contiguous, V's shape and dtype;
+        not differentiable): written into out, which is returned; the lattice keeps the scratch
+        memory from call to call (one call at a time per lattice), so a loop allocates nothing.
+        """
+        if out is None:
+            return ops.lattice_filter(*self.tensors, flat, transpose)
+        if flat.requires_grad and torch.is_grad_enabled():
+            raise RuntimeError("PermutohedralLattice.apply with out is not differentiable: pass out=None")
+        workspace = self._workspace
+        if workspace is None or workspace.dtype != flat.dtype:
+            workspace = self._workspace = flat.new_empty(0)
+        ops.lattice_filter_into(*self.tensors, flat, transpose, out, workspace)
+        return out
+
+
+class PermutohedralLattice(_Lattice):
     """A permutohedral lattice over a batch of feature maps, built once, filtered often.
 
     features: B x d x H x W or B x d x N (d = 1..16), any floating dtype (used as
     float32). The lattice is held as plain tensors (``tensors``), so it can be saved
     for backward and reused for every channel, transposed filtering and iteration.
+    ``filter`` takes values in the features' layout; ``apply`` is the low-level filtering of
+    flat B x C x N values, optionally into a caller's buffer.
     """
 
     def __init__(self, features: torch.Tensor):
@@ -66,13 +112,9 @@ class PermutohedralLattice:
         self.batch, self.dim = features.shape[:2]
         self.spatial_shape = tuple(features.shape[2:])
         flat = features.reshape(self.batch, self.dim, -1).to(torch.float32).contiguous()
-        (self.offsets, self.vertices, self.weights, self.neighbours, self.splat_ptr,
-         self.splat_index) = ops.lattice_build(flat)
-
-    @property
-    def tensors(self) -> Tuple[torch.Tensor, ...]:
-        """What lattice_filter takes: vertices, weights, neighbours, splat_ptr, splat_index."""
-        return self.vertices, self.weights, self.neighbours, self.splat_ptr, self.splat_index
+        offsets, vertices, weights, neighbours, splat_ptr, splat_index = ops.lattice_build(flat)
+        super().__init__(vertices, weights, neighbours, splat_ptr, splat_index)
+        self.offsets = offsets
 
     def filter(self, values: torch.Tensor, normalize: bool = False, transpose: bool = False) -> torch.Tensor:
         """A V (transpose: A^T V) for values B x C x <features' spatial shape>.
@@ -90,12 +132,8 @@ class PermutohedralLattice:
         if values.device != self.vertices.device:
             raise ValueError(f"values must be on the lattice's device {self.vertices.device}, got {values.device}")
         flat = values.reshape(self.batch, values.shape[1], -1).to(compute_dtype(values.dtype))
-        out = ops.lattice_filter(*self.tensors, flat, transpose)
+        out = self.apply(flat, transpose)
         if normalize:
             ones = torch.ones_like(flat[:, :1])
-            out = out / ops.lattice_filter(*self.tensors, ones, transpose)
+            out = out / self.apply(ones, transpose)
         return out.reshape(values.shape).to(values.dtype)
-
-    @property
-    def num_vertices(self) -> int:
-        return self.neighbours.shape[0]

@@ -48,14 +48,7 @@ void lattice_filter_into_cpu(const at::Tensor& vertices_in, const at::Tensor& we
                              const at::Tensor& splat_index_in, const at::Tensor& values, bool transpose,
                              const at::Tensor& out, const at::Tensor& workspace) {
   check_lattice_filter(vertices_in, weights_in, neighbours_in, splat_ptr_in, splat_index_in, values);
-  TORCH_CHECK_VALUE(out.sizes() == values.sizes() && out.scalar_type() == values.scalar_type() &&
-                        out.is_contiguous() && out.device() == values.device(),
-                    "lattice_filter_into: out must be a contiguous ", values.scalar_type(), " tensor of shape ",
-                    values.sizes(), " like values, got ", out.scalar_type(), " ", out.sizes());
-  TORCH_CHECK_VALUE(workspace.dim() == 1 && workspace.scalar_type() == values.scalar_type() &&
-                        workspace.device() == values.device(),
-                    "lattice_filter_into: workspace must be a 1-D ", values.scalar_type(), " tensor, got ",
-                    workspace.scalar_type(), " ", workspace.sizes());
+  check_lattice_filter_into(values, out, workspace);
   const at::Tensor vertices = vertices_in.contiguous(), weights = weights_in.contiguous(),
                    neighbours = neighbours_in.contiguous(), splat_ptr = splat_ptr_in.contiguous(),
                    splat_index = splat_index_in.contiguous();

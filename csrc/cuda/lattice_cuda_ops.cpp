@@ -1,6 +1,7 @@
-// CUDA kernels of wsloss::lattice_build and wsloss::lattice_filter: thin torch wrappers
-// that allocate from the caching allocator and launch on the current stream.
+// CUDA kernels of wsloss::lattice_build, lattice_filter and lattice_filter_into: thin torch
+// wrappers that allocate from the caching allocator and launch on the current stream.
 #include <ATen/ATen.h>
+#include <ATen/MemoryOverlap.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
@@ -84,19 +85,23 @@ lattice_build_cuda(const at::Tensor& features_in) {
   return {offsets, vertices, weights, neighbours, splat_ptr, splat_index};
 }
 
-at::Tensor lattice_filter_cuda(const at::Tensor& vertices, const at::Tensor& weights, const at::Tensor& neighbours,
-                               const at::Tensor& splat_ptr, const at::Tensor& splat_index, const at::Tensor& values,
-                               bool transpose) {
-  check_lattice_filter(vertices, weights, neighbours, splat_ptr, splat_index, values);
-  const c10::cuda::CUDAGuard guard(values.device());
+// The scratch of one filtering, in values: the two lattices [M+1][C] and the splat's
+// carries [chunks][C].
+int64_t filter_scratch_size(const at::Tensor& vertices, const at::Tensor& neighbours, int64_t channels) {
+  const int64_t chunks = cuda::splat_chunks(vertices.size(0), vertices.size(1) * vertices.size(2));
+  return (2 * (neighbours.size(0) + 1) + chunks) * channels;
+}
+
+// out = A values (transpose: A^T values), [B, C, N] contiguous, with `scratch` (at least
+// filter_scratch_size values of values' dtype) for the lattices. Arguments checked, device guarded.
+void launch_filter(const at::Tensor& vertices, const at::Tensor& weights, const at::Tensor& neighbours,
+                   const at::Tensor& splat_ptr, const at::Tensor& splat_index, const at::Tensor& values, bool transpose,
+                   const at::Tensor& out, const at::Tensor& scratch) {
   const int64_t batch = values.size(0), channels = values.size(1), pixels = values.size(2);
   const int64_t num_vertices = neighbours.size(0);
   // Pixel-major input, so that the threads of one splat entry read consecutive channels;
   // the slice writes the channel-planar result directly.
   const at::Tensor in = values.transpose(1, 2).contiguous();
-  at::Tensor out = at::empty({batch, channels, pixels}, values.options());
-  const int64_t chunks = cuda::splat_chunks(batch, pixels * vertices.size(2));
-  at::Tensor scratch = at::empty({2 * (num_vertices + 1) + chunks, channels}, values.options());
   const at::Tensor v = vertices.contiguous(), w = weights.contiguous(), n = neighbours.contiguous(),
                    ptr = splat_ptr.contiguous(), idx = splat_index.contiguous();
   AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "lattice_filter_cuda", [&] {
@@ -110,7 +115,35 @@ at::Tensor lattice_filter_cuda(const at::Tensor& vertices, const at::Tensor& wei
     check_cuda(cuda::lattice_filter<scalar_t>(buffers, transpose, c10::cuda::getCurrentCUDAStream()),
                "lattice_filter");
   });
+}
+
+at::Tensor lattice_filter_cuda(const at::Tensor& vertices, const at::Tensor& weights, const at::Tensor& neighbours,
+                               const at::Tensor& splat_ptr, const at::Tensor& splat_index, const at::Tensor& values,
+                               bool transpose) {
+  check_lattice_filter(vertices, weights, neighbours, splat_ptr, splat_index, values);
+  const c10::cuda::CUDAGuard guard(values.device());
+  const int64_t batch = values.size(0), channels = values.size(1), pixels = values.size(2);
+  at::Tensor out = at::empty({batch, channels, pixels}, values.options());
+  at::Tensor scratch = at::empty({filter_scratch_size(vertices, neighbours, channels)}, values.options());
+  launch_filter(vertices, weights, neighbours, splat_ptr, splat_index, values, transpose, out, scratch);
   return out;
+}
+
+// The same filtering into the caller's out ([B, C, N], values' dtype, contiguous), the
+// lattices in `workspace` (1-D, values' dtype), grown when too small and kept: the CPU op's
+// contract, so that a loop reuses its memory on either device and no caller branches on it.
+void lattice_filter_into_cuda(const at::Tensor& vertices, const at::Tensor& weights, const at::Tensor& neighbours,
+                              const at::Tensor& splat_ptr, const at::Tensor& splat_index, const at::Tensor& values,
+                              bool transpose, const at::Tensor& out, const at::Tensor& workspace) {
+  check_lattice_filter(vertices, weights, neighbours, splat_ptr, splat_index, values);
+  check_lattice_filter_into(values, out, workspace);
+  const c10::cuda::CUDAGuard guard(values.device());
+  at::assert_no_overlap(out, values);
+  const int64_t scratch = filter_scratch_size(vertices, neighbours, values.size(1));
+  if (workspace.numel() < scratch) workspace.resize_({scratch});
+  at::assert_no_overlap(workspace, values);
+  at::assert_no_overlap(workspace, out);
+  launch_filter(vertices, weights, neighbours, splat_ptr, splat_index, values, transpose, out, workspace);
 }
 
 }  // namespace
@@ -118,6 +151,7 @@ at::Tensor lattice_filter_cuda(const at::Tensor& vertices, const at::Tensor& wei
 TORCH_LIBRARY_IMPL(wsloss, CUDA, m) {
   m.impl("lattice_build", &lattice_build_cuda);
   m.impl("lattice_filter", &lattice_filter_cuda);
+  m.impl("lattice_filter_into", &lattice_filter_into_cuda);
 }
 
 }  // namespace wsloss
