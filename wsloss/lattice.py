@@ -84,7 +84,7 @@ class _Lattice:
         if out is None:
             return ops.lattice_filter(*self.tensors, flat, transpose)
         if flat.requires_grad and torch.is_grad_enabled():
-            raise RuntimeError("PermutohedralLattice.apply with out is not differentiable: pass out=None")
+            raise ValueError("out: filtering into out is not differentiable and values require grad; pass out=None")
         workspace = self._workspace
         if workspace is None or workspace.dtype != flat.dtype:
             workspace = self._workspace = flat.new_empty(0)
