@@ -7,13 +7,14 @@
 // up to kBlockPathPixels take one block each (block barriers only). Larger images take
 // several blocks each in a cooperative grid: block histograms are added into a
 // per-image histogram in global memory, one grid barrier per pass. Includes only CUDA
-// headers and the shared arithmetic, so that CI compiles it alone with nvcc.
+// headers, launch.h and the shared arithmetic, so that CI compiles it alone with nvcc.
 #include <cooperative_groups.h>
 
 #include <algorithm>
 #include <cub/block/block_scan.cuh>
 
 #include "em_adapt_cuda.h"
+#include "launch.h"
 
 namespace wsloss {
 namespace cuda {
@@ -146,8 +147,7 @@ __global__ void __launch_bounds__(kEmThreads, 1) em_adapt_kernel(EmAdaptBuffers<
 // Thread per pixel, after the biases are known.
 template <typename T>
 __global__ void __launch_bounds__(kLabelThreads) em_labels_kernel(EmAdaptBuffers<T> a) {
-  for (int64_t q = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; q < a.batch * a.pixels;
-       q += int64_t{gridDim.x} * blockDim.x) {
+  WSLOSS_GRID_STRIDE(q, a.batch * a.pixels) {
     const int64_t b = q / a.pixels;
     a.labels[q] = pixel_label(image_view(a, b), q - b * a.pixels, a.biases + b * a.classes, a.suppress_absent,
                               a.margin);
@@ -191,15 +191,13 @@ cudaError_t em_adapt(const EmAdaptBuffers<T>& buffers, cudaStream_t stream) {
                                       dim3(static_cast<unsigned>(buffers.batch * blocks)), dim3(kEmThreads), args, 0,
                                       stream);
   } else {
-    const unsigned grid = static_cast<unsigned>(std::min<int64_t>(buffers.batch, 1 << 20));
+    const unsigned grid = static_cast<unsigned>(std::min(buffers.batch, kMaxGridBlocks));
     em_adapt_kernel<T, false><<<grid, kEmThreads, 0, stream>>>(buffers, 1);
     err = cudaGetLastError();
   }
   if (err != cudaSuccess) return err;
-  const int64_t pixels = buffers.batch * buffers.pixels;
-  const unsigned label_grid =
-      static_cast<unsigned>(std::min<int64_t>((pixels + kLabelThreads - 1) / kLabelThreads, 1 << 20));
-  em_labels_kernel<T><<<label_grid, kLabelThreads, 0, stream>>>(buffers);
+  // B >= 1 (returned above) and N >= 1 (prepare_em_adapt), so blocks_for's lower clamp never applies.
+  em_labels_kernel<T><<<blocks_for(buffers.batch * buffers.pixels, kLabelThreads), kLabelThreads, 0, stream>>>(buffers);
   return cudaGetLastError();
 }
 

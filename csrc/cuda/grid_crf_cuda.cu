@@ -2,10 +2,9 @@
 // one gradient per pixel and class; a thread per pixel computes its pairs' contrast weights,
 // then reads its class planes in turn (coalesced across a warp), its neighbours' values
 // coming from the same or adjacent lines.
-// Includes only CUDA headers and the shared arithmetic, so that CI compiles it alone.
-#include <algorithm>
-
+// Includes only CUDA headers, launch.h and the shared arithmetic, so that CI compiles it alone.
 #include "grid_crf_cuda.h"
+#include "launch.h"
 
 namespace wsloss {
 namespace cuda {
@@ -23,8 +22,7 @@ __device__ GridCrfImage<T> image_view(const GridCrfBuffers<T>& a, int64_t b) {
 template <int E, typename T>
 __global__ void __launch_bounds__(kGridThreads) grid_energy_kernel(GridCrfBuffers<T> a) {
   const int64_t n = a.height * a.width;
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < a.batch * n;
-       i += int64_t{gridDim.x} * blockDim.x) {
+  WSLOSS_GRID_STRIDE(i, a.batch * n) {
     const int64_t b = i / n, p = i - b * n;
     a.out[i] = grid_pixel_energy<E>(image_view(a, b), p / a.width, p % a.width);
   }
@@ -33,17 +31,11 @@ __global__ void __launch_bounds__(kGridThreads) grid_energy_kernel(GridCrfBuffer
 template <int E, typename T>
 __global__ void __launch_bounds__(kGridThreads) grid_gradient_kernel(GridCrfBuffers<T> a) {
   const int64_t n = a.height * a.width;
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < a.batch * n;
-       i += int64_t{gridDim.x} * blockDim.x) {
+  WSLOSS_GRID_STRIDE(i, a.batch * n) {
     const int64_t b = i / n, p = i - b * n;
     grid_pixel_gradient<E>(image_view(a, b), a.grad_energy + b * n, p / a.width, p % a.width,
                            a.out + b * a.classes * n);
   }
-}
-
-unsigned blocks_for(int64_t items) {
-  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>((items + kGridThreads - 1) / kGridThreads,
-                                                                      int64_t{1} << 20)));
 }
 
 }  // namespace
@@ -52,8 +44,8 @@ template <typename T>
 cudaError_t grid_crf_energy(const GridCrfBuffers<T>& a, cudaStream_t stream) {
   const int64_t pixels = a.batch * a.height * a.width;
   if (pixels == 0) return cudaSuccess;
-  if (a.directions == 4) grid_energy_kernel<4, T><<<blocks_for(pixels), kGridThreads, 0, stream>>>(a);
-  else grid_energy_kernel<2, T><<<blocks_for(pixels), kGridThreads, 0, stream>>>(a);
+  if (a.directions == 4) grid_energy_kernel<4, T><<<blocks_for(pixels, kGridThreads), kGridThreads, 0, stream>>>(a);
+  else grid_energy_kernel<2, T><<<blocks_for(pixels, kGridThreads), kGridThreads, 0, stream>>>(a);
   return cudaGetLastError();
 }
 
@@ -61,8 +53,8 @@ template <typename T>
 cudaError_t grid_crf_gradient(const GridCrfBuffers<T>& a, cudaStream_t stream) {
   const int64_t pixels = a.batch * a.height * a.width;
   if (pixels == 0) return cudaSuccess;
-  if (a.directions == 4) grid_gradient_kernel<4, T><<<blocks_for(pixels), kGridThreads, 0, stream>>>(a);
-  else grid_gradient_kernel<2, T><<<blocks_for(pixels), kGridThreads, 0, stream>>>(a);
+  if (a.directions == 4) grid_gradient_kernel<4, T><<<blocks_for(pixels, kGridThreads), kGridThreads, 0, stream>>>(a);
+  else grid_gradient_kernel<2, T><<<blocks_for(pixels, kGridThreads), kGridThreads, 0, stream>>>(a);
   return cudaGetLastError();
 }
 

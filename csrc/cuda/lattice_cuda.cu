@@ -1,13 +1,14 @@
 // CUDA kernels of the permutohedral lattice (build and filter), batched over images.
-// Each kernel is a grid-stride loop over one step of lattice_steps.h. Includes only
-// CUDA headers (CUB) and the shared lattice arithmetic, so that CI compiles it alone
-// with nvcc. Compile with --fmad=false: docs/DESIGN.md §1 needs one rounding per operation.
+// Each kernel is a grid-stride loop (launch.h) over one step of lattice_steps.h. Includes
+// only CUDA headers (CUB), launch.h and the shared lattice arithmetic, so that CI compiles
+// it alone with nvcc. Compile with --fmad=false: docs/DESIGN.md §1 needs one rounding per operation.
 #include <cub/device/device_radix_sort.cuh>
 #include <cub/device/device_scan.cuh>
 
 #include <algorithm>
 #include <climits>
 
+#include "launch.h"
 #include "lattice_cuda.h"
 #include "lattice_steps.h"
 
@@ -16,13 +17,6 @@ namespace cuda {
 namespace {
 
 constexpr int kThreads = 256;
-
-int blocks_for(int64_t items) {
-  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>((items + kThreads - 1) / kThreads, 1 << 20)));
-}
-
-#define WSLOSS_GRID_STRIDE(i, n) \
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < (n); i += int64_t{gridDim.x} * blockDim.x)
 
 struct Scales {
   float s[kMaxFeatureDim];
@@ -45,7 +39,7 @@ __global__ void embed_kernel(BuildBuffers a, Scales scales) {
 #pragma unroll
     for (int i = 0; i < D; ++i) lo[i] = INT_MAX, hi[i] = INT_MIN;
     bool ok = true;
-    for (int64_t p = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; p < a.pixels; p += int64_t{gridDim.x} * blockDim.x) {
+    WSLOSS_GRID_STRIDE(p, a.pixels) {
       int z[D + 2];
       ok = embed_step<D>(image * a.pixels + p, a, scales.s, z) && ok;
 #pragma unroll
@@ -153,13 +147,13 @@ struct BuildCount {
     cudaError_t err = cudaMemsetAsync(a.table_key, 0xff, slots * sizeof(PackedKey), stream);  // kEmptyKey
     if (err == cudaSuccess) err = cudaMemsetAsync(a.table_corner, 0x7f, slots * sizeof(int32_t), stream);
     if (err != cudaSuccess) return err;
-    range_init_kernel<<<blocks_for(a.batch * D), kThreads, 0, stream>>>(a);
+    range_init_kernel<<<blocks_for(a.batch * D, kThreads), kThreads, 0, stream>>>(a);
     const dim3 embed_grid(static_cast<unsigned>(std::min<int64_t>((a.pixels + kThreads - 1) / kThreads, 1024)),
                           static_cast<unsigned>(std::min<int64_t>(a.batch, 65535)));
     embed_kernel<D><<<embed_grid, kThreads, 0, stream>>>(a, scales);
     key_layout_kernel<<<1, 32, 0, stream>>>(a);
-    insert_kernel<D><<<blocks_for(corners), kThreads, 0, stream>>>(a);
-    first_kernel<<<blocks_for(corners), kThreads, 0, stream>>>(a, corners);
+    insert_kernel<D><<<blocks_for(corners, kThreads), kThreads, 0, stream>>>(a);
+    first_kernel<<<blocks_for(corners, kThreads), kThreads, 0, stream>>>(a, corners);
     size_t bytes = scan_bytes;
     err = cub::DeviceScan::ExclusiveSum(scan_workspace, bytes, a.first, a.vertex_id, static_cast<int>(corners),
                                         stream);
@@ -173,11 +167,11 @@ template <int D>
 struct BuildFinish {
   static cudaError_t run(const BuildBuffers& a, const FinishBuffers& f, cudaStream_t stream) {
     const int64_t corners = a.batch * a.pixels * (D + 1);
-    owner_kernel<<<blocks_for(corners), kThreads, 0, stream>>>(a, corners, f.owner);
-    vertex_id_kernel<<<blocks_for(corners), kThreads, 0, stream>>>(a, corners);
-    neighbours_kernel<D><<<blocks_for(f.num_vertices), kThreads, 0, stream>>>(a, f.owner, f.num_vertices,
-                                                                              f.neighbours);
-    iota_kernel<<<blocks_for(corners), kThreads, 0, stream>>>(corners, f.sort_values);
+    owner_kernel<<<blocks_for(corners, kThreads), kThreads, 0, stream>>>(a, corners, f.owner);
+    vertex_id_kernel<<<blocks_for(corners, kThreads), kThreads, 0, stream>>>(a, corners);
+    neighbours_kernel<D><<<blocks_for(f.num_vertices, kThreads), kThreads, 0, stream>>>(a, f.owner, f.num_vertices,
+                                                                                        f.neighbours);
+    iota_kernel<<<blocks_for(corners, kThreads), kThreads, 0, stream>>>(corners, f.sort_values);
     int end_bit = 1;
     while ((int64_t{1} << end_bit) <= f.num_vertices) ++end_bit;
     // A stable radix sort keeps each vertex's corners in ascending (pixel, corner)
@@ -186,7 +180,8 @@ struct BuildFinish {
     cudaError_t err = cub::DeviceRadixSort::SortPairs(f.sort_workspace, bytes, a.vertices, f.sort_keys, f.sort_values,
                                                       f.splat_index, static_cast<int>(corners), 0, end_bit, stream);
     if (err != cudaSuccess) return err;
-    splat_ptr_kernel<<<blocks_for(corners), kThreads, 0, stream>>>(f.sort_keys, corners, f.num_vertices, f.splat_ptr);
+    splat_ptr_kernel<<<blocks_for(corners, kThreads), kThreads, 0, stream>>>(f.sort_keys, corners, f.num_vertices,
+                                                                             f.splat_ptr);
     return cudaGetLastError();
   }
 };
@@ -199,16 +194,17 @@ struct Filter {
     cudaError_t err = cudaMemsetAsync(a.lattice_a + items, 0, a.channels * sizeof(T), stream);
     if (err == cudaSuccess) err = cudaMemsetAsync(a.lattice_b + items, 0, a.channels * sizeof(T), stream);
     if (err != cudaSuccess) return err;
-    splat_chunk_kernel<T><<<blocks_for(chunks * a.channels), kThreads, 0, stream>>>(a, chunks);
-    splat_carry_kernel<T><<<blocks_for(items), kThreads, 0, stream>>>(a);
+    splat_chunk_kernel<T><<<blocks_for(chunks * a.channels, kThreads), kThreads, 0, stream>>>(a, chunks);
+    splat_carry_kernel<T><<<blocks_for(items, kThreads), kThreads, 0, stream>>>(a);
     T* lattice = a.lattice_a;
     T* other = a.lattice_b;
     for (int step = 0; step <= D; ++step) {
-      blur_kernel<T><<<blocks_for(items), kThreads, 0, stream>>>(a, transpose ? D - step : step, lattice, other);
+      blur_kernel<T><<<blocks_for(items, kThreads), kThreads, 0, stream>>>(a, transpose ? D - step : step, lattice,
+                                                                           other);
       std::swap(lattice, other);
     }
-    slice_kernel<D, T><<<blocks_for(a.batch * a.pixels), kThreads, 0, stream>>>(a, lattice,
-                                                                               static_cast<T>(slice_scale(D)));
+    slice_kernel<D, T><<<blocks_for(a.batch * a.pixels, kThreads), kThreads, 0, stream>>>(
+        a, lattice, static_cast<T>(slice_scale(D)));
     return cudaGetLastError();
   }
 };
