@@ -5,7 +5,7 @@
 
 #include <algorithm>
 
-#include "../lattice_checks.h"
+#include "../lattice_call.h"
 #include "aten_parallel_for.h"
 #include "lattice_cpu.h"
 
@@ -15,13 +15,12 @@ namespace {
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
 lattice_build_cpu(const at::Tensor& features_in) {
   check_lattice_features(features_in);
-  const at::Tensor features = features_in.contiguous();
-  const int64_t batch = features.size(0), pixels = features.size(2);
-  const int d = static_cast<int>(features.size(1));
+  const LatticeBuildCall call = lattice_build_call(features_in, features_in.options());
+  const at::Tensor& features = call.features;
+  const int64_t batch = call.batch, pixels = call.pixels;
+  const int d = call.d;
   const auto int_options = features.options().dtype(at::kInt);
-
-  at::Tensor vertices = at::empty({batch, pixels, d + 1}, int_options);
-  at::Tensor weights = at::empty({batch, pixels, d + 1}, features.options());
+  const at::Tensor &vertices = call.vertices, &weights = call.weights;
   cpu::LatticeBuilder builder(features.data_ptr<float>(), batch, d, pixels,
                               vertices.data_ptr<int32_t>(), weights.data_ptr<float>());
   TORCH_CHECK_VALUE(builder.embed_and_hash(cpu::AtenParallelFor{}),
@@ -49,17 +48,16 @@ void lattice_filter_into_cpu(const at::Tensor& vertices_in, const at::Tensor& we
                              const at::Tensor& out, const at::Tensor& workspace) {
   check_lattice_filter(vertices_in, weights_in, neighbours_in, splat_ptr_in, splat_index_in, values);
   check_lattice_filter_into(values, out, workspace);
-  const at::Tensor vertices = vertices_in.contiguous(), weights = weights_in.contiguous(),
-                   neighbours = neighbours_in.contiguous(), splat_ptr = splat_ptr_in.contiguous(),
-                   splat_index = splat_index_in.contiguous();
+  const LatticeFilterCall call =
+      lattice_filter_call(vertices_in, weights_in, neighbours_in, splat_ptr_in, splat_index_in, values);
   const at::Tensor in = values.contiguous();
   at::assert_no_overlap(out, in);
-  const int64_t batch = in.size(0), channels = in.size(1), pixels = in.size(2);
-  const cpu::LatticeView lattice{vertices.data_ptr<int32_t>(),    weights.data_ptr<float>(),
-                                 neighbours.data_ptr<int32_t>(),  splat_ptr.data_ptr<int32_t>(),
-                                 splat_index.data_ptr<int32_t>(), batch,
-                                 pixels,                          neighbours.size(0),
-                                 static_cast<int>(vertices.size(2)) - 1};
+  const int64_t batch = call.batch, channels = call.channels, pixels = call.pixels;
+  const cpu::LatticeView lattice{call.vertices.data_ptr<int32_t>(),    call.weights.data_ptr<float>(),
+                                 call.neighbours.data_ptr<int32_t>(),  call.splat_ptr.data_ptr<int32_t>(),
+                                 call.splat_index.data_ptr<int32_t>(), batch,
+                                 pixels,                               call.num_vertices,
+                                 call.d};
   // Channel chunks bound the scratch lattice (about 256 MB for two float buffers).
   const int64_t row_budget = std::max<int64_t>(1, (int64_t{32} << 20) / (lattice.num_vertices + 1));
   const int64_t chunk =

@@ -196,7 +196,7 @@ cudaError_t em_adapt(const EmAdaptBuffers<T>& buffers, cudaStream_t stream) {
     err = cudaGetLastError();
   }
   if (err != cudaSuccess) return err;
-  // B >= 1 (returned above) and N >= 1 (prepare_em_adapt), so blocks_for's lower clamp never applies.
+  // B >= 1 (returned above) and N >= 1 (check_em_adapt), so blocks_for's lower clamp never applies.
   em_labels_kernel<T><<<blocks_for(buffers.batch * buffers.pixels, kLabelThreads), kLabelThreads, 0, stream>>>(buffers);
   return cudaGetLastError();
 }

@@ -5,26 +5,27 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include "../em_adapt_checks.h"
+#include "../em_adapt_call.h"
 #include "em_adapt_cuda.h"
 
 namespace wsloss {
 namespace {
 
-std::tuple<at::Tensor, at::Tensor> em_adapt_cuda(const at::Tensor& logits_in, const at::Tensor& present_in,
-                                                 const at::Tensor& order_in, double bg_portion, double fg_portion,
+std::tuple<at::Tensor, at::Tensor> em_adapt_cuda(const at::Tensor& logits_in, const at::Tensor& present,
+                                                 const at::Tensor& order, double bg_portion, double fg_portion,
                                                  bool suppress_absent, double margin) {
-  const EmAdaptCall call = prepare_em_adapt(logits_in, present_in, order_in, bg_portion, fg_portion, margin);
-  const at::Tensor &logits = call.logits, &present = call.present, &order = call.order, &labels = call.labels,
-                   &biases = call.biases;
-  const c10::cuda::CUDAGuard guard(logits.device());
-  const int64_t batch = logits.size(0), classes = logits.size(1), pixels = logits.size(2);
+  // The checks first (a tensor on another device gets their message), then the guard, then the allocations.
+  check_em_adapt(logits_in, present, order, bg_portion, fg_portion, margin);
+  const c10::cuda::CUDAGuard guard(logits_in.device());
+  const EmAdaptCall call = em_adapt_call(logits_in, present, order, logits_in.options());
+  const at::Tensor& logits = call.logits;
+  const int64_t batch = call.batch, classes = call.classes, pixels = call.pixels;
   at::Tensor max_score = at::empty({batch, pixels}, logits.options());
   at::Tensor histograms = at::empty({cuda::kHistogramBuffers * batch * kDigitBins}, logits.options().dtype(at::kInt));
   AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "em_adapt_cuda", [&] {
     const cuda::EmAdaptBuffers<scalar_t> buffers{logits.data_ptr<scalar_t>(),
-                                                 present.data_ptr<bool>(),
-                                                 order.data_ptr<int64_t>(),
+                                                 call.present.data_ptr<bool>(),
+                                                 call.order.data_ptr<int64_t>(),
                                                  batch,
                                                  classes,
                                                  pixels,
@@ -34,12 +35,12 @@ std::tuple<at::Tensor, at::Tensor> em_adapt_cuda(const at::Tensor& logits_in, co
                                                  static_cast<scalar_t>(margin),
                                                  max_score.data_ptr<scalar_t>(),
                                                  reinterpret_cast<uint32_t*>(histograms.data_ptr<int32_t>()),
-                                                 labels.data_ptr<int64_t>(),
-                                                 biases.data_ptr<scalar_t>()};
+                                                 call.labels.data_ptr<int64_t>(),
+                                                 call.biases.data_ptr<scalar_t>()};
     const cudaError_t err = cuda::em_adapt<scalar_t>(buffers, c10::cuda::getCurrentCUDAStream());
     TORCH_CHECK(err == cudaSuccess, "em_adapt: ", cudaGetErrorString(err));
   });
-  return {labels, biases};
+  return {call.labels, call.biases};
 }
 
 }  // namespace

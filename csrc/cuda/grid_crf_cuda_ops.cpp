@@ -4,21 +4,21 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include "../grid_crf_checks.h"
+#include "../grid_crf_call.h"
 #include "grid_crf_cuda.h"
 
 namespace wsloss {
 namespace {
 
+// The whole batch of a call (grid_crf_call / grid_crf_backward_call).
 template <typename T>
-cuda::GridCrfBuffers<T> grid_buffers(const GridCrfCall& call, const T* grad_energy, T* out, double sigma,
-                                     int64_t neighbourhood, bool bilinear) {
+cuda::GridCrfBuffers<T> grid_buffers(const GridCrfCall& call, double sigma, int64_t neighbourhood, bool bilinear) {
   const at::Tensor& s = call.segmentations;
   return {s.data_ptr<T>(),
           call.images.data_ptr<T>(),
           call.rois.data_ptr<T>(),
-          grad_energy,
-          out,
+          call.grad_energy.defined() ? call.grad_energy.data_ptr<T>() : nullptr,
+          call.out.data_ptr<T>(),
           s.size(0),
           s.size(1),
           call.images.size(1),
@@ -33,33 +33,27 @@ at::Tensor grid_crf_cuda(const at::Tensor& segmentations, const at::Tensor& imag
                          double sigma, int64_t neighbourhood, bool bilinear) {
   check_grid_crf(segmentations, images, rois, sigma, neighbourhood);
   const c10::cuda::CUDAGuard guard(segmentations.device());
-  const GridCrfCall call = prepare_grid_crf(segmentations, images, rois);
-  at::Tensor energy = at::empty({segmentations.size(0), segmentations.size(2), segmentations.size(3)},
-                                segmentations.options());
+  const GridCrfCall call = grid_crf_call(segmentations, images, rois, segmentations.options());
   AT_DISPATCH_FLOATING_TYPES(segmentations.scalar_type(), "grid_crf_cuda", [&] {
-    const auto buffers =
-        grid_buffers<scalar_t>(call, nullptr, energy.data_ptr<scalar_t>(), sigma, neighbourhood, bilinear);
-    const cudaError_t err = cuda::grid_crf_energy(buffers, c10::cuda::getCurrentCUDAStream());
+    const cudaError_t err = cuda::grid_crf_energy(grid_buffers<scalar_t>(call, sigma, neighbourhood, bilinear),
+                                                  c10::cuda::getCurrentCUDAStream());
     TORCH_CHECK(err == cudaSuccess, "grid_crf: ", cudaGetErrorString(err));
   });
-  return energy;
+  return call.out;
 }
 
-at::Tensor grid_crf_backward_cuda(const at::Tensor& grad_energy_in, const at::Tensor& segmentations,
+at::Tensor grid_crf_backward_cuda(const at::Tensor& grad_energy, const at::Tensor& segmentations,
                                   const at::Tensor& images, const at::Tensor& rois, double sigma,
                                   int64_t neighbourhood, bool bilinear) {
-  check_grid_crf_backward(grad_energy_in, segmentations, images, rois, sigma, neighbourhood);
+  check_grid_crf_backward(grad_energy, segmentations, images, rois, sigma, neighbourhood);
   const c10::cuda::CUDAGuard guard(segmentations.device());
-  const GridCrfCall call = prepare_grid_crf(segmentations, images, rois);
-  const at::Tensor grad_energy = grad_energy_in.contiguous();
-  at::Tensor grad = at::empty_like(call.segmentations);
+  const GridCrfCall call = grid_crf_backward_call(grad_energy, segmentations, images, rois, segmentations.options());
   AT_DISPATCH_FLOATING_TYPES(segmentations.scalar_type(), "grid_crf_backward_cuda", [&] {
-    const auto buffers = grid_buffers<scalar_t>(call, grad_energy.data_ptr<scalar_t>(), grad.data_ptr<scalar_t>(),
-                                                sigma, neighbourhood, bilinear);
-    const cudaError_t err = cuda::grid_crf_gradient(buffers, c10::cuda::getCurrentCUDAStream());
+    const cudaError_t err = cuda::grid_crf_gradient(grid_buffers<scalar_t>(call, sigma, neighbourhood, bilinear),
+                                                    c10::cuda::getCurrentCUDAStream());
     TORCH_CHECK(err == cudaSuccess, "grid_crf_backward: ", cudaGetErrorString(err));
   });
-  return grad;
+  return call.out;
 }
 
 }  // namespace

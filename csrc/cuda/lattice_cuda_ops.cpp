@@ -6,7 +6,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include "../lattice_checks.h"
+#include "../lattice_call.h"
 #include "lattice_cuda.h"
 
 namespace wsloss {
@@ -23,26 +23,26 @@ at::Tensor workspace(size_t bytes, const at::Tensor& like) {
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
 lattice_build_cuda(const at::Tensor& features_in) {
   check_lattice_features(features_in);
+  // Refused before anything is allocated: the one hash table's slots are indexed in int32.
+  const int64_t capacity = cuda::table_capacity(features_in.size(2), static_cast<int>(features_in.size(1)));
+  TORCH_CHECK_VALUE(features_in.size(0) * capacity < (int64_t{1} << 31),
+                    "lattice_build: batch too large for one hash table (B = ", features_in.size(0), ", N = ",
+                    features_in.size(2), ", d = ", features_in.size(1), "); split it");
   const c10::cuda::CUDAGuard guard(features_in.device());
-  const at::Tensor features = features_in.contiguous();
-  const int64_t batch = features.size(0), pixels = features.size(2);
-  const int d = static_cast<int>(features.size(1));
+  const LatticeBuildCall call = lattice_build_call(features_in, features_in.options());
+  const at::Tensor &features = call.features, &vertices = call.vertices, &weights = call.weights;
+  const int64_t batch = call.batch, pixels = call.pixels;
+  const int d = call.d;
   const int64_t corners = batch * pixels * (d + 1);
-  const int64_t capacity = cuda::table_capacity(pixels, d);
-  TORCH_CHECK_VALUE(batch * capacity < (int64_t{1} << 31), "lattice_build: batch too large for one hash table (B = ",
-                    batch, ", N = ", pixels, ", d = ", d, "); split it");
   const auto ints = features.options().dtype(at::kInt);
   if (corners == 0) {  // no pixels: an empty lattice
-    return {at::zeros({batch + 1}, features.options().dtype(at::kLong)), at::empty({batch, pixels, d + 1}, ints),
-            at::empty({batch, pixels, d + 1}, features.options()), at::empty({0, d + 1, 2}, ints),
-            at::zeros({1}, ints), at::empty({0}, ints)};
+    return {at::zeros({batch + 1}, features.options().dtype(at::kLong)), vertices, weights,
+            at::empty({0, d + 1, 2}, ints), at::zeros({1}, ints), at::empty({0}, ints)};
   }
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
 
   at::Tensor remainder = at::empty({corners}, ints);
   at::Tensor rank = at::empty({corners}, features.options().dtype(at::kChar));
-  at::Tensor weights = at::empty({batch, pixels, d + 1}, features.options());
-  at::Tensor vertices = at::empty({batch, pixels, d + 1}, ints);
   // coordinate minima and maxima [2][B][d], then the key layout
   const int64_t layout_ints = (sizeof(cuda::KeyLayout) + sizeof(int32_t) - 1) / sizeof(int32_t);
   at::Tensor key_ranges = at::empty({2 * batch * d + layout_ints}, ints);
@@ -94,23 +94,20 @@ int64_t filter_scratch_size(const at::Tensor& vertices, const at::Tensor& neighb
 
 // out = A values (transpose: A^T values), [B, C, N] contiguous, with `scratch` (at least
 // filter_scratch_size values of values' dtype) for the lattices. Arguments checked, device guarded.
-void launch_filter(const at::Tensor& vertices, const at::Tensor& weights, const at::Tensor& neighbours,
-                   const at::Tensor& splat_ptr, const at::Tensor& splat_index, const at::Tensor& values, bool transpose,
-                   const at::Tensor& out, const at::Tensor& scratch) {
-  const int64_t batch = values.size(0), channels = values.size(1), pixels = values.size(2);
-  const int64_t num_vertices = neighbours.size(0);
+void launch_filter(const LatticeFilterCall& call, const at::Tensor& values, bool transpose, const at::Tensor& out,
+                   const at::Tensor& scratch) {
+  const int64_t batch = call.batch, channels = call.channels, pixels = call.pixels;
+  const int64_t num_vertices = call.num_vertices;
   // Pixel-major input, so that the threads of one splat entry read consecutive channels;
   // the slice writes the channel-planar result directly.
   const at::Tensor in = values.transpose(1, 2).contiguous();
-  const at::Tensor v = vertices.contiguous(), w = weights.contiguous(), n = neighbours.contiguous(),
-                   ptr = splat_ptr.contiguous(), idx = splat_index.contiguous();
   AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "lattice_filter_cuda", [&] {
     scalar_t* lattice_a = scratch.data_ptr<scalar_t>();
     scalar_t* lattice_b = lattice_a + (num_vertices + 1) * channels;
     const cuda::FilterBuffers<scalar_t> buffers{
-        v.data_ptr<int32_t>(), w.data_ptr<float>(), n.data_ptr<int32_t>(), ptr.data_ptr<int32_t>(),
-        idx.data_ptr<int32_t>(), batch, pixels, num_vertices, channels, static_cast<int>(vertices.size(2)) - 1,
-        in.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), lattice_a, lattice_b,
+        call.vertices.data_ptr<int32_t>(), call.weights.data_ptr<float>(), call.neighbours.data_ptr<int32_t>(),
+        call.splat_ptr.data_ptr<int32_t>(), call.splat_index.data_ptr<int32_t>(), batch, pixels, num_vertices,
+        channels, call.d, in.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), lattice_a, lattice_b,
         lattice_b + (num_vertices + 1) * channels};
     check_cuda(cuda::lattice_filter<scalar_t>(buffers, transpose, c10::cuda::getCurrentCUDAStream()),
                "lattice_filter");
@@ -125,7 +122,8 @@ at::Tensor lattice_filter_cuda(const at::Tensor& vertices, const at::Tensor& wei
   const int64_t batch = values.size(0), channels = values.size(1), pixels = values.size(2);
   at::Tensor out = at::empty({batch, channels, pixels}, values.options());
   at::Tensor scratch = at::empty({filter_scratch_size(vertices, neighbours, channels)}, values.options());
-  launch_filter(vertices, weights, neighbours, splat_ptr, splat_index, values, transpose, out, scratch);
+  launch_filter(lattice_filter_call(vertices, weights, neighbours, splat_ptr, splat_index, values), values, transpose,
+                out, scratch);
   return out;
 }
 
@@ -143,7 +141,8 @@ void lattice_filter_into_cuda(const at::Tensor& vertices, const at::Tensor& weig
   if (workspace.numel() < scratch) workspace.resize_({scratch});
   at::assert_no_overlap(workspace, values);
   at::assert_no_overlap(workspace, out);
-  launch_filter(vertices, weights, neighbours, splat_ptr, splat_index, values, transpose, out, workspace);
+  launch_filter(lattice_filter_call(vertices, weights, neighbours, splat_ptr, splat_index, values), values, transpose,
+                out, workspace);
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
-// Argument checks shared by the CPU and CUDA wrappers of the lattice ops. They raise
-// ValueError / TypeError in Python (TORCH_CHECK_VALUE / TORCH_CHECK_TYPE).
+// The call recipe shared by the CPU and CUDA wrappers of the lattice ops: the checks (they raise
+// ValueError / TypeError in Python: TORCH_CHECK_VALUE / TORCH_CHECK_TYPE), the contiguous inputs
+// and the outputs both devices allocate alike.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -60,6 +61,42 @@ inline void check_lattice_filter_into(const at::Tensor& values, const at::Tensor
                         workspace.device() == values.device(),
                     "lattice_filter_into: workspace must be a 1-D ", values.scalar_type(), " tensor, got ",
                     workspace.scalar_type(), " ", workspace.sizes());
+}
+
+// lattice_build's contiguous features and its per-corner outputs vertices [B, N, d+1] int32 and
+// weights [B, N, d+1] float32.
+struct LatticeBuildCall {
+  at::Tensor features, vertices, weights;
+  int64_t batch, pixels;
+  int d;
+};
+
+// After check_lattice_features (and, on CUDA, under the device guard); the outputs with `options`
+// (the features' dtype and device).
+inline LatticeBuildCall lattice_build_call(const at::Tensor& features_in, const at::TensorOptions& options) {
+  const at::Tensor features = features_in.contiguous();
+  const int64_t batch = features.size(0), pixels = features.size(2);
+  const int d = static_cast<int>(features.size(1));
+  at::Tensor vertices = at::empty({batch, pixels, d + 1}, options.dtype(at::kInt));
+  at::Tensor weights = at::empty({batch, pixels, d + 1}, options);
+  return {features, vertices, weights, batch, pixels, d};
+}
+
+// A filtering's lattice tensors, contiguous, and its sizes: B, C, N (from values), the vertex
+// count M and the feature dimension d.
+struct LatticeFilterCall {
+  at::Tensor vertices, weights, neighbours, splat_ptr, splat_index;
+  int64_t batch, channels, pixels, num_vertices;
+  int d;
+};
+
+// After check_lattice_filter (and, on CUDA, under the device guard).
+inline LatticeFilterCall lattice_filter_call(const at::Tensor& vertices, const at::Tensor& weights,
+                                             const at::Tensor& neighbours, const at::Tensor& splat_ptr,
+                                             const at::Tensor& splat_index, const at::Tensor& values) {
+  return {vertices.contiguous(),   weights.contiguous(), neighbours.contiguous(),     splat_ptr.contiguous(),
+          splat_index.contiguous(), values.size(0),      values.size(1),             values.size(2),
+          neighbours.size(0),       static_cast<int>(vertices.size(2)) - 1};
 }
 
 }  // namespace wsloss

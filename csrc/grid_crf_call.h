@@ -1,4 +1,5 @@
-// Argument checks shared by the CPU and CUDA wrappers of wsloss::grid_crf(_backward).
+// The call recipe shared by the CPU and CUDA wrappers of wsloss::grid_crf(_backward): the checks,
+// the contiguous inputs, the output and the per-image views.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -47,14 +48,27 @@ inline void check_grid_crf_backward(const at::Tensor& grad_energy, const at::Ten
                     "grid_crf_backward: grad_energy must be on the segmentations' device");
 }
 
-// The checked inputs, contiguous.
+// The checked inputs, contiguous, and the output to fill: the energy [B, H, W] (grid_crf) or the
+// gradient like the segmentations (grid_crf_backward, which also has grad_energy).
 struct GridCrfCall {
-  at::Tensor segmentations, images, rois;
+  at::Tensor segmentations, images, rois, grad_energy, out;
 };
 
-inline GridCrfCall prepare_grid_crf(const at::Tensor& segmentations, const at::Tensor& images,
-                                   const at::Tensor& rois) {
-  return {segmentations.contiguous(), images.contiguous(), rois.contiguous()};
+// After check_grid_crf (and, on CUDA, under the device guard); the energy with `options` (the
+// segmentations' dtype and device).
+inline GridCrfCall grid_crf_call(const at::Tensor& segmentations, const at::Tensor& images, const at::Tensor& rois,
+                                 const at::TensorOptions& options) {
+  return {segmentations.contiguous(), images.contiguous(), rois.contiguous(), at::Tensor(),
+          at::empty({segmentations.size(0), segmentations.size(2), segmentations.size(3)}, options)};
+}
+
+// After check_grid_crf_backward (and, on CUDA, under the device guard); the gradient with `options`.
+inline GridCrfCall grid_crf_backward_call(const at::Tensor& grad_energy, const at::Tensor& segmentations,
+                                          const at::Tensor& images, const at::Tensor& rois,
+                                          const at::TensorOptions& options) {
+  GridCrfCall call{segmentations.contiguous(), images.contiguous(), rois.contiguous(), grad_energy.contiguous()};
+  call.out = at::empty_like(call.segmentations, options);
+  return call;
 }
 
 // The contrast weights' exp(-|I_p - I_q|^2 * scale): scale = 1 / (2 sigma^2).

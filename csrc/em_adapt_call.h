@@ -1,4 +1,5 @@
-// Argument checks and set-up shared by the CPU and CUDA wrappers of wsloss::em_adapt.
+// The call recipe shared by the CPU and CUDA wrappers of wsloss::em_adapt: the checks, the
+// contiguous inputs, the outputs and the per-image views.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -35,14 +36,34 @@ inline void check_em_adapt(const at::Tensor& logits, const at::Tensor& present, 
 // The checked inputs, contiguous, and the outputs to fill: labels [B, N] int64, biases [B, K].
 struct EmAdaptCall {
   at::Tensor logits, present, order, labels, biases;
+  int64_t batch, classes, pixels;
+
+  // Image b's inputs, and its outputs: labels [N] and biases [K].
+  template <typename T>
+  EmAdaptImage<T> image(int64_t b) const {
+    return {logits.data_ptr<T>() + b * classes * pixels, present.data_ptr<bool>() + b * classes,
+            order.data_ptr<int64_t>() + b * classes, classes, pixels};
+  }
+  int64_t* labels_of(int64_t b) const { return labels.data_ptr<int64_t>() + b * pixels; }
+  template <typename T>
+  T* biases_of(int64_t b) const {
+    return biases.data_ptr<T>() + b * classes;
+  }
 };
 
-inline EmAdaptCall prepare_em_adapt(const at::Tensor& logits, const at::Tensor& present, const at::Tensor& order,
-                                    double bg_portion, double fg_portion, double margin) {
-  check_em_adapt(logits, present, order, bg_portion, fg_portion, margin);
+// After check_em_adapt (and, on CUDA, under the device guard): the inputs made contiguous and
+// the outputs allocated with `options` (the logits' dtype and device).
+inline EmAdaptCall em_adapt_call(const at::Tensor& logits, const at::Tensor& present, const at::Tensor& order,
+                                 const at::TensorOptions& options) {
   const int64_t batch = logits.size(0), classes = logits.size(1), pixels = logits.size(2);
-  return {logits.contiguous(), present.contiguous(), order.contiguous(),
-          at::empty({batch, pixels}, logits.options().dtype(at::kLong)), at::empty({batch, classes}, logits.options())};
+  return {logits.contiguous(),
+          present.contiguous(),
+          order.contiguous(),
+          at::empty({batch, pixels}, options.dtype(at::kLong)),
+          at::empty({batch, classes}, options),
+          batch,
+          classes,
+          pixels};
 }
 
 }  // namespace wsloss
