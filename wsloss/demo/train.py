@@ -96,10 +96,6 @@ def make_rows(settings: Dict[str, Any]) -> List[Row]:
             return total
         return Row(name, "scribbles", ("scribbles",), loss)
 
-    def rect_targets(split: Split, device: torch.device) -> torch.Tensor:
-        h, w = split.images.shape[-2:]
-        return wsloss.bbox_rect(split.boxes, split.box_classes, h, w, device=device)
-
     def seg_targets(split: Split, device: torch.device) -> torch.Tensor:
         return wsloss.bbox_seg(split.images.to(device), split.boxes, split.box_classes)
 
@@ -120,7 +116,7 @@ def make_rows(settings: Dict[str, Any]) -> List[Row]:
         scribble_row("pce+ncut", wsloss.NormalizedCutLoss(s["ncut_weight"], *kernel)),
         scribble_row("pce+kernelcut", wsloss.KernelCutLoss(s["kernelcut_ncut_weight"], s["crf_weight"], *kernel,
                                                            reduction="mean")),
-        Row("bbox-rect", "boxes", ("boxes",), lambda logits, b: pce(logits, _given(b.targets)), rect_targets),
+        Row("bbox-rect", "boxes", ("boxes",), lambda logits, b: pce(logits, _given(b.boxes))),
         Row("bbox-seg", "boxes", ("boxes",), lambda logits, b: pce(logits, _given(b.targets)), seg_targets),
         Row("bbox-em-fixed", "boxes", ("boxes",), lambda logits, b: pce(logits, box_em_fixed(logits, b))),
         Row("tags-em-fixed", "image-level tags", ("tags",), lambda logits, b: em_fixed(logits, _given(b.tags)),
