@@ -1,6 +1,7 @@
 // CUDA kernel of wsloss::em_adapt: a thin torch wrapper; scratch from the caching
 // allocator, work on the current stream, no host sync.
 #include <ATen/ATen.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
@@ -37,8 +38,7 @@ std::tuple<at::Tensor, at::Tensor> em_adapt_cuda(const at::Tensor& logits_in, co
                                                  reinterpret_cast<uint32_t*>(histograms.data_ptr<int32_t>()),
                                                  call.labels.data_ptr<int64_t>(),
                                                  call.biases.data_ptr<scalar_t>()};
-    const cudaError_t err = cuda::em_adapt<scalar_t>(buffers, c10::cuda::getCurrentCUDAStream());
-    TORCH_CHECK(err == cudaSuccess, "em_adapt: ", cudaGetErrorString(err));
+    C10_CUDA_CHECK(cuda::em_adapt<scalar_t>(buffers, c10::cuda::getCurrentCUDAStream()));
   });
   return {call.labels, call.biases};
 }

@@ -1,5 +1,6 @@
 // CUDA kernels of wsloss::grid_crf and grid_crf_backward: thin torch wrappers on the current stream.
 #include <ATen/ATen.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
@@ -35,9 +36,8 @@ at::Tensor grid_crf_cuda(const at::Tensor& segmentations, const at::Tensor& imag
   const c10::cuda::CUDAGuard guard(segmentations.device());
   const GridCrfCall call = grid_crf_call(segmentations, images, rois, segmentations.options());
   AT_DISPATCH_FLOATING_TYPES(segmentations.scalar_type(), "grid_crf_cuda", [&] {
-    const cudaError_t err = cuda::grid_crf_energy(grid_buffers<scalar_t>(call, sigma, neighbourhood, bilinear),
-                                                  c10::cuda::getCurrentCUDAStream());
-    TORCH_CHECK(err == cudaSuccess, "grid_crf: ", cudaGetErrorString(err));
+    C10_CUDA_CHECK(cuda::grid_crf_energy(grid_buffers<scalar_t>(call, sigma, neighbourhood, bilinear),
+                                         c10::cuda::getCurrentCUDAStream()));
   });
   return call.out;
 }
@@ -49,9 +49,8 @@ at::Tensor grid_crf_backward_cuda(const at::Tensor& grad_energy, const at::Tenso
   const c10::cuda::CUDAGuard guard(segmentations.device());
   const GridCrfCall call = grid_crf_backward_call(grad_energy, segmentations, images, rois, segmentations.options());
   AT_DISPATCH_FLOATING_TYPES(segmentations.scalar_type(), "grid_crf_backward_cuda", [&] {
-    const cudaError_t err = cuda::grid_crf_gradient(grid_buffers<scalar_t>(call, sigma, neighbourhood, bilinear),
-                                                    c10::cuda::getCurrentCUDAStream());
-    TORCH_CHECK(err == cudaSuccess, "grid_crf_backward: ", cudaGetErrorString(err));
+    C10_CUDA_CHECK(cuda::grid_crf_gradient(grid_buffers<scalar_t>(call, sigma, neighbourhood, bilinear),
+                                           c10::cuda::getCurrentCUDAStream()));
   });
   return call.out;
 }

@@ -2,6 +2,7 @@
 // wrappers that allocate from the caching allocator and launch on the current stream.
 #include <ATen/ATen.h>
 #include <ATen/MemoryOverlap.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
@@ -11,10 +12,6 @@
 
 namespace wsloss {
 namespace {
-
-void check_cuda(cudaError_t err, const char* what) {
-  TORCH_CHECK(err == cudaSuccess, what, ": ", cudaGetErrorString(err));
-}
 
 at::Tensor workspace(size_t bytes, const at::Tensor& like) {
   return at::empty({static_cast<int64_t>(std::max<size_t>(bytes, 1))}, like.options().dtype(at::kByte));
@@ -63,7 +60,7 @@ lattice_build_cuda(const at::Tensor& features_in) {
                                    table_corner.data_ptr<int32_t>(), first.data_ptr<int32_t>(),
                                    vertex_id.data_ptr<int32_t>(), offsets.data_ptr<int64_t>(),
                                    status.data_ptr<int32_t>()};
-  check_cuda(cuda::lattice_build_count(buffers, scan_workspace.data_ptr(), scan_bytes, stream), "lattice_build");
+  C10_CUDA_CHECK(cuda::lattice_build_count(buffers, scan_workspace.data_ptr(), scan_bytes, stream));
   const at::Tensor status_host = status.cpu();  // the build's one host sync: sizes the outputs
   TORCH_CHECK_VALUE(status_host[1].item<int32_t>() == 0, "lattice_build: features must be finite and within +-",
                     kMaxFeatureMagnitude, " (check images for NaN/Inf and sigmas for tiny values)");
@@ -81,7 +78,7 @@ lattice_build_cuda(const at::Tensor& features_in) {
                                    splat_index.data_ptr<int32_t>(), owner.data_ptr<int32_t>(),
                                    sort_keys.data_ptr<int32_t>(), sort_values.data_ptr<int32_t>(),
                                    sort_workspace.data_ptr(), sort_bytes};
-  check_cuda(cuda::lattice_build_finish(buffers, finish, stream), "lattice_build");
+  C10_CUDA_CHECK(cuda::lattice_build_finish(buffers, finish, stream));
   return {offsets, vertices, weights, neighbours, splat_ptr, splat_index};
 }
 
@@ -109,8 +106,7 @@ void launch_filter(const LatticeFilterCall& call, const at::Tensor& values, bool
         call.splat_ptr.data_ptr<int32_t>(), call.splat_index.data_ptr<int32_t>(), batch, pixels, num_vertices,
         channels, call.d, in.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), lattice_a, lattice_b,
         lattice_b + (num_vertices + 1) * channels};
-    check_cuda(cuda::lattice_filter<scalar_t>(buffers, transpose, c10::cuda::getCurrentCUDAStream()),
-               "lattice_filter");
+    C10_CUDA_CHECK(cuda::lattice_filter<scalar_t>(buffers, transpose, c10::cuda::getCurrentCUDAStream()));
   });
 }
 
