@@ -59,10 +59,18 @@ WSLOSS_HD T key_value(typename OrderedKey<T>::type key) {
   return value;
 }
 
-// diff(p) = M(p) - F_l(p), with a zero always +0 so that equal values have one key.
+WSLOSS_HD float next_up(float x) { return nextafterf(x, INFINITY); }
+WSLOSS_HD double next_up(double x) { return nextafter(x, static_cast<double>(INFINITY)); }
+
+// diff(p): the bias that lifts F_l(p) to M(p), M(p) - F_l(p) stepped up while F_l(p) + diff still
+// rounds below M(p) (at most twice: the rounded difference is within an ulp of the exact one).
+// Rounding is monotone, so a bias b >= diff(p) gives F_l(p) + b >= M(p): the class ties or beats
+// M on every pixel whose diff is at most the selected one, in any dtype (DESIGN §4). A zero is
+// always +0 so that equal values have one key.
 template <typename T>
 WSLOSS_HD T em_difference(T max_score, T score) {
-  const T diff = max_score - score;
+  T diff = max_score - score;
+  for (int step = 0; step < 4 && score + diff < max_score; ++step) diff = next_up(diff);
   return diff == T(0) ? T(0) : diff;
 }
 

@@ -99,4 +99,49 @@ inline LatticeFilterCall lattice_filter_call(const at::Tensor& vertices, const a
           neighbours.size(0),       static_cast<int>(vertices.size(2)) - 1};
 }
 
+// The lattice tensors of a public lattice_filter call, checked for everything the filtering
+// dereferences (docs/DESIGN.md §6), so that tensors not from one lattice_build (corrupted, or
+// mixed from two lattices) are a ValueError, never a read out of bounds. With
+// P = B N (d+1) corners, M vertices and E = N (d+1) corners per image, the CSR is a bijection
+// that keeps images apart:
+//   splat_ptr starts at 0, ends at P and strictly increases (every vertex has a corner), and
+//   a vertex's entries lie in one image's block of E entries;
+//   every splat_index is a corner of the entry's image, listed under the vertex that corner
+//   names (vertices), in increasing order within a vertex; hence each corner is listed once
+//   and every vertex index lies in [0, M);
+//   every neighbour lies in [0, M] (M: missing).
+// Device-agnostic ATen passes and one host sync; the wrappers call it unless told the tensors
+// come straight from lattice_build (PermutohedralLattice).
+inline void check_lattice_tensors(const LatticeFilterCall& call) {
+  const int64_t corners = call.vertices.numel(), num_vertices = call.num_vertices;
+  const int64_t image_corners = call.pixels * (call.d + 1);
+  const at::Tensor ptr = call.splat_ptr.to(at::kLong);
+  at::Tensor valid = (ptr[0] == 0) & (ptr[num_vertices] == corners) &
+                     ((call.neighbours >= 0) & (call.neighbours <= num_vertices)).all();
+  if (num_vertices > 0) {
+    const at::Tensor begin = ptr.slice(0, 0, num_vertices), end = ptr.slice(0, 1);
+    valid = valid & (end > begin).all();
+    if (image_corners > 0) valid = valid & (begin.div(image_corners, "floor") ==
+                                            (end - 1).div(image_corners, "floor")).all();
+  }
+  if (corners > 0 && image_corners > 0) {
+    const at::Tensor index = call.splat_index.to(at::kLong);
+    const at::Tensor entries = at::arange(corners, ptr.options());
+    valid = valid & ((index >= 0) & (index < corners)).all() &
+            (index.div(image_corners, "floor") == entries.div(image_corners, "floor")).all();
+    // The vertex owning entry s (-1 or M where splat_ptr is out of order: refused above).
+    const at::Tensor owner = at::searchsorted(ptr, entries, /*out_int32=*/false, /*right=*/true) - 1;
+    const at::Tensor named = call.vertices.reshape({-1}).index({index.clamp(0, corners - 1)}).to(at::kLong);
+    valid = valid & (named == owner).all();
+    if (corners > 1) {
+      const at::Tensor same_vertex = owner.slice(0, 1) == owner.slice(0, 0, corners - 1);
+      valid = valid & (same_vertex.logical_not() | (index.slice(0, 1) > index.slice(0, 0, corners - 1))).all();
+    }
+  }
+  TORCH_CHECK_VALUE(valid.item<bool>(),
+                    "lattice_filter: the lattice tensors are not from one lattice_build (an index out of range, "
+                    "splat_ptr out of order, or tensors of two lattices); pass the tensors of one "
+                    "PermutohedralLattice unchanged");
+}
+
 }  // namespace wsloss

@@ -61,17 +61,20 @@ TORCH_LIBRARY(wsloss, m) {
   m.def(
       "lattice_build(Tensor features) -> (Tensor offsets, Tensor vertices, Tensor weights, "
       "Tensor neighbours, Tensor splat_ptr, Tensor splat_index)");
-  // values [B, C, N] float32/float64 -> A values (transpose: A^T values), [B, C, N].
+  // values [B, C, N] float32/float64 -> A values (transpose: A^T values), [B, C, N]. validate
+  // checks the lattice tensors' indices and consistency first (one host sync, check_lattice_tensors);
+  // PermutohedralLattice, whose tensors come straight from lattice_build, passes false.
   m.def(
       "lattice_filter(Tensor vertices, Tensor weights, Tensor neighbours, Tensor splat_ptr, "
-      "Tensor splat_index, Tensor values, bool transpose=False) -> Tensor");
+      "Tensor splat_index, Tensor values, bool transpose=False, bool validate=True) -> Tensor");
   // The same filtering into the caller's out ([B, C, N], contiguous, values' dtype), with a
   // 1-D workspace of values' dtype that it grows when too small: a loop (dense CRF inference)
   // reuses its memory, where fresh pages are expensive (CPU). CPU and CUDA kernels, so that
   // no caller branches on the device; PermutohedralLattice.apply(out=...) keeps the workspace.
   m.def(
       "lattice_filter_into(Tensor vertices, Tensor weights, Tensor neighbours, Tensor splat_ptr, "
-      "Tensor splat_index, Tensor values, bool transpose, Tensor(a!) out, Tensor(b!) workspace) -> ()");
+      "Tensor splat_index, Tensor values, bool transpose, Tensor(a!) out, Tensor(b!) workspace, "
+      "bool validate=True) -> ()");
   // EM-Adapt (docs/DESIGN.md §4): logits [B, K, N] float32/float64, present [B, K] bool, order [B, K]
   // int64 (visiting order) -> labels [B, N] int64, biases [B, K] (the logits' dtype).
   m.def(

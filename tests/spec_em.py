@@ -29,6 +29,9 @@ def em_adapt_image(logits, present, fg_portion=0.2, bg_portion=0.4, suppress_abs
         m = logits[present].max(axis=0)
         for c in visit:
             diff = m - logits[c]
+            for _ in range(4):  # the least step-up with F + diff >= M where M - F rounds down
+                short = logits[c] + diff < m
+                diff[short] = np.nextafter(diff[short], np.inf)
             diff[diff == 0] = 0  # one zero, +0
             k = min(int(np.floor((bg_portion if c == 0 else fg_portion) * n)), n - 1)
             biases[c] = np.sort(diff)[k]

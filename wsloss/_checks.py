@@ -20,6 +20,21 @@ def check_tensor(name: str, value, dims=None, floating: bool = False, real: bool
     return value
 
 
+def refuse_meta(name: str, value: torch.Tensor, why: str) -> None:
+    """Entry points whose work depends on the tensors' values (a lattice's size, a host-side
+    check) cannot run on meta tensors: say so by name rather than fail deep inside."""
+    if value.device.type == "meta":
+        raise ValueError(f"{name}: meta tensors are not supported ({why})")
+
+
+def rois_in_range(rois: torch.Tensor) -> torch.Tensor:
+    """A device boolean: every ROI value is finite and in [0, 1] (NaN fails both comparisons)."""
+    return ((rois >= 0) & (rois <= 1)).all()
+
+
+ROI_RANGE_MESSAGE = "ROIs must be finite and in [0, 1] (1 where a pixel takes part), got NaN, Inf or values outside"
+
+
 def check_positive(name: str, value) -> float:
     if torch.compiler.is_compiling():  # dynamo may trace module floats symbolically; eager checks them
         return value

@@ -28,12 +28,14 @@ def _lattice_build_fake(features):
 
 
 @torch.library.register_fake("wsloss::lattice_filter")
-def _lattice_filter_fake(vertices, weights, neighbours, splat_ptr, splat_index, values, transpose=False):
+def _lattice_filter_fake(vertices, weights, neighbours, splat_ptr, splat_index, values, transpose=False,
+                         validate=True):
     return values.new_empty(values.shape)
 
 
 @torch.library.register_fake("wsloss::lattice_filter_into")
-def _lattice_filter_into_fake(vertices, weights, neighbours, splat_ptr, splat_index, values, transpose, out, workspace):
+def _lattice_filter_into_fake(vertices, weights, neighbours, splat_ptr, splat_index, values, transpose, out, workspace,
+                              validate=True):
     # Every backend (CPU, CUDA) writes out in place and returns nothing.
     return None
 
@@ -45,15 +47,16 @@ def _em_adapt_fake(logits, present, order, bg_portion, fg_portion, suppress_abse
 
 
 def _lattice_filter_setup_context(ctx, inputs, output):
-    *lattice, _values, transpose = inputs
+    *lattice, _values, transpose, _validate = inputs
     ctx.save_for_backward(*lattice)
     ctx.transpose = transpose
 
 
 def _lattice_filter_backward(ctx, grad):
-    # d<A V, G>/dV = A^T G: the gradient of a filtering is the transposed filtering.
-    grad_values = ops.lattice_filter(*ctx.saved_tensors, grad.contiguous(), not ctx.transpose)
-    return None, None, None, None, None, grad_values, None
+    # d<A V, G>/dV = A^T G: the gradient of a filtering is the transposed filtering (of a lattice
+    # the forward checked or trusted).
+    grad_values = ops.lattice_filter(*ctx.saved_tensors, grad.contiguous(), not ctx.transpose, False)
+    return None, None, None, None, None, grad_values, None, None
 
 
 torch.library.register_autograd(
@@ -78,6 +81,8 @@ def _grid_crf_setup_context(ctx, inputs, output):
 
 
 def _grid_crf_backward(ctx, grad):
+    if torch.is_grad_enabled():  # create_graph: grid_crf_backward has no derivative, never return zero
+        raise RuntimeError("wsloss's grid CRF loss supports no double backward (create_graph=True)")
     grad_segmentations = ops.grid_crf_backward(grad.contiguous(), *ctx.saved_tensors, *ctx.options)
     return grad_segmentations, None, None, None, None, None
 

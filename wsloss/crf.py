@@ -15,7 +15,8 @@ from typing import Callable, List, NamedTuple, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from ._checks import check_choice, check_integer, check_positive, check_real, check_same_device, check_tensor
+from ._checks import (check_choice, check_integer, check_positive, check_real, check_same_device, check_tensor,
+                      refuse_meta)
 from ._precision import compute_dtype, full_precision
 from .lattice import PermutohedralLattice, bilateral_features, spatial_features
 
@@ -172,6 +173,7 @@ def dense_crf(unary_or_probs: torch.Tensor, images: torch.Tensor, iterations: in
     check_tensor("unary_or_probs", unary_or_probs, dims=(4,), floating=True)
     check_tensor("images", images, dims=(4,), real=True)
     check_same_device(unary_or_probs=unary_or_probs, images=images)
+    refuse_meta("unary_or_probs", unary_or_probs, "the lattice's size depends on the images' values")
     batch, classes, height, width = unary_or_probs.shape
     if images.shape[0] != batch or images.shape[2:] != (height, width):
         raise ValueError(f"images must be B x C x H x W = {batch} x C x {height} x {width} like unary_or_probs, "

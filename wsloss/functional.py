@@ -10,7 +10,8 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_choice, check_positive, check_real, check_same_device, check_tensor, on_device_of
+from ._checks import (ROI_RANGE_MESSAGE, check_choice, check_positive, check_real, check_same_device, check_tensor,
+                      on_device_of, refuse_meta, rois_in_range)
 from ._ops import ops
 from ._precision import compute_dtype, full_precision
 from .lattice import PermutohedralLattice, _Lattice, bilateral_features
@@ -184,8 +185,12 @@ def _check_image_inputs(images, segmentations, rois) -> Tuple[torch.Tensor, torc
 
 
 def _dense_inputs(images, segmentations, rois, sigma_rgb, sigma_xy, scale_factor):
-    """The checked inputs of a dense loss, cast to the compute dtype."""
+    """The checked inputs of a dense loss, cast to the compute dtype, and whether ROIs were given
+    (their values are checked in the lattice build's host sync, _downscaled_lattice)."""
+    rois_given = rois is not None
     images, segmentations, rois = _check_image_inputs(images, segmentations, rois)
+    for name, value in (("images", images), ("segmentations", segmentations)):
+        refuse_meta(name, value, "the lattice's size depends on the images' values")
     sigma_rgb = check_positive("sigma_rgb", sigma_rgb)
     sigma_xy = check_positive("sigma_xy", sigma_xy)
     scale_factor = check_positive("scale_factor", scale_factor)
@@ -197,21 +202,39 @@ def _dense_inputs(images, segmentations, rois, sigma_rgb, sigma_xy, scale_factor
             raise ValueError(
                 f"scale_factor {scale_factor} shrinks the {height} x {width} images to nothing"
             )
-    return images, segmentations, rois, sigma_rgb, sigma_xy, scale_factor
+        if scale_factor > 1.0:  # an upscale adds nothing to rloss's loss and may exhaust memory
+            raise ValueError(f"scale_factor must be in (0, 1], got {scale_factor}")
+    return images, segmentations, rois, sigma_rgb, sigma_xy, scale_factor, rois_given
 
 
-def _downscaled_lattice(images, segmentations, rois, sigma_rgb, sigma_xy, scale_factor):
+def _downscaled_lattice(images, segmentations, rois, sigma_rgb, sigma_xy, scale_factor, rois_given):
     """rloss's resampling by scale_factor (nearest for images and ROIs, bilinear for S) and the
-    lattice over the downscaled images' bilateral features. Runs under full_precision."""
+    lattice over the downscaled images' bilateral features. Runs under full_precision.
+
+    Bad values the build cannot see (a non-finite pixel that the resampling drops, a ROI value
+    that is NaN or outside [0, 1]) poison the features, so that the build's one host sync refuses
+    them too; the error is then traced back to its argument."""
+    valid = None
     if scale_factor != 1.0:
-        # A non-finite pixel that the resampling drops still poisons the features, so that the
-        # build refuses it without a host sync of its own.
-        poison = torch.where(torch.isfinite(images).all(), 0.0, math.nan)
-        images = F.interpolate(images, scale_factor=scale_factor) + poison
+        valid = torch.isfinite(images).all()
+    rois_valid = rois_in_range(rois) if rois_given and not torch.compiler.is_compiling() else None
+    if rois_valid is not None:
+        valid = rois_valid if valid is None else valid & rois_valid
+    if scale_factor != 1.0:
+        images = F.interpolate(images, scale_factor=scale_factor)
         segmentations = _resize_bilinear(segmentations, scale_factor)
         rois = F.interpolate(rois.unsqueeze(1), scale_factor=scale_factor).squeeze(1)
-    lattice = PermutohedralLattice(bilateral_features(images, sigma_rgb, sigma_xy * scale_factor))
-    return segmentations, rois, lattice
+    if valid is not None:
+        images = images + torch.where(valid, 0.0, math.nan)
+    features = bilateral_features(images, sigma_rgb, sigma_xy * scale_factor)
+    if rois_valid is None:
+        return segmentations, rois, PermutohedralLattice(features)
+    try:
+        return segmentations, rois, PermutohedralLattice(features)
+    except ValueError:
+        if not bool(rois_valid):
+            raise ValueError(ROI_RANGE_MESSAGE) from None
+        raise
 
 
 def _dense_loss(images, segmentations, rois, terms, sigma_rgb, sigma_xy, scale_factor, gradient,
@@ -370,22 +393,31 @@ def partial_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_ind
     return total / labelled.sum().clamp_min(1)
 
 
+def _clamped_log(probabilities: torch.Tensor) -> torch.Tensor:
+    # log clamped at the dtype's smallest normal: 0 log 0 = 0 and a finite gradient at S = 0.
+    return probabilities.clamp_min(torch.finfo(probabilities.dtype).tiny).log()
+
+
 class _EntropyFunction(torch.autograd.Function):
-    """sum_p coefficient_p H(S_p), H(S_p) = -sum_k S_pk log S_pk, with log clamped at the
-    dtype's smallest normal (0 log 0 = 0, finite gradient): one K-channel temporary each way."""
+    """sum_p coefficient_p H(S_p), H(S_p) = -sum_k S_pk log S_pk: one K-channel temporary each
+    way. The gradient -(log S + 1) coefficient (the clamp's is negligible and dropped) is itself
+    differentiable: under create_graph it is recomputed from S, so that double backward (a
+    Hessian-vector product, -coefficient / S on the diagonal) is exact, not zero."""
 
     @staticmethod
     def forward(ctx, probabilities, coefficients):
-        logs = probabilities.clamp_min(torch.finfo(probabilities.dtype).tiny).log_()
+        logs = _clamped_log(probabilities)
         entropy = -torch.linalg.vecdot(probabilities, logs, dim=1)
-        ctx.save_for_backward(logs, coefficients)
+        ctx.save_for_backward(probabilities, logs, coefficients)
         return (entropy * coefficients).sum()
 
     @staticmethod
     def backward(ctx, grad):
-        logs, coefficients = ctx.saved_tensors
-        # dH/dS_pk = -(log S_pk + 1); the clamp's gradient is negligible and dropped.
-        return logs.add(1).mul_((coefficients * -grad).unsqueeze(1)), None
+        probabilities, logs, coefficients = ctx.saved_tensors
+        scale = (coefficients * -grad).unsqueeze(1)
+        if torch.is_grad_enabled():  # create_graph: the saved logs carry no graph
+            return (_clamped_log(probabilities) + 1) * scale, None
+        return logs.add(1).mul_(scale), None
 
 
 def entropy_loss(segmentations: torch.Tensor, rois: Optional[torch.Tensor] = None, weight: float = 1.0
@@ -394,13 +426,29 @@ def entropy_loss(segmentations: torch.Tensor, rois: Optional[torch.Tensor] = Non
     pixels of H(S_p) = -sum_k S_pk log S_pk, with 0 log 0 = 0 and a finite gradient at S = 0.
 
     segmentations: B x K x H x W probabilities; rois: B x H x W (None: every pixel).
-    An all-zero ROI gives 0.
+    An all-zero ROI gives 0. ROI values must be finite and in [0, 1]: checked on the CPU; on
+    other devices (where the check would need a host sync of its own) a NaN ROI gives a NaN loss.
+    Supports double backward.
     """
     check_tensor("segmentations", segmentations, dims=(4,), floating=True)
     weight = check_real("weight", weight)
     region = _region(rois, segmentations)
+    if (rois is not None and region.device.type == "cpu" and not torch.compiler.is_compiling()
+            and not bool(rois_in_range(region))):
+        raise ValueError(ROI_RANGE_MESSAGE)
     coefficients = region * (weight / region.sum().clamp_min(1))
     return _EntropyFunction.apply(segmentations.to(region.dtype), coefficients)
+
+
+def _check_contrast_sigma(sigma: float, dtype: torch.dtype) -> None:
+    """The grid CRF's exponent factor 1 / (2 sigma^2) must be a normal number of the compute dtype:
+    an infinite one turns equal colours' weight exp(0 * inf) into NaN, a zero one makes
+    exp(-inf * 0) NaN for colours whose squared difference overflows."""
+    info = torch.finfo(dtype)
+    low, high = math.sqrt(0.5 / info.max) * (1 + 1e-6), math.sqrt(0.5 / info.tiny) * (1 - 1e-6)
+    if not low <= sigma <= high:
+        raise ValueError(f"sigma must be in [{low:.2e}, {high:.2e}] for {dtype} inputs "
+                         f"(1 / (2 sigma^2) must be a normal {dtype} number), got {sigma}")
 
 
 def grid_crf_loss(
@@ -420,16 +468,23 @@ def grid_crf_loss(
     dist(p, q), I the images in their own scale. One pass over S forward, one backward, the
     weights computed on the fly (C++ and CUDA kernels).
     """
+    rois_given = rois is not None
     images, segmentations, rois = _check_image_inputs(images, segmentations, rois)
     weight = check_real("weight", weight)
     sigma = check_positive("sigma", sigma)
     if neighbourhood not in (4, 8):
         raise ValueError(f"neighbourhood must be 4 or 8, got {neighbourhood!r}")
     check_choice("relaxation", relaxation, RELAXATIONS)
-    # One host sync (the dense losses' lattice build has one too); torch.compile graphs skip it.
-    if not torch.compiler.is_compiling() and not bool(torch.isfinite(images).all()):
-        raise ValueError("images must be finite, got NaN or Inf")
     dtype = rois.dtype
-    energy = ops.grid_crf(segmentations.to(dtype), images.to(dtype), rois, sigma, neighbourhood,
-                          relaxation == "bilinear")
+    _check_contrast_sigma(sigma, dtype)
+    images = images.to(dtype)  # checked after the cast: float64 images near 1e300 are inf in float32
+    # One host sync for images and ROIs (the dense losses' lattice build has one too); torch.compile
+    # graphs and meta tensors (shape propagation) skip it.
+    if not torch.compiler.is_compiling() and images.device.type != "meta":
+        images_valid = torch.isfinite(images).all()
+        valid = images_valid & rois_in_range(rois) if rois_given else images_valid
+        if not bool(valid):
+            raise ValueError(f"images must be finite in {dtype}, got NaN or Inf" if not bool(images_valid)
+                             else ROI_RANGE_MESSAGE)
+    energy = ops.grid_crf(segmentations.to(dtype), images, rois, sigma, neighbourhood, relaxation == "bilinear")
     return energy.sum() * (weight / segmentations.shape[0])

@@ -9,7 +9,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from ._checks import check_positive, check_tensor
+from ._checks import check_positive, check_tensor, refuse_meta
 from ._ops import HAS_CUDA_KERNELS, ops
 from ._precision import compute_dtype
 
@@ -53,7 +53,9 @@ class _Lattice:
 
     ``PermutohedralLattice`` builds one from features; ``_Lattice(*tensors)`` views tensors
     built before (an autograd Function receives and saves them as tensors), so that every
-    filtering in wsloss goes through ``apply``.
+    filtering in wsloss goes through ``apply``. The tensors are lattice_build's, unchanged, so
+    ``apply`` skips the op's validation of them (validate=False: no host sync, no extra pass);
+    a direct call of ``torch.ops.wsloss.lattice_filter`` validates by default.
     """
 
     def __init__(self, vertices: torch.Tensor, weights: torch.Tensor, neighbours: torch.Tensor,
@@ -82,13 +84,13 @@ class _Lattice:
         memory from call to call (one call at a time per lattice), so a loop allocates nothing.
         """
         if out is None:
-            return ops.lattice_filter(*self.tensors, flat, transpose)
+            return ops.lattice_filter(*self.tensors, flat, transpose, False)
         if flat.requires_grad and torch.is_grad_enabled():
             raise ValueError("out: filtering into out is not differentiable and values require grad; pass out=None")
         workspace = self._workspace
         if workspace is None or workspace.dtype != flat.dtype:
             workspace = self._workspace = flat.new_empty(0)
-        ops.lattice_filter_into(*self.tensors, flat, transpose, out, workspace)
+        ops.lattice_filter_into(*self.tensors, flat, transpose, out, workspace, False)
         return out
 
 
@@ -104,6 +106,7 @@ class PermutohedralLattice(_Lattice):
 
     def __init__(self, features: torch.Tensor):
         check_tensor("features", features, dims=(3, 4), floating=True)
+        refuse_meta("features", features, "the lattice's size depends on the features' values")
         if features.is_cuda and not HAS_CUDA_KERNELS:
             raise RuntimeError(
                 "wsloss was built without its CUDA kernels: reinstall it where torch has CUDA and nvcc is "

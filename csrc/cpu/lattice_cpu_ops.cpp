@@ -45,11 +45,12 @@ lattice_build_cpu(const at::Tensor& features_in) {
 void lattice_filter_into_cpu(const at::Tensor& vertices_in, const at::Tensor& weights_in,
                              const at::Tensor& neighbours_in, const at::Tensor& splat_ptr_in,
                              const at::Tensor& splat_index_in, const at::Tensor& values, bool transpose,
-                             const at::Tensor& out, const at::Tensor& workspace) {
+                             const at::Tensor& out, const at::Tensor& workspace, bool validate) {
   check_lattice_filter(vertices_in, weights_in, neighbours_in, splat_ptr_in, splat_index_in, values);
   check_lattice_filter_into(values, out, workspace);
   const LatticeFilterCall call =
       lattice_filter_call(vertices_in, weights_in, neighbours_in, splat_ptr_in, splat_index_in, values);
+  if (validate) check_lattice_tensors(call);
   const at::Tensor in = values.contiguous();
   at::assert_no_overlap(out, in);
   const int64_t batch = call.batch, channels = call.channels, pixels = call.pixels;
@@ -82,11 +83,11 @@ void lattice_filter_into_cpu(const at::Tensor& vertices_in, const at::Tensor& we
 
 at::Tensor lattice_filter_cpu(const at::Tensor& vertices, const at::Tensor& weights, const at::Tensor& neighbours,
                               const at::Tensor& splat_ptr, const at::Tensor& splat_index, const at::Tensor& values,
-                              bool transpose) {
+                              bool transpose, bool validate) {
   // lattice_filter_into checks values (and everything else) before touching out.
   at::Tensor out = at::empty(values.sizes(), values.options().memory_format(at::MemoryFormat::Contiguous));
   lattice_filter_into_cpu(vertices, weights, neighbours, splat_ptr, splat_index, values, transpose, out,
-                          at::empty({0}, values.options()));
+                          at::empty({0}, values.options()), validate);
   return out;
 }
 

@@ -112,14 +112,15 @@ void launch_filter(const LatticeFilterCall& call, const at::Tensor& values, bool
 
 at::Tensor lattice_filter_cuda(const at::Tensor& vertices, const at::Tensor& weights, const at::Tensor& neighbours,
                                const at::Tensor& splat_ptr, const at::Tensor& splat_index, const at::Tensor& values,
-                               bool transpose) {
+                               bool transpose, bool validate) {
   check_lattice_filter(vertices, weights, neighbours, splat_ptr, splat_index, values);
   const c10::cuda::CUDAGuard guard(values.device());
+  const LatticeFilterCall call = lattice_filter_call(vertices, weights, neighbours, splat_ptr, splat_index, values);
+  if (validate) check_lattice_tensors(call);
   const int64_t batch = values.size(0), channels = values.size(1), pixels = values.size(2);
   at::Tensor out = at::empty({batch, channels, pixels}, values.options());
   at::Tensor scratch = at::empty({filter_scratch_size(vertices, neighbours, channels)}, values.options());
-  launch_filter(lattice_filter_call(vertices, weights, neighbours, splat_ptr, splat_index, values), values, transpose,
-                out, scratch);
+  launch_filter(call, values, transpose, out, scratch);
   return out;
 }
 
@@ -128,17 +129,19 @@ at::Tensor lattice_filter_cuda(const at::Tensor& vertices, const at::Tensor& wei
 // contract, so that a loop reuses its memory on either device and no caller branches on it.
 void lattice_filter_into_cuda(const at::Tensor& vertices, const at::Tensor& weights, const at::Tensor& neighbours,
                               const at::Tensor& splat_ptr, const at::Tensor& splat_index, const at::Tensor& values,
-                              bool transpose, const at::Tensor& out, const at::Tensor& workspace) {
+                              bool transpose, const at::Tensor& out, const at::Tensor& workspace,
+                              bool validate) {
   check_lattice_filter(vertices, weights, neighbours, splat_ptr, splat_index, values);
   check_lattice_filter_into(values, out, workspace);
   const c10::cuda::CUDAGuard guard(values.device());
+  const LatticeFilterCall call = lattice_filter_call(vertices, weights, neighbours, splat_ptr, splat_index, values);
+  if (validate) check_lattice_tensors(call);
   at::assert_no_overlap(out, values);
   const int64_t scratch = filter_scratch_size(vertices, neighbours, values.size(1));
   if (workspace.numel() < scratch) workspace.resize_({scratch});
   at::assert_no_overlap(workspace, values);
   at::assert_no_overlap(workspace, out);
-  launch_filter(lattice_filter_call(vertices, weights, neighbours, splat_ptr, splat_index, values), values, transpose,
-                out, workspace);
+  launch_filter(call, values, transpose, out, workspace);
 }
 
 }  // namespace
