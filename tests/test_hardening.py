@@ -1,0 +1,225 @@
+"""Hostile input (docs/DESIGN.md §6): corrupted lattices, derived constants that would overflow,
+bad ROIs, double backward, float32 rounding in EM-Adapt and meta tensors. Each is a clear error
+or a correct result, never a crash or a silent wrong number."""
+import math
+
+import pytest
+import torch
+
+import wsloss
+from helpers import photo_batch
+from wsloss import functional as WF
+
+ops = torch.ops.wsloss
+LATTICE_TENSORS = ("vertices", "weights", "neighbours", "splat_ptr", "splat_index")
+INDEX_TENSORS = ("vertices", "neighbours", "splat_ptr", "splat_index")
+
+
+def built_lattice(device, seed=0, batch=2, dim=5, pixels=40):
+    g = torch.Generator().manual_seed(seed)
+    return wsloss.PermutohedralLattice((torch.randn(batch, dim, pixels, generator=g) * 2).to(device))
+
+
+def filter_both_ways(tensors, values):
+    """lattice_filter and lattice_filter_into on the same tensors (each must refuse them)."""
+    for call in (lambda: ops.lattice_filter(*tensors, values),
+                 lambda: ops.lattice_filter_into(*tensors, values, False, torch.empty_like(values),
+                                                 values.new_empty(0))):
+        with pytest.raises(ValueError, match="lattice_filter: the lattice tensors are not from one lattice_build"):
+            call()
+
+
+# ----------------------------------------------------------------------------- corrupted lattices
+
+
+@pytest.mark.parametrize("value", [10 ** 8, -1, -(10 ** 8)])
+@pytest.mark.parametrize("name", INDEX_TENSORS)
+def test_lattice_filter_refuses_an_index_out_of_range(device, name, value):
+    """One vertex, neighbour or CSR index set far out of range is a ValueError, not a segfault."""
+    lattice = built_lattice(device)
+    tensors = [t.clone() for t in lattice.tensors]
+    flat = tensors[LATTICE_TENSORS.index(name)].view(-1)
+    flat[flat.numel() // 2] = value
+    filter_both_ways(tensors, torch.randn(2, 3, 40, device=device))
+
+
+@pytest.mark.parametrize("name", ["vertices", "splat_ptr", "splat_index"])
+def test_lattice_filter_refuses_an_index_moved_within_range(device, name):
+    """A vertex or CSR entry that names another valid index breaks the CSR's bijection: refused."""
+    lattice = built_lattice(device)
+    tensors = [t.clone() for t in lattice.tensors]
+    flat = tensors[LATTICE_TENSORS.index(name)].view(-1)
+    middle = flat.numel() // 2
+    flat[middle] = flat[middle] + 1 if name != "splat_ptr" else flat[middle - 1]
+    filter_both_ways(tensors, torch.randn(2, 3, 40, device=device))
+
+
+@pytest.mark.parametrize("name", ["vertices", "splat_ptr", "splat_index"])
+def test_lattice_filter_refuses_tensors_of_two_lattices(device, name):
+    """Tensors of two lattices whose shapes agree are refused (they would read outside the
+    smaller lattice's tables)."""
+    first, second = built_lattice(device, seed=0), built_lattice(device, seed=1)
+    tensors = list(first.tensors)
+    index = LATTICE_TENSORS.index(name)
+    tensors[index] = second.tensors[index]
+    if tensors[index].shape != first.tensors[index].shape:
+        tensors = list(second.tensors)  # the other tensors from the first lattice, where shapes allow
+        tensors[index] = first.tensors[index]
+    if any(a.shape != b.shape for a, b in zip(tensors, first.tensors)) and \
+            any(a.shape != b.shape for a, b in zip(tensors, second.tensors)):
+        with pytest.raises(ValueError, match="lattice_filter"):
+            ops.lattice_filter(*tensors, torch.randn(2, 3, 40, device=device))
+        return
+    filter_both_ways(tensors, torch.randn(2, 3, 40, device=device))
+
+
+def test_lattice_filter_refuses_a_vertex_shared_by_two_images(device):
+    """Image 1's first corner listed under a vertex of image 0: the images' CSR blocks must stay apart."""
+    lattice = built_lattice(device)
+    tensors = [t.clone() for t in lattice.tensors]
+    vertices = tensors[0]
+    vertices[1, 0, 0] = vertices[0, 0, 0]
+    filter_both_ways(tensors, torch.randn(2, 3, 40, device=device))
+
+
+def test_lattice_filter_validation_changes_no_bit(device):
+    """Validated (the op's default) and trusted (validate=False, PermutohedralLattice.apply) filterings
+    of a built lattice are the same bits."""
+    lattice = built_lattice(device)
+    values = torch.randn(2, 3, 40, device=device, dtype=torch.float64)
+    for transpose in (False, True):
+        checked = ops.lattice_filter(*lattice.tensors, values, transpose)
+        assert torch.equal(checked, ops.lattice_filter(*lattice.tensors, values, transpose, False))
+        assert torch.equal(checked, lattice.apply(values, transpose))
+
+
+# ----------------------------------------------------------------------------- derived constants
+
+
+@pytest.mark.parametrize("sigma", [1e-20, 1e-30, 1e19, 1e300])
+def test_grid_crf_refuses_a_sigma_whose_exponent_factor_is_not_a_normal_float32(rng, sigma):
+    """1 / (2 sigma^2) overflowing (or underflowing) float32 would give NaN weights: refused with the range."""
+    images, segmentations, _ = photo_batch(rng, dtype=torch.float32)
+    with pytest.raises(ValueError, match=r"sigma must be in \[3\.83e-20, 6\.52e\+18\]"):
+        WF.grid_crf_loss(images, segmentations, None, 1.0, sigma)
+
+
+@pytest.mark.parametrize("sigma", [3.84e-20, 6.5e18])
+def test_grid_crf_is_finite_at_the_ends_of_the_sigma_range(rng, sigma):
+    images, segmentations, _ = photo_batch(rng, dtype=torch.float32)
+    images[:, :, :4] = 17.0  # equal neighbours: exp(0 * 1 / (2 sigma^2)) is 1, not NaN
+    assert torch.isfinite(WF.grid_crf_loss(images, segmentations, None, 1.0, sigma))
+
+
+def test_grid_crf_checks_images_after_the_cast_to_the_compute_dtype(rng):
+    """float64 images near 1e300 are finite but become Inf in float32: refused, not a NaN loss."""
+    images, segmentations, _ = photo_batch(rng, dtype=torch.float32)
+    with pytest.raises(ValueError, match="images must be finite in torch.float32"):
+        WF.grid_crf_loss(images.double() * 1e300, segmentations, None, 1.0, 10.0)
+
+
+def test_dense_losses_refuse_an_upscaling_scale_factor(rng):
+    """scale_factor > 1 adds nothing and could exhaust memory (1e6 times the pixels per axis)."""
+    images, segmentations, _ = photo_batch(rng, dtype=torch.float32)
+    with pytest.raises(ValueError, match=r"scale_factor must be in \(0, 1\]"):
+        WF.dense_crf_loss(images, segmentations, None, 1.0, 15.0, 10.0, 1e6)
+
+
+# ----------------------------------------------------------------------------- ROIs
+
+ROI_LOSSES = {
+    "dense_crf": lambda i, s, r: WF.dense_crf_loss(i, s, r, 1.0, 15.0, 10.0),
+    "dense_crf scale 0.5": lambda i, s, r: WF.dense_crf_loss(i, s, r, 1.0, 15.0, 10.0, 0.5),
+    "kernel_cut": lambda i, s, r: WF.kernel_cut_loss(i, s, r, 1.0, 0.5, 15.0, 10.0),
+    "normalized_cut": lambda i, s, r: WF.normalized_cut_loss(i, s, r, 1.0, 15.0, 10.0),
+    "grid_crf": lambda i, s, r: WF.grid_crf_loss(i, s, r, 1.0, 10.0),
+    "entropy": lambda i, s, r: WF.entropy_loss(s, r),
+}
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -0.5, 1.5])
+@pytest.mark.parametrize("loss", sorted(ROI_LOSSES))
+def test_a_roi_value_that_is_not_finite_or_outside_0_1_is_refused(rng, loss, bad):
+    """One bad ROI pixel is a ValueError naming the ROIs (CPU), not a NaN loss."""
+    images, segmentations, rois = photo_batch(rng, dtype=torch.float32)
+    rois[1, 4, 5] = bad
+    with pytest.raises(ValueError, match=r"ROIs must be finite and in \[0, 1\]"):
+        ROI_LOSSES[loss](images, segmentations, rois)
+
+
+@pytest.mark.parametrize("loss", sorted(ROI_LOSSES))
+def test_fractional_rois_are_accepted(rng, loss):
+    images, segmentations, rois = photo_batch(rng, dtype=torch.float32)
+    rois = torch.rand(rois.shape, generator=rng)
+    assert torch.isfinite(ROI_LOSSES[loss](images, segmentations, rois))
+
+
+# ----------------------------------------------------------------------------- double backward
+
+
+def test_entropy_loss_double_backward_is_exact(rng):
+    """gradgradcheck: the Hessian-vector products of the entropy are its true ones, not zero."""
+    _, _, rois = photo_batch(rng, batch=2, classes=3, height=4, width=5)
+    # Probabilities well inside (0, 1): finite differences of step 1e-6 must not cross 0.
+    segmentations = torch.softmax(0.5 * torch.randn(2, 3, 4, 5, generator=rng, dtype=torch.float64), 1)
+    segmentations.requires_grad_()
+    assert torch.autograd.gradgradcheck(lambda s: WF.entropy_loss(s, rois, 0.7), (segmentations,))
+
+
+@pytest.mark.parametrize("loss", ["grid_crf", "dense_crf", "kernel_cut"])
+def test_losses_without_double_backward_refuse_create_graph(rng, loss):
+    """The grid CRF and the dense losses refuse create_graph=True alike, never a zero Hessian."""
+    images, segmentations, rois = photo_batch(rng, dtype=torch.float64)
+    segmentations.requires_grad_()
+    value = ROI_LOSSES[loss](images, segmentations, rois)
+    with pytest.raises(RuntimeError, match="supports? no double backward"):
+        torch.autograd.grad(value, segmentations, create_graph=True)
+
+
+# ----------------------------------------------------------------------------- EM-Adapt in float32
+
+
+@pytest.mark.parametrize("fg_portion", [0.2, 0.5, 0.9, 1.0])
+def test_em_adapt_foreground_wins_its_portion_in_float32(device, rng, fg_portion):
+    """DESIGN §4's guarantee with float32 logits where F + (M - F) rounds below M: the visited
+    foreground class (visited last, ties to the larger index) wins at least floor(rho N) + 1
+    pixels, all of them at rho = 1."""
+    logits = (torch.randn(64, 2, 8, 8, generator=rng) * 10).to(device)
+    present = torch.ones(64, 2, dtype=torch.bool, device=device)
+    labels, _ = wsloss.em_adapt(logits, present, fg_portion=fg_portion)
+    pixels = 64
+    wins = (labels == 1).flatten(1).sum(1)
+    assert (wins >= min(math.floor(fg_portion * pixels), pixels - 1) + 1).all(), wins
+
+
+# ----------------------------------------------------------------------------- meta tensors
+
+
+def meta(*shape, dtype=torch.float32):
+    return torch.empty(shape, dtype=dtype, device="meta")
+
+
+def test_shape_only_entry_points_run_on_meta_tensors():
+    """Entropy, partial cross-entropy, the grid CRF and the E-steps propagate shapes on meta."""
+    images, segmentations = meta(2, 3, 9, 11), meta(2, 4, 9, 11)
+    present = meta(2, 4, dtype=torch.bool)
+    assert WF.entropy_loss(segmentations).shape == ()
+    assert WF.partial_cross_entropy(segmentations, meta(2, 9, 11, dtype=torch.int64)).shape == ()
+    assert WF.grid_crf_loss(images, segmentations, None, 1.0, 10.0).device.type == "meta"
+    labels, biases = wsloss.em_adapt(segmentations, present)
+    assert labels.shape == (2, 9, 11) and biases.shape == (2, 4)
+    assert wsloss.em_fixed(segmentations, present).shape == (2, 9, 11)
+
+
+@pytest.mark.parametrize("entry", ["DenseCRFLoss", "KernelCutLoss", "dense_crf", "PermutohedralLattice"])
+def test_value_dependent_entry_points_say_meta_is_not_supported(entry):
+    """A lattice's size depends on the values: meta tensors are refused by name."""
+    images, segmentations = meta(2, 3, 9, 11), meta(2, 4, 9, 11)
+    calls = {
+        "DenseCRFLoss": lambda: wsloss.DenseCRFLoss(1.0, 15.0, 10.0)(images, segmentations),
+        "KernelCutLoss": lambda: wsloss.KernelCutLoss(1.0, 0.5, 15.0, 10.0)(images, segmentations),
+        "dense_crf": lambda: wsloss.dense_crf(segmentations, images, 2),
+        "PermutohedralLattice": lambda: wsloss.PermutohedralLattice(meta(2, 5, 99)),
+    }
+    with pytest.raises(ValueError, match="meta tensors are not supported"):
+        calls[entry]()
