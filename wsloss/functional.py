@@ -5,7 +5,8 @@ built once per call, and the filterings A S~ (K channels) and, where needed, d =
 (one channel), with S~ = S * ROI and r = ROI.
 """
 import math
-from typing import Optional, Tuple
+import warnings
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -171,6 +172,64 @@ def _region(rois: Optional[torch.Tensor], segmentations: torch.Tensor) -> torch.
     return rois.to(dtype)
 
 
+PROBABILITY_TOLERANCE = 1e-2  # values in [-tol, 1 + tol]: float16/bfloat16 softmax outputs pass
+CLASS_SUM_TOLERANCE = 5e-2
+NORMALIZED_LIMIT = 3.0  # colours within +-3 look normalized ([0, 1], [-1, 1], standardized)
+SAMPLED_PIXELS = 1024
+NOT_PROBABILITIES_MESSAGE = (
+    "segmentations must be probabilities (a softmax over the classes: values in [0, 1] summing to at most 1 at "
+    "every pixel), got values outside [0, 1] or class sums above 1. Were logits passed (apply softmax "
+    "first), or images and segmentations swapped (the call is loss(images, segmentations, ROIs))? For deliberate "
+    "other inputs pass check_probabilities=False")
+NORMALIZED_IMAGES_MESSAGE = (
+    "images look normalized (every sampled value within +-3): sigma_rgb (the grid CRF's sigma) is in the images' "
+    "own units, and rloss's settings (sigma_rgb=15) expect colours in 0..255. Pass the unnormalized images or "
+    "scale the sigma with them")
+
+
+def _pixel_sample(values: torch.Tensor) -> torch.Tensor:
+    """B x C x <at most about SAMPLED_PIXELS pixels, evenly strided> of B x C x H x W values: the
+    plausibility checks below read a sample, so that they cost nothing next to the loss."""
+    flat = values.flatten(2)
+    return flat[:, :, ::max(1, flat.shape[2] // SAMPLED_PIXELS)]
+
+
+def _input_flags(images: Optional[torch.Tensor], segmentations: torch.Tensor, rois: torch.Tensor, rois_given: bool,
+                 check_probabilities: bool) -> Optional[List[torch.Tensor]]:
+    """Device booleans, read on the host where the call synchronizes anyway (_check_input_flags):
+    the ROIs are finite and in [0, 1] (every pixel); the segmentations look like probabilities
+    (values in [0, 1], class sums at most 1) and the images do not look normalized (a sample of
+    pixels). Non-finite segmentations are left to propagate (DESIGN §6). None where nothing may
+    be read: torch.compile, meta tensors."""
+    if torch.compiler.is_compiling() or segmentations.device.type == "meta":
+        return None
+    true = torch.ones((), dtype=torch.bool, device=segmentations.device)
+    flags = [rois_in_range(rois) if rois_given else true, true,
+             true.logical_not() if images is None else (_pixel_sample(images).abs() <= NORMALIZED_LIMIT).all()]
+    if check_probabilities:
+        sample = _pixel_sample(segmentations)
+        outside = torch.isfinite(sample) & ((sample < -PROBABILITY_TOLERANCE) | (sample > 1 + PROBABILITY_TOLERANCE))
+        probable = outside.any().logical_not()
+        # Class sums above 1 only: below 1 are masked pixels or a dropped class (deliberate, and
+        # seen in practice); non-finite values propagate instead.
+        sums = sample.sum(1)
+        probable = probable & (torch.isfinite(sums) & (sums > 1 + CLASS_SUM_TOLERANCE)).any().logical_not()
+        flags[1] = probable
+    return flags
+
+
+def _check_input_flags(flags: Optional[List[torch.Tensor]]) -> None:
+    if flags is None:
+        return
+    rois_valid, probable, normalized = torch.stack(flags).tolist()
+    if not rois_valid:
+        raise ValueError(ROI_RANGE_MESSAGE)
+    if not probable:
+        raise ValueError(NOT_PROBABILITIES_MESSAGE)
+    if normalized:
+        warnings.warn(NORMALIZED_IMAGES_MESSAGE, UserWarning)  # one place: Python says it once
+
+
 def _check_image_inputs(images, segmentations, rois) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     check_tensor("images", images, dims=(4,), real=True)
     check_tensor("segmentations", segmentations, dims=(4,), floating=True)
@@ -184,9 +243,9 @@ def _check_image_inputs(images, segmentations, rois) -> Tuple[torch.Tensor, torc
     return images, segmentations, _region(rois, segmentations)
 
 
-def _dense_inputs(images, segmentations, rois, sigma_rgb, sigma_xy, scale_factor):
-    """The checked inputs of a dense loss, cast to the compute dtype, and whether ROIs were given
-    (their values are checked in the lattice build's host sync, _downscaled_lattice)."""
+def _dense_inputs(images, segmentations, rois, sigma_rgb, sigma_xy, scale_factor, check_probabilities=True):
+    """The checked inputs of a dense loss, cast to the compute dtype, and the flags of the checks
+    of their values, read after the lattice build's host sync (_downscaled_lattice)."""
     rois_given = rois is not None
     images, segmentations, rois = _check_image_inputs(images, segmentations, rois)
     for name, value in (("images", images), ("segmentations", segmentations)):
@@ -204,42 +263,29 @@ def _dense_inputs(images, segmentations, rois, sigma_rgb, sigma_xy, scale_factor
             )
         if scale_factor > 1.0:  # an upscale adds nothing to rloss's loss and may exhaust memory
             raise ValueError(f"scale_factor must be in (0, 1], got {scale_factor}")
-    return images, segmentations, rois, sigma_rgb, sigma_xy, scale_factor, rois_given
+    flags = _input_flags(images, segmentations, rois, rois_given, check_probabilities)
+    return images, segmentations, rois, sigma_rgb, sigma_xy, scale_factor, flags
 
 
-def _downscaled_lattice(images, segmentations, rois, sigma_rgb, sigma_xy, scale_factor, rois_given):
+def _downscaled_lattice(images, segmentations, rois, sigma_rgb, sigma_xy, scale_factor, flags):
     """rloss's resampling by scale_factor (nearest for images and ROIs, bilinear for S) and the
-    lattice over the downscaled images' bilateral features. Runs under full_precision.
-
-    Bad values the build cannot see (a non-finite pixel that the resampling drops, a ROI value
-    that is NaN or outside [0, 1]) poison the features, so that the build's one host sync refuses
-    them too; the error is then traced back to its argument."""
-    valid = None
+    lattice over the downscaled images' bilateral features; then the input flags, read after the
+    build's one host sync. Runs under full_precision."""
     if scale_factor != 1.0:
-        valid = torch.isfinite(images).all()
-    rois_valid = rois_in_range(rois) if rois_given and not torch.compiler.is_compiling() else None
-    if rois_valid is not None:
-        valid = rois_valid if valid is None else valid & rois_valid
-    if scale_factor != 1.0:
-        images = F.interpolate(images, scale_factor=scale_factor)
+        # A non-finite pixel that the resampling drops still poisons the features, so that the
+        # build refuses it without a host sync of its own.
+        poison = torch.where(torch.isfinite(images).all(), 0.0, math.nan)
+        images = F.interpolate(images, scale_factor=scale_factor) + poison
         segmentations = _resize_bilinear(segmentations, scale_factor)
         rois = F.interpolate(rois.unsqueeze(1), scale_factor=scale_factor).squeeze(1)
-    if valid is not None:
-        images = images + torch.where(valid, 0.0, math.nan)
-    features = bilateral_features(images, sigma_rgb, sigma_xy * scale_factor)
-    if rois_valid is None:
-        return segmentations, rois, PermutohedralLattice(features)
-    try:
-        return segmentations, rois, PermutohedralLattice(features)
-    except ValueError:
-        if not bool(rois_valid):
-            raise ValueError(ROI_RANGE_MESSAGE) from None
-        raise
+    lattice = PermutohedralLattice(bilateral_features(images, sigma_rgb, sigma_xy * scale_factor))
+    _check_input_flags(flags)
+    return segmentations, rois, lattice
 
 
 def _dense_loss(images, segmentations, rois, terms, sigma_rgb, sigma_xy, scale_factor, gradient,
-                reduction="sum") -> torch.Tensor:
-    inputs = _dense_inputs(images, segmentations, rois, sigma_rgb, sigma_xy, scale_factor)
+                reduction="sum", check_probabilities=True) -> torch.Tensor:
+    inputs = _dense_inputs(images, segmentations, rois, sigma_rgb, sigma_xy, scale_factor, check_probabilities)
     check_choice("gradient", gradient, GRADIENTS)
     check_choice("reduction", reduction, REDUCTIONS)
     with full_precision(inputs[1].device):
@@ -277,6 +323,8 @@ def dense_crf_loss(
     scale_factor: float = 1.0,
     gradient: str = "reference",
     reduction: str = "sum",
+    *,
+    check_probabilities: bool = True,
 ) -> torch.Tensor:
     """Dense CRF regularized loss of Tang et al., "On Regularized Losses for Weakly-supervised
     CNN Segmentation" (ECCV 2018), eq. (6) with the bilateral Gaussian kernel (DESIGN §2).
@@ -295,7 +343,7 @@ def dense_crf_loss(
     """
     weight = check_real("weight", weight)
     return _dense_loss(images, segmentations, rois, (weight, 0.0, 0.0), sigma_rgb, sigma_xy, scale_factor, gradient,
-                       reduction)
+                       reduction, check_probabilities)
 
 
 def normalized_cut_loss(
@@ -307,6 +355,8 @@ def normalized_cut_loss(
     sigma_xy: float,
     scale_factor: float = 1.0,
     gradient: str = "reference",
+    *,
+    check_probabilities: bool = True,
 ) -> torch.Tensor:
     """Normalized cut loss of Tang et al., "Normalized Cut Loss for Weakly-supervised CNN
     Segmentation" (CVPR 2018), eq. (4): weight * (1/B) sum_b sum_k S~_k^T A (r - S~_k) / (d^T S~_k)
@@ -317,7 +367,8 @@ def normalized_cut_loss(
     A class of zero volume (all-zero ROI) contributes 0.
     """
     weight = check_real("weight", weight)
-    return _dense_loss(images, segmentations, rois, (0.0, weight, 0.0), sigma_rgb, sigma_xy, scale_factor, gradient)
+    return _dense_loss(images, segmentations, rois, (0.0, weight, 0.0), sigma_rgb, sigma_xy, scale_factor, gradient,
+                       check_probabilities=check_probabilities)
 
 
 def kernel_cut_loss(
@@ -331,6 +382,8 @@ def kernel_cut_loss(
     scale_factor: float = 1.0,
     gradient: str = "reference",
     reduction: str = "sum",
+    *,
+    check_probabilities: bool = True,
 ) -> torch.Tensor:
     """Kernel cut (Tang et al., ECCV 2018, section 3): normalized_cut_loss with weight plus
     dense_crf_loss with crf_weight and reduction (which leaves the normalized cut alone: it is a
@@ -338,7 +391,7 @@ def kernel_cut_loss(
     weight = check_real("weight", weight)
     crf_weight = check_real("crf_weight", crf_weight)
     return _dense_loss(images, segmentations, rois, (crf_weight, weight, 0.0), sigma_rgb, sigma_xy, scale_factor,
-                       gradient, reduction)
+                       gradient, reduction, check_probabilities)
 
 
 def quadratic_crf_loss(
@@ -351,6 +404,8 @@ def quadratic_crf_loss(
     scale_factor: float = 1.0,
     gradient: str = "reference",
     reduction: str = "sum",
+    *,
+    check_probabilities: bool = True,
 ) -> torch.Tensor:
     """Quadratic (Laplacian) relaxation of the dense Potts CRF (Tang et al., ECCV 2018, eq. 7):
     weight * (1/B) sum_b sum_{p,q in ROI} A_pq ||S_p - S_q||^2, computed as
@@ -359,7 +414,7 @@ def quadratic_crf_loss(
     reduction="mean" divides by r^T A r, giving the affinity-weighted mean of ||S_p - S_q||^2."""
     weight = check_real("weight", weight)
     return _dense_loss(images, segmentations, rois, (0.0, 0.0, weight), sigma_rgb, sigma_xy, scale_factor, gradient,
-                       reduction)
+                       reduction, check_probabilities)
 
 
 def partial_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
@@ -420,22 +475,22 @@ class _EntropyFunction(torch.autograd.Function):
         return logs.add(1).mul_(scale), None
 
 
-def entropy_loss(segmentations: torch.Tensor, rois: Optional[torch.Tensor] = None, weight: float = 1.0
-                 ) -> torch.Tensor:
+def entropy_loss(segmentations: torch.Tensor, rois: Optional[torch.Tensor] = None, weight: float = 1.0, *,
+                 check_probabilities: bool = True) -> torch.Tensor:
     """Entropy regularizer (Grandvalet & Bengio, NIPS 2005): weight times the mean over ROI
     pixels of H(S_p) = -sum_k S_pk log S_pk, with 0 log 0 = 0 and a finite gradient at S = 0.
 
     segmentations: B x K x H x W probabilities; rois: B x H x W (None: every pixel).
-    An all-zero ROI gives 0. ROI values must be finite and in [0, 1]: checked on the CPU; on
-    other devices (where the check would need a host sync of its own) a NaN ROI gives a NaN loss.
-    Supports double backward.
+    An all-zero ROI gives 0. ROI values (finite, in [0, 1]) and, unless check_probabilities is
+    False, the segmentations' plausibility as probabilities are checked on the CPU; on other
+    devices, where the checks would need a host sync of their own, they are left out (a NaN
+    ROI gives a NaN loss). Supports double backward.
     """
     check_tensor("segmentations", segmentations, dims=(4,), floating=True)
     weight = check_real("weight", weight)
     region = _region(rois, segmentations)
-    if (rois is not None and region.device.type == "cpu" and not torch.compiler.is_compiling()
-            and not bool(rois_in_range(region))):
-        raise ValueError(ROI_RANGE_MESSAGE)
+    if segmentations.device.type == "cpu":
+        _check_input_flags(_input_flags(None, segmentations, region, rois is not None, check_probabilities))
     coefficients = region * (weight / region.sum().clamp_min(1))
     return _EntropyFunction.apply(segmentations.to(region.dtype), coefficients)
 
@@ -459,6 +514,8 @@ def grid_crf_loss(
     sigma: float,
     neighbourhood: int = 4,
     relaxation: str = "quadratic",
+    *,
+    check_probabilities: bool = True,
 ) -> torch.Tensor:
     """Sparse grid CRF loss (Tang et al., ECCV 2018, Table 1; DESIGN §3): weight * (1/B) times the
     sum over the neighbouring pairs p, q of the 4- or 8-connected grid (each pair once, both in
@@ -478,13 +535,13 @@ def grid_crf_loss(
     dtype = rois.dtype
     _check_contrast_sigma(sigma, dtype)
     images = images.to(dtype)  # checked after the cast: float64 images near 1e300 are inf in float32
-    # One host sync for images and ROIs (the dense losses' lattice build has one too); torch.compile
-    # graphs and meta tensors (shape propagation) skip it.
-    if not torch.compiler.is_compiling() and images.device.type != "meta":
-        images_valid = torch.isfinite(images).all()
-        valid = images_valid & rois_in_range(rois) if rois_given else images_valid
-        if not bool(valid):
-            raise ValueError(f"images must be finite in {dtype}, got NaN or Inf" if not bool(images_valid)
-                             else ROI_RANGE_MESSAGE)
+    # One host sync for the values of images, ROIs and segmentations (the dense losses' lattice
+    # build has one too); torch.compile graphs and meta tensors (shape propagation) skip it.
+    flags = _input_flags(images, segmentations, rois, rois_given, check_probabilities)
+    if flags is not None:
+        images_valid, *flags = torch.stack([torch.isfinite(images).all()] + flags).unbind()
+        if not bool(images_valid):
+            raise ValueError(f"images must be finite in {dtype}, got NaN or Inf")
+        _check_input_flags(flags)
     energy = ops.grid_crf(segmentations.to(dtype), images, rois, sigma, neighbourhood, relaxation == "bilinear")
     return energy.sum() * (weight / segmentations.shape[0])

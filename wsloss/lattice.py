@@ -5,6 +5,7 @@ W_pq = exp(-|f_p - f_q|^2 / 2) the dense Gaussian kernel, in O(N (d+1) C) time.
 Conventions (vertex layout, blur order, scaling) follow Kraehenbuehl & Koltun (NIPS
 2011) as in docs/DESIGN.md §1, so rloss loss weights transfer unchanged.
 """
+import warnings
 from typing import Optional, Tuple
 
 import torch
@@ -112,6 +113,10 @@ class PermutohedralLattice(_Lattice):
                 "wsloss was built without its CUDA kernels: reinstall it where torch has CUDA and nvcc is "
                 "found (pip install --no-build-isolation ., or WSLOSS_CUDA=1), or pass CPU tensors"
             )
+        if features.requires_grad and torch.is_grad_enabled():
+            warnings.warn("features (or the images they come from) require grad, but the lattice passes no "
+                          "gradient to them (as rloss): the losses and filterings are differentiable in the "
+                          "segmentations and values only", UserWarning)  # one place: Python says it once
         self.batch, self.dim = features.shape[:2]
         self.spatial_shape = tuple(features.shape[2:])
         flat = features.reshape(self.batch, self.dim, -1).to(torch.float32).contiguous()

@@ -23,22 +23,26 @@ __all__ = [
 
 
 class _DenseLoss(nn.Module):
-    """A regularizer over the dense bilateral kernel: forward(images, segmentations, ROIs=None)."""
+    """A regularizer over the dense bilateral kernel: forward(images, segmentations, ROIs=None).
+    check_probabilities=False lets deliberate non-probability segmentations through (see
+    wsloss.functional.dense_crf_loss)."""
 
     needs_images = True
 
     def __init__(self, weight: float, sigma_rgb: float, sigma_xy: float, scale_factor: float = 1.0,
-                 gradient: str = "reference"):
+                 gradient: str = "reference", *, check_probabilities: bool = True):
         super().__init__()
         self.weight = weight
         self.sigma_rgb = sigma_rgb
         self.sigma_xy = sigma_xy
         self.scale_factor = scale_factor
         self.gradient = gradient
+        self.check_probabilities = check_probabilities
 
     def extra_repr(self) -> str:
         return (f"weight={self.weight}, sigma_rgb={self.sigma_rgb}, sigma_xy={self.sigma_xy}, "
-                f"scale_factor={self.scale_factor}, gradient={self.gradient!r}")
+                f"scale_factor={self.scale_factor}, gradient={self.gradient!r}"
+                + ("" if self.check_probabilities else ", check_probabilities=False"))
 
 
 class _PairSumLoss(_DenseLoss):
@@ -47,8 +51,8 @@ class _PairSumLoss(_DenseLoss):
     wsloss.functional.affinity_mass)."""
 
     def __init__(self, weight: float, sigma_rgb: float, sigma_xy: float, scale_factor: float = 1.0,
-                 gradient: str = "reference", reduction: str = "sum"):
-        super().__init__(weight, sigma_rgb, sigma_xy, scale_factor, gradient)
+                 gradient: str = "reference", reduction: str = "sum", *, check_probabilities: bool = True):
+        super().__init__(weight, sigma_rgb, sigma_xy, scale_factor, gradient, check_probabilities=check_probabilities)
         self.reduction = reduction
 
     def extra_repr(self) -> str:
@@ -70,7 +74,8 @@ class DenseCRFLoss(_PairSumLoss):
     def forward(self, images: torch.Tensor, segmentations: torch.Tensor,
                 ROIs: Optional[torch.Tensor] = None) -> torch.Tensor:
         return functional.dense_crf_loss(images, segmentations, ROIs, self.weight, self.sigma_rgb, self.sigma_xy,
-                                         self.scale_factor, self.gradient, self.reduction)
+                                         self.scale_factor, self.gradient, self.reduction,
+                                         check_probabilities=self.check_probabilities)
 
 
 class NormalizedCutLoss(_DenseLoss):
@@ -80,7 +85,8 @@ class NormalizedCutLoss(_DenseLoss):
     def forward(self, images: torch.Tensor, segmentations: torch.Tensor,
                 ROIs: Optional[torch.Tensor] = None) -> torch.Tensor:
         return functional.normalized_cut_loss(images, segmentations, ROIs, self.weight, self.sigma_rgb,
-                                              self.sigma_xy, self.scale_factor, self.gradient)
+                                              self.sigma_xy, self.scale_factor, self.gradient,
+                                              check_probabilities=self.check_probabilities)
 
 
 class QuadraticCRFLoss(_PairSumLoss):
@@ -90,7 +96,8 @@ class QuadraticCRFLoss(_PairSumLoss):
     def forward(self, images: torch.Tensor, segmentations: torch.Tensor,
                 ROIs: Optional[torch.Tensor] = None) -> torch.Tensor:
         return functional.quadratic_crf_loss(images, segmentations, ROIs, self.weight, self.sigma_rgb,
-                                             self.sigma_xy, self.scale_factor, self.gradient, self.reduction)
+                                             self.sigma_xy, self.scale_factor, self.gradient, self.reduction,
+                                             check_probabilities=self.check_probabilities)
 
 
 class KernelCutLoss(_PairSumLoss):
@@ -98,15 +105,17 @@ class KernelCutLoss(_PairSumLoss):
     reduction=reduction) over one shared lattice; see wsloss.functional.kernel_cut_loss."""
 
     def __init__(self, weight: float, crf_weight: float, sigma_rgb: float, sigma_xy: float,
-                 scale_factor: float = 1.0, gradient: str = "reference", reduction: str = "sum"):
-        super().__init__(weight, sigma_rgb, sigma_xy, scale_factor, gradient, reduction)
+                 scale_factor: float = 1.0, gradient: str = "reference", reduction: str = "sum", *,
+                 check_probabilities: bool = True):
+        super().__init__(weight, sigma_rgb, sigma_xy, scale_factor, gradient, reduction,
+                         check_probabilities=check_probabilities)
         self.crf_weight = crf_weight
 
     def forward(self, images: torch.Tensor, segmentations: torch.Tensor,
                 ROIs: Optional[torch.Tensor] = None) -> torch.Tensor:
         return functional.kernel_cut_loss(images, segmentations, ROIs, self.weight, self.crf_weight,
                                           self.sigma_rgb, self.sigma_xy, self.scale_factor, self.gradient,
-                                          self.reduction)
+                                          self.reduction, check_probabilities=self.check_probabilities)
 
     def extra_repr(self) -> str:
         return f"crf_weight={self.crf_weight}, " + super().extra_repr()
@@ -118,17 +127,19 @@ class GridCRFLoss(nn.Module):
 
     needs_images = True
 
-    def __init__(self, weight: float, sigma: float, neighbourhood: int = 4, relaxation: str = "quadratic"):
+    def __init__(self, weight: float, sigma: float, neighbourhood: int = 4, relaxation: str = "quadratic", *,
+                 check_probabilities: bool = True):
         super().__init__()
         self.weight = weight
         self.sigma = sigma
         self.neighbourhood = neighbourhood
         self.relaxation = relaxation
+        self.check_probabilities = check_probabilities
 
     def forward(self, images: torch.Tensor, segmentations: torch.Tensor,
                 ROIs: Optional[torch.Tensor] = None) -> torch.Tensor:
         return functional.grid_crf_loss(images, segmentations, ROIs, self.weight, self.sigma, self.neighbourhood,
-                                        self.relaxation)
+                                        self.relaxation, check_probabilities=self.check_probabilities)
 
     def extra_repr(self) -> str:
         return (f"weight={self.weight}, sigma={self.sigma}, neighbourhood={self.neighbourhood}, "
@@ -141,12 +152,13 @@ class EntropyLoss(nn.Module):
 
     needs_images = False
 
-    def __init__(self, weight: float = 1.0):
+    def __init__(self, weight: float = 1.0, *, check_probabilities: bool = True):
         super().__init__()
         self.weight = weight
+        self.check_probabilities = check_probabilities
 
     def forward(self, segmentations: torch.Tensor, ROIs: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return functional.entropy_loss(segmentations, ROIs, self.weight)
+        return functional.entropy_loss(segmentations, ROIs, self.weight, check_probabilities=self.check_probabilities)
 
     def extra_repr(self) -> str:
         return f"weight={self.weight}"
