@@ -5,9 +5,11 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import wsloss
-from helpers import photo_batch
+from helpers import photo_batch, requires_cuda
 from wsloss import functional as WF
 
 ops = torch.ops.wsloss
@@ -223,3 +225,133 @@ def test_value_dependent_entry_points_say_meta_is_not_supported(entry):
     }
     with pytest.raises(ValueError, match="meta tensors are not supported"):
         calls[entry]()
+
+
+def test_lattice_filter_propagates_shapes_on_meta():
+    lattice = built_lattice("cpu")
+    tensors = [t.to("meta") for t in lattice.tensors]
+    out = ops.lattice_filter(*tensors, meta(2, 3, 40, dtype=torch.float64))
+    assert out.shape == (2, 3, 40) and out.dtype == torch.float64 and out.device.type == "meta"
+
+
+def test_partial_cross_entropy_double_backward_is_exact(rng):
+    logits = torch.randn(2, 3, 4, 5, generator=rng, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, 3, (2, 4, 5), generator=rng)
+    labels[0, 0] = 255
+    assert torch.autograd.gradgradcheck(lambda x: WF.partial_cross_entropy(x, labels), (logits,))
+
+
+# ----------------------------------------------------------------------------- common mistakes
+
+PROBABILITY_LOSSES = {
+    "DenseCRFLoss": lambda **o: wsloss.DenseCRFLoss(1.0, 15.0, 10.0, **o),
+    "NormalizedCutLoss": lambda **o: wsloss.NormalizedCutLoss(1.0, 15.0, 10.0, **o),
+    "QuadraticCRFLoss": lambda **o: wsloss.QuadraticCRFLoss(1.0, 15.0, 10.0, **o),
+    "KernelCutLoss": lambda **o: wsloss.KernelCutLoss(1.0, 0.5, 15.0, 10.0, 0.5, **o),
+    "GridCRFLoss": lambda **o: wsloss.GridCRFLoss(1.0, 10.0, **o),
+    "EntropyLoss": lambda **o: wsloss.EntropyLoss(1.0, **o),
+}
+
+
+def call(name, loss, images, segmentations):
+    return loss(segmentations) if name == "EntropyLoss" else loss(images, segmentations)
+
+
+@pytest.mark.parametrize("mistake", ["logits", "swapped", "sigmoid"])
+@pytest.mark.parametrize("name", sorted(PROBABILITY_LOSSES))
+def test_segmentations_that_are_not_probabilities_are_refused(rng, name, mistake):
+    """Logits, the images in the segmentations' place (swapped arguments) or per-class sigmoids:
+    a ValueError naming both usual causes, not a silent number."""
+    images, segmentations, _ = photo_batch(rng, classes=4, dtype=torch.float32)
+    logits = torch.randn(segmentations.shape, generator=rng) * 3
+    bad = {"logits": logits, "swapped": images[:, :3].clone(), "sigmoid": torch.sigmoid(logits)}[mistake]
+    with pytest.raises(ValueError, match="segmentations must be probabilities.*logits.*swapped"):
+        call(name, PROBABILITY_LOSSES[name](), images[:, :3] if mistake != "swapped" else segmentations[:, :3], bad)
+
+
+@pytest.mark.parametrize("name", sorted(PROBABILITY_LOSSES))
+def test_check_probabilities_false_lets_deliberate_inputs_through(rng, name):
+    images, segmentations, _ = photo_batch(rng, classes=4, dtype=torch.float32)
+    logits = torch.randn(segmentations.shape, generator=rng)
+    assert torch.isfinite(call(name, PROBABILITY_LOSSES[name](check_probabilities=False), images, logits))
+
+
+@pytest.mark.parametrize("name", sorted(PROBABILITY_LOSSES))
+def test_probabilities_with_masked_pixels_and_half_precision_rounding_pass(rng, name):
+    """Class sums below 1 (pixels zeroed outside the ROI, a dropped class) and bfloat16 softmax
+    outputs are probabilities as far as the check goes."""
+    images, segmentations, rois = photo_batch(rng, classes=4, dtype=torch.float32)
+    masked = (segmentations * rois[:, None]).to(torch.bfloat16)
+    assert torch.isfinite(call(name, PROBABILITY_LOSSES[name](), images, masked))
+
+
+@pytest.mark.parametrize("name", ["DenseCRFLoss", "KernelCutLoss", "GridCRFLoss"])
+def test_normalized_images_get_a_warning(rng, name):
+    """Images in 0..1 with rloss's sigma_rgb (in 0..255 units) are almost surely a mistake: a
+    UserWarning naming sigma_rgb, once per process (Python's default filter)."""
+    images, segmentations, _ = photo_batch(rng, dtype=torch.float32)
+    with pytest.warns(UserWarning, match="images look normalized.*sigma_rgb"):
+        call(name, PROBABILITY_LOSSES[name](), images / 255, segmentations)
+
+
+def test_images_in_0_255_get_no_warning(rng, recwarn):
+    images, segmentations, _ = photo_batch(rng, dtype=torch.float32)
+    wsloss.DenseCRFLoss(1.0, 15.0, 10.0)(images, segmentations)
+    assert not [w for w in recwarn if "normalized" in str(w.message)]
+
+
+def test_images_that_require_grad_get_no_gradient_and_one_documented_warning(rng):
+    """No torch warning about an op without an autograd kernel: wsloss's own, saying that the
+    lattice passes no gradient to the images; the segmentations' gradient is unchanged."""
+    images, segmentations, _ = photo_batch(rng, dtype=torch.float32)
+    plain = segmentations.clone().requires_grad_()
+    wsloss.DenseCRFLoss(1.0, 15.0, 10.0)(images, plain).backward()
+    images.requires_grad_()
+    tracked = segmentations.clone().requires_grad_()
+    with pytest.warns(UserWarning) as warned:
+        wsloss.DenseCRFLoss(1.0, 15.0, 10.0)(images, tracked).backward()
+    messages = [str(w.message) for w in warned]
+    assert any("passes no gradient" in m for m in messages)
+    assert not any("autograd kernel was not registered" in m for m in messages), messages
+    assert images.grad is None
+    assert torch.equal(tracked.grad, plain.grad)
+
+
+# ----------------------------------------------------------------------------- fuzz
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=requires_cuda)])
+@settings(max_examples=600, deadline=None, database=None)
+@given(seed=st.integers(0, 2 ** 32 - 1), dim=st.integers(1, 6), pixels=st.integers(1, 30),
+       batch=st.integers(1, 3), corruptions=st.lists(
+           st.tuples(st.sampled_from(INDEX_TENSORS), st.floats(0, 1, exclude_max=True),
+                     st.sampled_from(["random", "big", "negative", "neighbour", "zero"])), min_size=1, max_size=4),
+       other_lattice=st.sampled_from([None, *LATTICE_TENSORS]), data=st.data())
+def test_lattice_filter_on_corrupted_lattices_refuses_or_stays_in_bounds(device, seed, dim, pixels, batch,
+                                                                          corruptions, other_lattice, data):
+    """Random corruptions of a built lattice (indices overwritten, tensors swapped with another
+    lattice's): a ValueError, or a result of the values' shape (the change kept the tensors a valid
+    lattice); never a crash or a read out of bounds."""
+    g = torch.Generator().manual_seed(seed)
+    features = torch.randn(batch, dim, pixels, generator=g) * 2
+    lattice = wsloss.PermutohedralLattice(features.to(device))
+    tensors = [t.clone() for t in lattice.tensors]
+    if other_lattice is not None:
+        other = wsloss.PermutohedralLattice((torch.randn(batch, dim, pixels, generator=g) * 2).to(device))
+        index = LATTICE_TENSORS.index(other_lattice)
+        tensors[index] = other.tensors[index].clone()
+    for name, where, kind in corruptions:
+        flat = tensors[LATTICE_TENSORS.index(name)].view(-1)
+        if flat.numel() == 0:
+            continue
+        position = int(where * flat.numel())
+        value = {"random": data.draw(st.integers(-(2 ** 31), 2 ** 31 - 1)), "big": 2 ** 31 - 1, "negative": -1,
+                 "neighbour": int(flat[position]) + data.draw(st.sampled_from([-1, 1])), "zero": 0}[kind]
+        flat[position] = value
+    values = torch.randn(batch, 2, pixels, generator=g).to(device)
+    try:
+        out = ops.lattice_filter(*tensors, values)
+    except ValueError as error:
+        assert "lattice_filter" in str(error)
+        return
+    assert out.shape == values.shape and torch.isfinite(out).all()
