@@ -28,8 +28,10 @@ def refuse_meta(name: str, value: torch.Tensor, why: str) -> None:
 
 
 def rois_in_range(rois: torch.Tensor) -> torch.Tensor:
-    """A device boolean: every ROI value is finite and in [0, 1] (NaN fails both comparisons)."""
-    return ((rois >= 0) & (rois <= 1)).all()
+    """A device boolean: every ROI value is finite and in [0, 1]. One pass: aminmax propagates NaN,
+    which then fails the comparisons."""
+    low, high = torch.aminmax(rois)
+    return (low >= 0) & (high <= 1)
 
 
 ROI_RANGE_MESSAGE = "ROIs must be finite and in [0, 1] (1 where a pixel takes part), got NaN, Inf or values outside"
