@@ -321,28 +321,29 @@ def apply_lattice(rng, device):
     return PermutohedralLattice(random_features(3, 5, 211, rng).to(device))
 
 
-def test_apply_returns_lattice_filters_bits(rng, device):
-    lattice = apply_lattice(rng, device)
+def apply_cases(lattice, rng, device):
+    """(values, transpose, lattice_filter's result) for each dtype, channel count and direction."""
     for dtype in APPLY_DTYPES:
         for channels in APPLY_CHANNELS:
             values = torch.rand(3, channels, 211, generator=rng, dtype=dtype).to(device)
             for transpose in (False, True):
-                expected = torch.ops.wsloss.lattice_filter(*lattice.tensors, values, transpose)
-                assert torch.equal(lattice.apply(values, transpose), expected)
-                assert torch.equal(lattice.apply(values, transpose=transpose), expected)
+                yield values, transpose, torch.ops.wsloss.lattice_filter(*lattice.tensors, values, transpose)
+
+
+def test_apply_returns_lattice_filters_bits(rng, device):
+    lattice = apply_lattice(rng, device)
+    for values, transpose, expected in apply_cases(lattice, rng, device):
+        assert torch.equal(lattice.apply(values, transpose), expected)
+        assert torch.equal(lattice.apply(values, transpose=transpose), expected)
 
 
 def test_apply_writes_lattice_filters_bits_into_out_in_place_and_returns_it(rng, device):
     lattice = apply_lattice(rng, device)
-    for dtype in APPLY_DTYPES:
-        for channels in APPLY_CHANNELS:
-            values = torch.rand(3, channels, 211, generator=rng, dtype=dtype).to(device)
-            for transpose in (False, True):
-                expected = torch.ops.wsloss.lattice_filter(*lattice.tensors, values, transpose)
-                out = torch.full_like(values, float("nan"))
-                address = out.data_ptr()
-                assert lattice.apply(values, transpose, out=out) is out
-                assert out.data_ptr() == address and torch.equal(out, expected)
+    for values, transpose, expected in apply_cases(lattice, rng, device):
+        out = torch.full_like(values, float("nan"))
+        address = out.data_ptr()
+        assert lattice.apply(values, transpose, out=out) is out
+        assert out.data_ptr() == address and torch.equal(out, expected)
 
 
 def test_apply_keeps_one_workspace_per_dtype_in_the_lattice_and_reuses_it(rng, device):
