@@ -10,6 +10,8 @@ pytestmark = requires_cuda
 
 
 def assert_same_filter(features, values, rtol=1e-5):
+    """The CUDA lattice over features is the CPU one, bit for bit, and filters values (both ways)
+    as the CPU one does, to rtol of the largest output."""
     cpu = PermutohedralLattice(features)
     gpu = PermutohedralLattice(features.cuda())
     # Same DESIGN §1 arithmetic and the same vertex numbering (order of first corner):
@@ -26,50 +28,53 @@ def assert_same_filter(features, values, rtol=1e-5):
 @pytest.mark.parametrize("batch", [1, 3, 16])
 @pytest.mark.parametrize("d", [2, 3, 5, 8, 16])
 @pytest.mark.parametrize("channels", [1, 21, 64])
-def test_random_features(batch, d, channels, rng):
+def test_cuda_lattice_equals_the_cpu_lattice_on_random_features(batch, d, channels, rng):
     n = 301
     features = torch.rand(batch, d, n, generator=rng) * torch.linspace(0.5, 8.0, batch).view(batch, 1, 1)
     values = torch.randn(batch, channels, n, generator=rng)
     assert_same_filter(features, values)
 
 
-def test_photographs_odd_size(rng):
+def test_cuda_lattice_equals_the_cpu_lattice_on_odd_sized_photographs(rng):
     images = random_photo(4, 37, 53, rng)
     features = wsloss.bilateral_features(images, 15.0, 10.0)
     assert_same_filter(features, torch.rand(4, 21, 37, 53, generator=rng))
 
 
-def test_few_and_many_vertices(rng):
-    few = torch.zeros(2, 5, 1000)  # every pixel in one simplex
-    assert_same_filter(few, torch.rand(2, 3, 1000, generator=rng))
-    many = torch.rand(2, 16, 1000, generator=rng) * 100  # nearly every corner a new vertex
-    assert_same_filter(many, torch.rand(2, 3, 1000, generator=rng))
+def test_cuda_lattice_equals_the_cpu_lattice_when_every_pixel_is_in_one_simplex(rng):
+    features = torch.zeros(2, 5, 1000)
+    assert_same_filter(features, torch.rand(2, 3, 1000, generator=rng))
+
+
+def test_cuda_lattice_equals_the_cpu_lattice_when_nearly_every_corner_is_a_new_vertex(rng):
+    features = torch.rand(2, 16, 1000, generator=rng) * 100
+    assert_same_filter(features, torch.rand(2, 3, 1000, generator=rng))
 
 
 @pytest.mark.parametrize("spread", [2.0, 1e4])
-def test_packed_and_wide_keys(spread, rng):
-    # Small coordinate ranges pack each vertex key into 64 bits; a spread of 1e4 needs
-    # about 18 bits per coordinate (90 for d = 5) and takes the coordinate-wise keys.
+def test_cuda_lattice_equals_the_cpu_lattice_with_packed_and_wide_keys(spread, rng):
+    """Small coordinate ranges pack each vertex key into 64 bits; a spread of 1e4 needs
+    about 18 bits per coordinate (90 for d = 5) and takes the coordinate-wise keys (DESIGN §9)."""
     features = torch.rand(5, 5, 777, generator=rng) * spread
     features[2] += 0.5 * spread  # images of different ranges share one key layout
     assert_same_filter(features, torch.randn(5, 7, 777, generator=rng))
 
 
-def test_long_splat_segments(rng):
-    # Constant regions: vertices with thousands of splat entries, spanning many chunks
-    # of the balanced splat, next to vertices with one entry.
+def test_cuda_filter_equals_the_cpu_filter_over_long_splat_segments(rng):
+    """Constant regions: vertices with thousands of splat entries, spanning many chunks
+    of the balanced splat (DESIGN §9), next to vertices with one entry."""
     features = torch.zeros(3, 5, 6000)
     features[1, :, 3000:] = torch.rand(5, 3000, generator=rng) * 4
     assert_same_filter(features, torch.randn(3, 33, 6000, generator=rng, dtype=torch.float64), rtol=1e-12)
     assert_same_filter(features, torch.randn(3, 64, 6000, generator=rng))
 
 
-def test_float64_values(rng):
+def test_cuda_filter_of_float64_values_equals_the_cpu_filter_to_1e_12(rng):
     features = torch.rand(2, 5, 200, generator=rng) * 3
     assert_same_filter(features, torch.randn(2, 4, 200, generator=rng, dtype=torch.float64), rtol=1e-12)
 
 
-def test_densecrf_loss_matches_cpu(rng):
+def test_cuda_dense_crf_loss_and_gradient_equal_the_cpu_ones(rng):
     images = random_photo(3, 48, 61, rng)
     seg = torch.softmax(torch.randn(3, 21, 48, 61, generator=rng) * 3, 1)
     roi = (torch.rand(3, 48, 61, generator=rng) > 0.3).float()
@@ -85,7 +90,7 @@ def test_densecrf_loss_matches_cpu(rng):
             torch.testing.assert_close(s_gpu.grad.cpu(), s_cpu.grad, rtol=1e-5, atol=1e-7)
 
 
-def test_rloss_training_script_inputs_images_and_rois_on_the_cpu(rng):
+def test_cpu_images_and_rois_with_cuda_probabilities_give_the_all_cuda_loss(rng):
     """rloss's train_withdensecrfloss.py passes the denormalized images and croppings on the CPU
     with the probabilities on the GPU: the same loss and gradient as with everything on the GPU."""
     images = random_photo(2, 40, 52, rng)
@@ -104,9 +109,9 @@ def test_rloss_training_script_inputs_images_and_rois_on_the_cpu(rng):
     assert torch.equal(entropy(seg, croppings), entropy(seg, croppings.cuda()))
 
 
-def test_side_stream_and_repeatability(rng):
-    # No atomics in the filter and a timing-independent build: every call is bitwise
-    # the same (the deterministic mode is the only mode).
+def test_cuda_lattice_filter_is_bitwise_repeatable_also_on_a_side_stream(rng):
+    """No atomics in the filter and a timing-independent build (DESIGN §9): every call is
+    bitwise the same (the deterministic mode is the only mode)."""
     images = random_photo(4, 64, 80, rng).cuda()
     features = wsloss.bilateral_features(images, 15.0, 20.0)
     values = torch.rand(4, 21, 64, 80, generator=rng).cuda()

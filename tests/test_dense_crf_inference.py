@@ -1,4 +1,5 @@
 """Dense CRF mean-field inference and Bbox-Seg (docs/DESIGN.md §4 and §5)."""
+import functools
 import math
 
 import numpy as np
@@ -40,6 +41,8 @@ def crf(probs, images, iterations=5, **options):
 @pytest.mark.parametrize("normalization", ["symmetric", "before", "after", "none"])
 @pytest.mark.parametrize("compatibility", [None, "matrix", "vector"])
 def test_equals_the_dense_mean_field_given_the_lattice_matrices(normalization, compatibility, rng, device):
+    """dense_crf is spec_crf's mean field (DESIGN §5) run on the lattice's own dense matrices,
+    for every normalization and compatibility form, to float64 rounding."""
     images = random_photo(2, 9, 13, rng).to(device)
     probs = unaries(rng, 2, 4, 9, 13).double().to(device)
     mu = {None: None, "matrix": torch.rand(4, 4, generator=rng, dtype=torch.float64) * 2 - 0.5,
@@ -52,14 +55,14 @@ def test_equals_the_dense_mean_field_given_the_lattice_matrices(normalization, c
 
 
 @pytest.mark.parametrize("channels", [1, 4, 14])  # bilateral d = 3, 6, 16
-def test_any_number_of_image_channels(channels, rng, device):
+def test_equals_the_dense_mean_field_for_any_number_of_image_channels(channels, rng, device):
     images = random_photo(2, 7, 10, rng, channels=channels).to(device)
     probs = unaries(rng, 2, 23, 7, 10).double().to(device)
     torch.testing.assert_close(crf(probs, images).cpu(), reference(probs, images), rtol=0, atol=1e-9)
 
 
 @pytest.mark.parametrize("normalization", ["symmetric", "after"])
-def test_against_the_exact_gaussian_mean_field(normalization, rng):
+def test_approximates_the_exact_gaussian_mean_field_far_closer_than_the_crf_moves(normalization, rng):
     """The lattice approximates c W; normalization cancels c and leaves its shape error
     (DESIGN §1: 6-15% per filtering), which mean field carries into Q. Measured over 20
     seeds (20 x 24 images, K = 5, 10 iterations): relative L2 error of Q 0.07 median,
@@ -77,8 +80,9 @@ def test_against_the_exact_gaussian_mean_field(normalization, rng):
     assert error < 0.25 and error < moved / 2 and (got - exact).abs().mean() < 0.03 and agree > 0.93
 
 
-def test_matches_pydensecrf(rng):
-    """pydensecrf (Kraehenbuehl's code, installed by the README's test command) on the same inputs."""
+def test_equals_pydensecrf_for_every_normalization_and_compatibility(rng):
+    """pydensecrf (Kraehenbuehl's code, installed by the README's test command) on the same inputs
+    gives the same marginals, to float32 rounding."""
     dcrf = pytest.importorskip("pydensecrf.densecrf", reason="pydensecrf not installed")
     images = random_photo(2, 40, 52, rng).round()
     probs = unaries(rng, 2, 6, 40, 52)
@@ -105,7 +109,7 @@ def test_matches_pydensecrf(rng):
                 assert (got[b] - expected).abs().mean() < 1e-6
 
 
-def test_batch_equals_one_by_one(rng, device):
+def test_a_batch_equals_its_images_one_by_one(rng, device):
     images = random_photo(3, 17, 23, rng).to(device)
     probs = unaries(rng, 3, 21, 17, 23).to(device)
     batch = crf(probs, images)
@@ -113,58 +117,116 @@ def test_batch_equals_one_by_one(rng, device):
         torch.testing.assert_close(batch[b:b + 1], crf(probs[b:b + 1], images[b:b + 1]), rtol=0, atol=1e-6)
 
 
-def test_degenerate_inputs(rng, device):
+# ---------------------------------------------------------------- degenerate inputs
+
+def test_a_single_label_gets_probability_one(rng, device):
     images = random_photo(2, 11, 14, rng).to(device)
-    # K = 1: the only label has probability 1.
     one = crf(torch.rand(2, 1, 11, 14, generator=rng).to(device), images)
     assert torch.equal(one, torch.ones_like(one))
-    # All probabilities equal: every message is the same for every label.
+
+
+def test_uniform_probabilities_stay_uniform(rng, device):
+    """Every message is the same for every label when all probabilities are equal."""
+    images = random_photo(2, 11, 14, rng).to(device)
     uniform = crf(torch.full((2, 7, 11, 14), 1 / 7, device=device), images)
     torch.testing.assert_close(uniform, torch.full_like(uniform, 1 / 7), rtol=0, atol=1e-7)
-    # A constant image: the bilateral kernel is a spatial one; still the dense mean field.
+
+
+def test_a_constant_image_equals_the_dense_mean_field(rng, device):
+    """On a constant image the bilateral kernel is a spatial one; still the dense mean field."""
     flat = torch.full((2, 3, 11, 14), 97.0, device=device)
     probs = unaries(rng, 2, 3, 11, 14).double().to(device)
     torch.testing.assert_close(crf(probs, flat).cpu(), reference(probs, flat), rtol=0, atol=1e-9)
-    # No iterations, or no pairwise weight: softmax(-U), i.e. the clipped probabilities renormalized.
+
+
+def test_no_iterations_or_no_pairwise_weight_gives_the_renormalized_clipped_probabilities(rng, device):
+    """Without messages the marginals are softmax(-U): the clipped probabilities renormalized."""
+    images = random_photo(2, 11, 14, rng).to(device)
     probs = unaries(rng, 2, 5, 11, 14).to(device)
     for got in (crf(probs, images, iterations=0), crf(probs, images, w_bilateral=0, w_gaussian=0)):
         torch.testing.assert_close(got, probs.clamp(1e-5, 1) / probs.clamp(1e-5, 1).sum(1, keepdim=True))
-    # A 1 x 1 image: its only pixel's messages are its own.
+
+
+def test_a_one_pixel_image_gives_finite_marginals(rng, device):
+    """A 1 x 1 image's only pixel gets only its own messages."""
+    images = random_photo(2, 11, 14, rng).to(device)
+    probs = unaries(rng, 2, 5, 11, 14).to(device)
     assert torch.isfinite(crf(probs[:, :, :1, :1], images[:, :, :1, :1])).all()
 
 
-def test_kinds_and_compatibility_forms(rng, device):
+# ---------------------------------------------------------------- input kinds and compatibility forms
+
+def logits_and_images(rng, device):
     images = random_photo(2, 12, 15, rng).to(device)
     logits = (torch.randn(2, 4, 12, 15, generator=rng) * 2).to(device)
+    return logits, images
+
+
+def test_logits_and_unaries_give_the_marginals_of_their_probabilities(rng, device):
+    logits, images = logits_and_images(rng, device)
     base = crf(torch.softmax(logits, 1), images)
     torch.testing.assert_close(crf(logits, images, kind="logits"), base, rtol=0, atol=1e-5)
     torch.testing.assert_close(crf(-logits, images, kind="unary"), base, rtol=0, atol=1e-5)
-    # The paper's Potts matrix [l != l'] equals the default (they differ by a per-pixel constant);
-    # -I (pydensecrf's Potts) too, as a matrix, a vector, a list or a NumPy array.
+
+
+def test_every_potts_compatibility_form_equals_the_default(rng, device):
+    """The paper's Potts matrix [l != l'] equals the default (they differ by a per-pixel constant);
+    -I (pydensecrf's Potts) too, as a matrix, a vector, a list or a NumPy array."""
+    logits, images = logits_and_images(rng, device)
+    base = crf(torch.softmax(logits, 1), images)
     eye = torch.eye(4, device=device)
     for mu in (1 - eye, -eye, -torch.ones(4, device=device), [-1.0] * 4, -np.eye(4)):
         torch.testing.assert_close(crf(logits, images, kind="logits", compatibility=mu), base, rtol=0, atol=1e-5)
-    # A -inf logit forbids its label: exactly zero probability there.
+
+
+def test_a_minus_infinity_logit_gives_its_label_exactly_zero_probability(rng, device):
+    logits, images = logits_and_images(rng, device)
     logits[:, 2, 3:8, 4:9] = -math.inf
     q = crf(logits, images, kind="logits")
     assert torch.isfinite(q).all() and (q[:, 2, 3:8, 4:9] == 0).all() and (q[:, 2].sum() > 0)
 
 
-def test_dtypes_layouts_and_module(rng, device):
+# ---------------------------------------------------------------- dtypes, layouts and the module
+
+def probs_and_images(rng, device):
     images = random_photo(2, 12, 15, rng).to(device)
     probs = unaries(rng, 2, 5, 12, 15).to(device)
-    base = crf(probs, images)
+    return probs, images
+
+
+def test_half_inputs_give_their_float32_marginals_rounded_to_half(rng, device):
+    """float16 and bfloat16 inputs are computed in float32 from the rounded inputs, then rounded."""
+    probs, images = probs_and_images(rng, device)
     for dtype in (torch.float16, torch.bfloat16):
         got = crf(probs.to(dtype), images.to(dtype))
-        assert got.dtype == dtype  # computed in float32 from the rounded inputs, then rounded
+        assert got.dtype == dtype
         expected = crf(probs.to(dtype).float(), images.to(dtype).float()).to(dtype)
         torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_channels_last_inputs_give_the_contiguous_marginals(rng, device):
+    probs, images = probs_and_images(rng, device)
     channels_last = crf(probs.to(memory_format=torch.channels_last), images.to(memory_format=torch.channels_last))
-    torch.testing.assert_close(channels_last, base, rtol=0, atol=1e-6)
+    torch.testing.assert_close(channels_last, crf(probs, images), rtol=0, atol=1e-6)
+
+
+def test_uint8_images_equal_their_float_values(rng, device):
+    probs, images = probs_and_images(rng, device)
     torch.testing.assert_close(crf(probs, images.to(torch.uint8).float()), crf(probs, images.to(torch.uint8)))
+
+
+def test_the_dense_crf_module_is_the_function_with_its_options(rng, device):
+    """DenseCRF(...)(probs, images) is dense_crf with the module's options, which its repr shows."""
+    probs, images = probs_and_images(rng, device)
     module = wsloss.DenseCRF(5, **THETAS)
-    torch.testing.assert_close(module(probs, images), base)
+    torch.testing.assert_close(module(probs, images), crf(probs, images))
     assert "theta_alpha=5.0" in repr(module)
+
+
+def test_marginals_carry_no_gradient(rng, device):
+    """Inference is not differentiated: the marginals of inputs that require grad do not."""
+    probs, images = probs_and_images(rng, device)
+    module = wsloss.DenseCRF(5, **THETAS)
     assert not module(probs.requires_grad_(), images).requires_grad
 
 
@@ -184,6 +246,8 @@ def test_smooths_labels_along_edges():
     assert (q.argmax(1)[0] == truth).float().mean() > 0.99
 
 
+# ---------------------------------------------------------------- Bbox-Seg (DESIGN §4)
+
 def two_objects(height=72, width=96):
     """Two images, each with one elliptic object of its own colour on a textured background."""
     g = torch.Generator().manual_seed(3)
@@ -196,31 +260,62 @@ def two_objects(height=72, width=96):
     return images, masks, boxes, [[3], [7]]
 
 
+@functools.lru_cache(maxsize=None)
+def two_objects_bbox_seg(device):
+    """Bbox-Seg's and Bbox-Rect's labels of two_objects, computed once per device for the tests
+    that read them."""
+    images, masks, boxes, classes = two_objects()
+    labels = wsloss.bbox_seg(images.to(device), boxes, classes).cpu()
+    return labels, wsloss.bbox_rect(boxes, classes, 72, 96), masks
+
+
 def iou(a, b):
     return ((a & b).sum() / (a | b).sum()).item()
 
 
 def test_bbox_seg_recovers_objects_inside_their_boxes(device):
-    images, masks, boxes, classes = two_objects()
-    labels = wsloss.bbox_seg(images.to(device), boxes, classes).cpu()
-    rect = wsloss.bbox_rect(boxes, classes, 72, 96)
+    """Bbox-Seg's objects overlap the true masks far better than their boxes do."""
+    labels, rect, masks = two_objects_bbox_seg(device)
     for b, (mask, cls) in enumerate(zip(masks, (3, 7))):
         assert iou(labels[b] == cls, mask) > 0.95 > 0.8 > iou(rect[b] == cls, mask)
+
+
+def test_bbox_seg_labels_only_box_classes_and_background_outside_every_box(device):
+    """A pixel gets its box's class, background or ignore_index; outside every box, background."""
+    labels, rect, _ = two_objects_bbox_seg(device)
+    for b, cls in enumerate((3, 7)):
         assert set(labels[b].unique().tolist()) <= {0, cls, 255}
-        assert (labels[b][rect[b] == 0] == 0).all()  # outside every box: background
+        assert (labels[b][rect[b] == 0] == 0).all()
 
 
-def test_bbox_seg_centres_overlaps_and_undecided(rng, device):
+# Image 0: a large box of class 2 holding a small one of class 5; image 1: no boxes.
+NESTED_BOXES, NESTED_CLASSES = [[[0, 0, 50, 40], [20, 10, 30, 30]], []], [[2, 5], []]
+
+
+def test_bbox_seg_fixes_box_centres_and_leaves_the_rest_undecided_at_full_confidence(rng, device):
+    """Fixed pixels are certain; every other pixel of a box is undecided at confidence 1."""
     images = random_photo(2, 40, 50, rng).to(device)
-    # Image 0: a large box of class 2 holding a small one of class 5; image 1: no boxes.
-    boxes, classes = [[[0, 0, 50, 40], [20, 10, 30, 30]], []], [[2, 5], []]
-    strict = wsloss.bbox_seg(images, boxes, classes, centre_fraction=0.25, min_confidence=1.0).cpu()
-    # Fixed pixels are certain; every other pixel of a box is undecided at confidence 1.
+    strict = wsloss.bbox_seg(images, NESTED_BOXES, NESTED_CLASSES, centre_fraction=0.25, min_confidence=1.0).cpu()
     assert (strict[0, 15:25, 22:27] == 5).all()  # the small box's centre (half its sides) wins
     assert (strict[0, 10:30, 12:37][strict[0, 10:30, 12:37] != 5] == 2).all()  # the large box's centre
-    assert (strict[0, :5, :] == 255).all() and (strict[1] == 0).all()
-    loose = wsloss.bbox_seg(images, boxes, classes, min_confidence=0.0).cpu()
-    assert set(loose[0].unique().tolist()) <= {0, 2, 5} and (loose[1] == 0).all()
-    # A box of zero area holds no pixel; one pixel wide still fixes its pixel.
+    assert (strict[0, :5, :] == 255).all()
+
+
+def test_bbox_seg_labels_an_image_without_boxes_background(rng, device):
+    images = random_photo(2, 40, 50, rng).to(device)
+    strict = wsloss.bbox_seg(images, NESTED_BOXES, NESTED_CLASSES, centre_fraction=0.25, min_confidence=1.0).cpu()
+    assert (strict[1] == 0).all()
+    loose = wsloss.bbox_seg(images, NESTED_BOXES, NESTED_CLASSES, min_confidence=0.0).cpu()
+    assert (loose[1] == 0).all()
+
+
+def test_bbox_seg_at_zero_confidence_decides_every_pixel(rng, device):
+    images = random_photo(2, 40, 50, rng).to(device)
+    loose = wsloss.bbox_seg(images, NESTED_BOXES, NESTED_CLASSES, min_confidence=0.0).cpu()
+    assert set(loose[0].unique().tolist()) <= {0, 2, 5}
+
+
+def test_bbox_seg_zero_area_box_holds_no_pixel_and_one_pixel_wide_box_fixes_its_pixel(rng, device):
+    images = random_photo(2, 40, 50, rng).to(device)
     thin = wsloss.bbox_seg(images, [[[3, 3, 3, 9], [7, 2, 8, 12]], []], [[4, 6], []]).cpu()
     assert (thin[0, 7, 7] == 6) and not (thin[0] == 4).any()

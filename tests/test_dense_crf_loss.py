@@ -14,8 +14,13 @@ def float32_batch(rng, **sizes):
     return photo_batch(rng, **{"height": 21, "width": 26, "dtype": torch.float32, **sizes})
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_rloss_reference(name, device):
+# The rloss reference cases (docs/DESIGN.md §2).
+
+each_reference_case = pytest.mark.parametrize("name", sorted(CASES))
+
+
+def reference_loss(name, device):
+    """The case's segmentations on the device (their grad set by backward), its loss, and the case."""
     case = CASES[name]
     image, roi = (torch.from_numpy(case[k]).to(device) for k in ("image", "roi"))
     seg = torch.from_numpy(case["seg"]).to(device).requires_grad_()
@@ -23,22 +28,42 @@ def test_rloss_reference(name, device):
                            float(case["scale_factor"]))
     loss = loss_fn(image, seg, roi)
     loss.backward()
+    return seg, loss, case
+
+
+@each_reference_case
+def test_loss_is_a_0_dim_tensor_on_the_segmentations_device(name, device):
+    seg, loss, _ = reference_loss(name, device)
     assert loss.shape == () and loss.device == seg.device
+
+
+@each_reference_case
+def test_loss_matches_the_rloss_reference_to_1e_4(name, device):
+    _, loss, case = reference_loss(name, device)
     expected_loss = torch.tensor(float(case["loss"]), dtype=torch.float64)
     assert abs(loss.item() - expected_loss.item()) <= 1e-4 * abs(expected_loss.item())
+
+
+@each_reference_case
+def test_gradient_matches_the_rloss_reference_to_1e_4(name, device):
+    seg, _, case = reference_loss(name, device)
     assert relative(seg.grad.cpu(), torch.from_numpy(case["grad"])) <= 1e-4
 
 
+# Gradients (docs/DESIGN.md §2).
+
+
 @pytest.mark.parametrize("scale_factor", [1.0, 0.5])
-def test_exact_gradient_gradcheck(scale_factor, rng, device):
+def test_exact_gradient_passes_gradcheck(scale_factor, rng, device):
     images, seg, roi = (t.to(device) for t in float32_batch(rng, batch=2, classes=2, height=9, width=11))
     seg = seg.double().requires_grad_()
     loss_fn = DenseCRFLoss(0.7, 15.0, 4.0, scale_factor, gradient="exact")
     assert torch.autograd.gradcheck(lambda s: loss_fn(images, s, roi), (seg,))
 
 
+@pytest.mark.parametrize("mode", ["exact", "reference"])
 @pytest.mark.parametrize("scale_factor", [1.0, 0.5])
-def test_gradients_against_autograd_through_the_filter(scale_factor, rng, device):
+def test_gradient_mode_equals_autograd_through_the_filter(scale_factor, mode, rng, device):
     """Exact mode is autograd of -(w/B) S~^T A S~, i.e. (A + A^T) S~; reference mode is 2 A S~."""
     images, seg, roi = (t.to(device) for t in float32_batch(rng))
     weight, sigma_rgb, sigma_xy = 2.0, 15.0, 5.0
@@ -56,17 +81,17 @@ def test_gradients_against_autograd_through_the_filter(scale_factor, rng, device
         surrogate = -(2 * weight / s.shape[0]) * (masked * lattice.filter(masked).detach()).sum()
         return surrogate, surrogate / 2
 
-    for mode in ("exact", "reference"):
-        s1, s2 = seg.clone().requires_grad_(), seg.clone().requires_grad_()
-        loss = DenseCRFLoss(weight, sigma_rgb, sigma_xy, scale_factor, gradient=mode)(images, s1, roi)
-        loss.backward()
-        surrogate, expected = by_autograd(s2, mode == "exact")
-        surrogate.backward()
-        torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-4)
-        torch.testing.assert_close(s1.grad, s2.grad, rtol=1e-4, atol=1e-6)
+    s1, s2 = seg.clone().requires_grad_(), seg.clone().requires_grad_()
+    loss = DenseCRFLoss(weight, sigma_rgb, sigma_xy, scale_factor, gradient=mode)(images, s1, roi)
+    loss.backward()
+    surrogate, expected = by_autograd(s2, mode == "exact")
+    surrogate.backward()
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(s1.grad, s2.grad, rtol=1e-4, atol=1e-6)
 
 
 def test_reference_and_exact_gradients_differ_slightly(rng):
+    """DESIGN §2: A is not symmetric, so 2 A S~ is not the true gradient (A + A^T) S~."""
     images, seg, roi = float32_batch(rng, height=40, width=50)
     grads = {}
     for mode in ("reference", "exact"):
@@ -78,22 +103,33 @@ def test_reference_and_exact_gradients_differ_slightly(rng):
     assert 1e-4 < rel < 0.05
 
 
-def test_batch_equals_mean_of_single_images(rng, device):
+# Batches, sizes and the ROI.
+
+
+def batch_and_single_losses(rng, device):
+    """The loss of a batch of 5 images, each image's own loss, and the segmentations."""
     images, seg, roi = (t.to(device) for t in float32_batch(rng, batch=5))
     seg.requires_grad_()
     loss_fn = DenseCRFLoss(1.0, 15.0, 10.0, 0.5)
     batched = loss_fn(images, seg, roi)
-    (grad,) = torch.autograd.grad(batched, seg)
-    singles = []
-    for b in range(5):
-        single = loss_fn(images[b : b + 1], seg[b : b + 1], roi[b : b + 1])
-        (g,) = torch.autograd.grad(single, seg)
-        torch.testing.assert_close(grad[b], g[b] / 5, rtol=1e-6, atol=1e-9)
-        singles.append(single)
+    singles = [loss_fn(images[b : b + 1], seg[b : b + 1], roi[b : b + 1]) for b in range(5)]
+    return batched, singles, seg
+
+
+def test_batch_loss_is_the_mean_of_its_images_losses(rng, device):
+    batched, singles, _ = batch_and_single_losses(rng, device)
     torch.testing.assert_close(batched, torch.stack(singles).mean(), rtol=1e-6, atol=1e-6)
 
 
-def test_against_exact_gaussian_loss(rng):
+def test_batch_gradient_is_each_images_own_gradient_over_the_batch_size(rng, device):
+    batched, singles, seg = batch_and_single_losses(rng, device)
+    (grad,) = torch.autograd.grad(batched, seg)
+    for b, single in enumerate(singles):
+        (g,) = torch.autograd.grad(single, seg)
+        torch.testing.assert_close(grad[b], g[b] / 5, rtol=1e-6, atol=1e-9)
+
+
+def test_loss_is_about_c_times_the_exact_dense_loss(rng):
     """The lattice loss approximates c times the exact dense loss (docs/DESIGN.md §1: c ~ 0.43-0.65)."""
     images, seg, roi = float32_batch(rng, batch=2, height=30, width=36)
     approx = DenseCRFLoss(1.0, 15.0, 20.0, 1.0)(images, seg, roi).item()
@@ -102,17 +138,29 @@ def test_against_exact_gaussian_loss(rng):
     assert 0.3 < approx / exact < 0.9
 
 
-@pytest.mark.parametrize("classes", [1, 21, 40])
-def test_class_counts_and_odd_sizes(classes, rng, device):
+def loss_of_odd_size(classes, rng, device):
+    """The loss of 2 images of 17 x 31 pixels (halved: 8 x 15) after backward, and the segmentations."""
     images, seg, roi = (t.to(device) for t in float32_batch(rng, batch=2, classes=classes, height=17, width=31))
     seg.requires_grad_()
     loss = DenseCRFLoss(1.0, 15.0, 10.0, 0.5)(images, seg, roi)
     loss.backward()
+    return loss, seg
+
+
+@pytest.mark.parametrize("classes", [1, 21, 40])
+def test_loss_of_any_class_count_and_odd_size_is_finite_and_negative(classes, rng, device):
+    loss, _ = loss_of_odd_size(classes, rng, device)
     assert torch.isfinite(loss) and loss.item() < 0
+
+
+@pytest.mark.parametrize("classes", [1, 21, 40])
+def test_gradient_of_any_class_count_and_odd_size_is_finite_and_of_the_segmentations_shape(classes, rng, device):
+    _, seg = loss_of_odd_size(classes, rng, device)
     assert seg.grad.shape == seg.shape and torch.isfinite(seg.grad).all()
 
 
 def test_all_zero_roi_gives_zero_loss_and_gradient(rng, device):
+    """DESIGN §6: zero, never NaN."""
     images, seg, roi = (t.to(device) for t in float32_batch(rng))
     seg.requires_grad_()
     loss = DenseCRFLoss(1.0, 15.0, 10.0, 1.0)(images, seg, torch.zeros_like(roi))
@@ -120,29 +168,49 @@ def test_all_zero_roi_gives_zero_loss_and_gradient(rng, device):
     assert loss.item() == 0.0 and torch.count_nonzero(seg.grad) == 0
 
 
-def test_accepts_layouts_and_dtypes(rng):
+# Layouts and dtypes.
+
+LOSS_FN = DenseCRFLoss(1.0, 15.0, 10.0, 1.0)
+
+
+def integer_valued_batch(rng):
+    """float32_batch with whole-number images (so uint8 holds them exactly), and their float32 loss."""
     images, seg, roi = float32_batch(rng)
     images = images.round()
-    loss_fn = DenseCRFLoss(1.0, 15.0, 10.0, 1.0)
-    expected = loss_fn(images, seg, roi)
-    variants = [
-        (images.contiguous(memory_format=torch.channels_last), seg.contiguous(memory_format=torch.channels_last), roi),
-        (images.to(torch.uint8), seg, roi.bool()),
-        (images, seg, roi[:, None]),
-        (images.double(), seg, roi),
-    ]
-    for im, s, r in variants:
-        torch.testing.assert_close(loss_fn(im, s, r), expected, rtol=1e-6, atol=1e-6)
-    half = loss_fn(images, seg.half().requires_grad_(), roi)
+    return images, seg, roi, LOSS_FN(images, seg, roi)
+
+
+@pytest.mark.parametrize("variant", [
+    lambda images, seg, roi: (images.contiguous(memory_format=torch.channels_last),
+                              seg.contiguous(memory_format=torch.channels_last), roi),
+    lambda images, seg, roi: (images.to(torch.uint8), seg, roi.bool()),
+    lambda images, seg, roi: (images, seg, roi[:, None]),
+    lambda images, seg, roi: (images.double(), seg, roi),
+], ids=["channels-last", "uint8-images-and-bool-roi", "roi-with-a-channel", "float64-images"])
+def test_other_layouts_and_input_dtypes_give_the_same_loss(variant, rng):
+    images, seg, roi, expected = integer_valued_batch(rng)
+    torch.testing.assert_close(LOSS_FN(*variant(images, seg, roi)), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_half_segmentations_give_a_float32_loss_within_1e_2_of_float32(rng):
+    images, seg, roi, expected = integer_valued_batch(rng)
+    half = LOSS_FN(images, seg.half().requires_grad_(), roi)
     assert half.dtype == torch.float32
     torch.testing.assert_close(half, expected, rtol=1e-2, atol=1e-2)
+
+
+def test_float64_segmentations_give_a_float64_loss_and_gradient(rng):
+    images, seg, roi, _ = integer_valued_batch(rng)
     s64 = seg.double().requires_grad_()
-    loss64 = loss_fn(images, s64, roi)
+    loss64 = LOSS_FN(images, s64, roi)
     loss64.backward()
     assert loss64.dtype == torch.float64 and s64.grad.dtype == torch.float64
 
 
-def test_compile_fullgraph(rng, device):
+# Compilation.
+
+
+def test_loss_compiles_fullgraph_to_the_eager_loss_and_gradient(rng, device):
     images, seg, roi = (t.to(device) for t in float32_batch(rng))
     loss_fn = DenseCRFLoss(1.0, 15.0, 10.0, 0.5)
     model = torch.nn.Conv2d(4, 4, 1).to(device)
@@ -158,6 +226,9 @@ def test_compile_fullgraph(rng, device):
     (g_compiled,) = torch.autograd.grad(out, s)
     torch.testing.assert_close(out, eager, rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(g_compiled, g_eager, rtol=1e-5, atol=1e-6)
+
+
+# Refused inputs.
 
 
 def test_images_and_rois_off_the_cpu_and_off_the_segmentations_device_are_refused(rng):

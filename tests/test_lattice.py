@@ -13,8 +13,11 @@ def random_features(batch, d, n, generator, spread=3.0):
     return torch.rand(batch, d, n, generator=generator) * spread
 
 
+# The matrix A against the spec and the exact Gaussian.
+
+
 @pytest.mark.parametrize("d", [1, 2, 3, 5, 8, 16])
-def test_matrix_equals_spec_step_by_step(d, rng):
+def test_lattice_matrix_and_its_transpose_equal_the_spec_step_by_step(d, rng):
     n = 40
     features = random_features(1, d, n, rng, spread=2.0)
     # Quantized features make remainder ties (DESIGN §1 steps 4-5) common.
@@ -27,13 +30,14 @@ def test_matrix_equals_spec_step_by_step(d, rng):
         np.testing.assert_allclose(matrix, expected, rtol=1e-12, atol=1e-14)
 
 
-def test_scale_factors_d5():
+def test_spec_scale_factors_for_d5_are_the_designs_float32_values():
+    """DESIGN §1 step 2 lists the d = 5 scale factors, one ulp off the correctly rounded ones."""
     assert spec_lattice.scales(5) == [np.float32(v) for v in (3.4641018, 2.0, 1.4142137, 1.0954452, 0.89442724)]
 
 
 @pytest.mark.parametrize("d", [1, 2, 5, 9, 16])
 @pytest.mark.parametrize("channels", [1, 4, 33, 70])
-def test_adjoint(d, channels, rng, device):
+def test_transposed_filter_is_the_adjoint(d, channels, rng, device):
     batch, n = 2, 67
     lattice = PermutohedralLattice(random_features(batch, d, n, rng).to(device))
     x = torch.randn(batch, channels, n, generator=rng, dtype=torch.float64).to(device)
@@ -52,20 +56,31 @@ def test_lattice_is_not_symmetric(rng):
     assert ((a - at).norm() / a.norm()).item() > 1e-3
 
 
-@pytest.mark.parametrize("d", [2, 5])
-def test_against_exact_gaussian(d, rng):
-    """The lattice approximates c W. Normalized filters remove c; what is left is bounded."""
+def photo_lattice_and_values(d, rng):
+    """Spatial (d = 2) or bilateral (d = 5) features of 2 photographs of 19 x 23 pixels, their
+    lattice, and 4 channels of values."""
     batch, h, w = 2, 19, 23
     images = random_photo(batch, h, w, rng)
     features = wsloss.bilateral_features(images, 20.0, 6.0)[:, :d] if d == 5 else wsloss.spatial_features(images, 3.0)
     values = torch.rand(batch, 4, h, w, generator=rng)
-    lattice = PermutohedralLattice(features)
+    return features, PermutohedralLattice(features), values
+
+
+@pytest.mark.parametrize("d", [2, 5])
+def test_normalized_filter_is_within_5_percent_of_the_normalized_exact_gaussian(d, rng):
+    """DESIGN §1: normalizing removes the constant c; what is left is bounded."""
+    features, lattice, values = photo_lattice_and_values(d, rng)
     approx = lattice.filter(values.double(), normalize=True)
     exact = wsloss.exact.dense_gaussian_filter(features, values, normalize=True)
     rel = ((approx - exact).norm() / exact.norm()).item()
     print(f"d={d}: normalized lattice vs exact Gaussian, relative L2 error {rel:.4f}")
     assert rel < 0.05
-    # unnormalized: best constant c and what remains after it
+
+
+@pytest.mark.parametrize("d", [2, 5])
+def test_filter_is_about_c_times_the_exact_gaussian(d, rng):
+    """DESIGN §1: A ~ c W with c in 0.3..1; after the best c, under 20% relative error remains."""
+    features, lattice, values = photo_lattice_and_values(d, rng)
     a = lattice.filter(values.double())
     e = wsloss.exact.dense_gaussian_filter(features, values)
     c = ((a * e).sum() / (e * e).sum()).item()
@@ -74,28 +89,8 @@ def test_against_exact_gaussian(d, rng):
     assert 0.3 < c < 1.0 and rest < 0.2
 
 
-def test_gradcheck_filter(rng, device):
-    lattice = PermutohedralLattice(random_features(2, 3, 13, rng).to(device))
-    values = torch.rand(2, 3, 13, generator=rng, dtype=torch.float64).to(device).requires_grad_()
-    for transpose in (False, True):
-        assert torch.autograd.gradcheck(lambda v: lattice.filter(v, transpose=transpose), (values,))
-        assert torch.autograd.gradgradcheck(lambda v: lattice.filter(v, transpose=transpose), (values,))
-    assert torch.autograd.gradcheck(lambda v: lattice.filter(v, normalize=True), (values,))
-
-
-def test_compile_fullgraph(rng, device):
-    features = random_features(2, 5, 50, rng).to(device)
-    values = torch.rand(2, 3, 50, generator=rng).to(device)
-
-    def filtered(f, v):
-        return PermutohedralLattice(f).filter(v, normalize=True)
-
-    compiled = torch.compile(filtered, fullgraph=True, backend="aot_eager")
-    torch.testing.assert_close(compiled(features, values), filtered(features, values))
-
-
 @pytest.mark.parametrize("d", [2, 5, 16])
-def test_batch_equals_one_by_one(d, rng, device):
+def test_batched_lattice_equals_its_images_one_by_one(d, rng, device):
     sizes = 8
     features = torch.cat(
         [random_features(1, d, 97, rng, spread=s) for s in np.linspace(0.5, 6.0, sizes)]
@@ -110,35 +105,92 @@ def test_batch_equals_one_by_one(d, rng, device):
         assert torch.equal(together[b : b + 1], single.filter(values[b : b + 1]))
 
 
-def test_structure(rng, device):
-    batch, d, n = 3, 4, 200
-    lattice = PermutohedralLattice(random_features(batch, d, n, rng).to(device))
-    m = lattice.num_vertices
-    assert lattice.offsets[0] == 0 and lattice.offsets[-1] == m
-    torch.testing.assert_close(lattice.weights.sum(-1), torch.ones(batch, n, device=device))
+# Gradients and compilation.
+
+
+def gradcheck_case(rng, device):
+    """A lattice over 2 x 13 pixels with 3 features, and float64 values that require grad."""
+    lattice = PermutohedralLattice(random_features(2, 3, 13, rng).to(device))
+    values = torch.rand(2, 3, 13, generator=rng, dtype=torch.float64).to(device).requires_grad_()
+    return lattice, values
+
+
+def test_filter_and_its_transpose_pass_gradcheck_and_gradgradcheck(rng, device):
+    lattice, values = gradcheck_case(rng, device)
+    for transpose in (False, True):
+        assert torch.autograd.gradcheck(lambda v: lattice.filter(v, transpose=transpose), (values,))
+        assert torch.autograd.gradgradcheck(lambda v: lattice.filter(v, transpose=transpose), (values,))
+
+
+def test_normalized_filter_passes_gradcheck(rng, device):
+    lattice, values = gradcheck_case(rng, device)
+    assert torch.autograd.gradcheck(lambda v: lattice.filter(v, normalize=True), (values,))
+
+
+def test_build_and_filter_compile_fullgraph_to_the_eager_result(rng, device):
+    features = random_features(2, 5, 50, rng).to(device)
+    values = torch.rand(2, 3, 50, generator=rng).to(device)
+
+    def filtered(f, v):
+        return PermutohedralLattice(f).filter(v, normalize=True)
+
+    compiled = torch.compile(filtered, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(features, values), filtered(features, values))
+
+
+# The lattice's tensors.
+
+BATCH, D, N = 3, 4, 200  # the lattice whose tensors the tests below check
+
+
+def structure_lattice(rng, device):
+    return PermutohedralLattice(random_features(BATCH, D, N, rng).to(device))
+
+
+def test_offsets_run_from_zero_to_the_vertex_count(rng, device):
+    lattice = structure_lattice(rng, device)
+    assert lattice.offsets[0] == 0 and lattice.offsets[-1] == lattice.num_vertices
+
+
+def test_barycentric_weights_are_non_negative_and_sum_to_one(rng, device):
+    lattice = structure_lattice(rng, device)
+    torch.testing.assert_close(lattice.weights.sum(-1), torch.ones(BATCH, N, device=device))
     assert (lattice.weights >= -1e-6).all()
-    # each pixel's corners lie in its own image's vertex range
-    lo = lattice.offsets[:-1].view(batch, 1, 1)
-    hi = lattice.offsets[1:].view(batch, 1, 1)
+
+
+def test_each_pixels_vertices_lie_in_its_own_images_vertex_range(rng, device):
+    lattice = structure_lattice(rng, device)
+    lo = lattice.offsets[:-1].view(BATCH, 1, 1)
+    hi = lattice.offsets[1:].view(BATCH, 1, 1)
     assert ((lattice.vertices >= lo) & (lattice.vertices < hi)).all()
-    # neighbour relation is symmetric: the + neighbour's - neighbour is the vertex itself
+
+
+def test_neighbour_relation_is_symmetric(rng, device):
+    """The + neighbour's - neighbour along every axis is the vertex itself."""
+    lattice = structure_lattice(rng, device)
+    m = lattice.num_vertices
     nb = lattice.neighbours.long()
     ids = torch.arange(m, device=device).view(m, 1)
     plus = nb[:, :, 1]
     present = plus < m
-    back = nb[plus.clamp(max=m - 1), torch.arange(d + 1, device=device).expand(m, d + 1), 0]
-    assert torch.equal(back[present], ids.expand(m, d + 1)[present])
-    # CSR holds every (pixel, corner) slot exactly once, at its vertex
+    back = nb[plus.clamp(max=m - 1), torch.arange(D + 1, device=device).expand(m, D + 1), 0]
+    assert torch.equal(back[present], ids.expand(m, D + 1)[present])
+
+
+def test_splat_csr_holds_every_pixel_corner_slot_once_at_its_vertex(rng, device):
+    lattice = structure_lattice(rng, device)
+    m = lattice.num_vertices
     ptr = lattice.splat_ptr.long()
-    assert ptr[0] == 0 and ptr[-1] == batch * n * (d + 1) and (ptr.diff() > 0).all()
-    assert torch.equal(lattice.splat_index.sort().values.long(), torch.arange(batch * n * (d + 1), device=device))
+    assert ptr[0] == 0 and ptr[-1] == BATCH * N * (D + 1) and (ptr.diff() > 0).all()
+    assert torch.equal(lattice.splat_index.sort().values.long(), torch.arange(BATCH * N * (D + 1), device=device))
     owner = torch.repeat_interleave(torch.arange(m, device=device), ptr.diff())
     assert torch.equal(lattice.vertices.reshape(-1)[lattice.splat_index.long()].long(), owner)
 
 
-def test_hash_table_grows_on_many_vertices(rng):
+def test_hash_table_grows_without_losing_or_duplicating_a_vertex(rng):
     """Noise features in 16 dimensions put nearly every corner at a new vertex: the table
-    starts at 2N slots and must grow several times without losing or duplicating one."""
+    starts at 2N slots and must grow several times; the vertices are the spec's keys, once
+    each, and the grown table still filters with an exact adjoint."""
     n = 1000
     features = random_features(1, 16, n, rng, spread=50.0)
     lattice = PermutohedralLattice(features)
@@ -149,14 +201,17 @@ def test_hash_table_grows_on_many_vertices(rng):
     assert torch.allclose((lattice.filter(x) * y).sum(), (x * lattice.filter(y, transpose=True)).sum(), rtol=1e-12)
 
 
-def test_constant_features_filter_to_weighted_mean(rng):
+# Inputs: constant features, threads, dtypes, layouts.
+
+
+def test_normalized_filter_of_constant_features_is_the_mean(rng):
     features = torch.zeros(1, 5, 30)
     values = torch.rand(1, 2, 30, generator=rng, dtype=torch.float64)
     out = PermutohedralLattice(features).filter(values, normalize=True)
     torch.testing.assert_close(out, values.mean(-1, keepdim=True).expand_as(out))
 
 
-def test_threads_do_not_change_results(rng):
+def test_thread_count_does_not_change_the_filter(rng):
     features = random_features(3, 5, 4000, rng)
     values = torch.rand(3, 21, 4000, generator=rng)
     threads = torch.get_num_threads()
@@ -168,16 +223,16 @@ def test_threads_do_not_change_results(rng):
     assert torch.equal(one, PermutohedralLattice(features).filter(values))
 
 
-def test_half_precision_values(rng):
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
+def test_half_precision_values_filter_to_their_dtype_within_1e_2_of_float32(dtype, rng):
     lattice = PermutohedralLattice(random_features(1, 3, 64, rng))
     values = torch.rand(1, 2, 64, generator=rng)
-    for dtype in (torch.float16, torch.bfloat16):
-        out = lattice.filter(values.to(dtype))
-        assert out.dtype == dtype
-        torch.testing.assert_close(out.float(), lattice.filter(values), rtol=1e-2, atol=1e-2)
+    out = lattice.filter(values.to(dtype))
+    assert out.dtype == dtype
+    torch.testing.assert_close(out.float(), lattice.filter(values), rtol=1e-2, atol=1e-2)
 
 
-def test_features_of_4d_and_3d_shapes_agree(rng):
+def test_grid_and_flat_features_give_the_same_filter(rng):
     features = random_features(2, 5, 6 * 7, rng)
     values = torch.rand(2, 3, 6 * 7, generator=rng)
     flat = PermutohedralLattice(features).filter(values)
@@ -185,8 +240,8 @@ def test_features_of_4d_and_3d_shapes_agree(rng):
     assert torch.equal(flat, grid.reshape(2, 3, -1))
 
 
-def test_feature_division_is_exact():
-    """bilateral_features divides in float32 exactly like the reference's C++."""
+def test_bilateral_features_are_one_float32_division_each():
+    """bilateral_features divides in float32 exactly like the reference's C++ (DESIGN §1 step 1)."""
     images = torch.rand(1, 3, 17, 29) * 255
     sigma_rgb, sigma_xy = 13.0, 80.0 * 0.5
     f = wsloss.bilateral_features(images, sigma_rgb, sigma_xy)
@@ -195,20 +250,45 @@ def test_feature_division_is_exact():
     np.testing.assert_array_equal(f[0, 2:].numpy(), images[0].numpy() / np.float32(sigma_rgb))
 
 
-@pytest.mark.parametrize("batch", [1, 5])  # the gather and the scatter splat (2 threads here)
-def test_filter_into_equals_filter_and_reuses_its_workspace(batch, rng, device):
-    """lattice_filter_into (CPU and CUDA): the same bits as lattice_filter, into the caller's memory."""
-    lattice = PermutohedralLattice(random_features(batch, 5, 301, rng).to(device))
+# lattice_filter_into (CPU and CUDA): lattice_filter into the caller's memory.
+
+each_splat = pytest.mark.parametrize("batch", [1, 5])  # the gather and the scatter splat (2 threads here)
+
+
+def into_lattice(batch, rng, device):
+    """A lattice over batch x 301 pixels with 5 features."""
+    return PermutohedralLattice(random_features(batch, 5, 301, rng).to(device))
+
+
+@each_splat
+def test_filter_into_writes_lattice_filters_bits(batch, rng, device):
+    lattice = into_lattice(batch, rng, device)
     workspace = torch.empty(0, dtype=torch.float64, device=device)
-    for channels in (3, 40, 1):  # 40 > 32: two channel chunks; then a smaller call reuses the workspace
+    for channels in (3, 40, 1):  # 40 > 32: two channel chunks
         values = torch.rand(batch, channels, 301, generator=rng, dtype=torch.float64).to(device)
         for transpose in (False, True):
             out = torch.full_like(values, float("nan"))
             torch.ops.wsloss.lattice_filter_into(*lattice.tensors, values, transpose, out, workspace)
             assert torch.equal(out, torch.ops.wsloss.lattice_filter(*lattice.tensors, values, transpose))
+
+
+@each_splat
+def test_filter_into_grows_its_workspace_once_and_then_reuses_it(batch, rng, device):
+    lattice = into_lattice(batch, rng, device)
+    workspace = torch.empty(0, dtype=torch.float64, device=device)
+    for channels in (3, 40, 1):  # the smaller call after 40 channels reuses the workspace
+        values = torch.rand(batch, channels, 301, generator=rng, dtype=torch.float64).to(device)
+        for transpose in (False, True):
+            out = torch.full_like(values, float("nan"))
+            torch.ops.wsloss.lattice_filter_into(*lattice.tensors, values, transpose, out, workspace)
         if channels == 40:
             grown = workspace.data_ptr(), workspace.numel()
     assert (workspace.data_ptr(), workspace.numel()) == grown and grown[1] > 0
+
+
+@each_splat
+def test_filter_into_refuses_an_out_or_workspace_of_the_wrong_shape_dtype_or_layout(batch, rng, device):
+    lattice = into_lattice(batch, rng, device)
     values = torch.rand(batch, 4, 301, generator=rng).to(device)
     empty = torch.empty(0, device=device)
     for out, workspace, match in ((torch.empty(batch, 5, 301, device=device), empty, "out must be a contiguous"),
@@ -219,35 +299,76 @@ def test_filter_into_equals_filter_and_reuses_its_workspace(batch, rng, device):
                                    "workspace must be a 1-D")):
         with pytest.raises(ValueError, match=match):
             torch.ops.wsloss.lattice_filter_into(*lattice.tensors, values, False, out, workspace)
+
+
+@each_splat
+def test_filter_into_refuses_an_out_or_workspace_that_aliases_the_values(batch, rng, device):
+    lattice = into_lattice(batch, rng, device)
+    values = torch.rand(batch, 4, 301, generator=rng).to(device)
     for out, workspace in ((values, torch.empty(0, device=device)), (torch.empty_like(values), values.flatten())):
         with pytest.raises(RuntimeError, match="refer to a single memory location"):
             torch.ops.wsloss.lattice_filter_into(*lattice.tensors, values, False, out, workspace)
 
 
-def test_apply_equals_lattice_filter(rng, device):
-    """PermutohedralLattice.apply, the one low-level filtering: lattice_filter's bits with and
-    without out; out is written in place and returned, the lattice's workspace kept and reused."""
-    batch, n = 3, 211
-    lattice = PermutohedralLattice(random_features(batch, 5, n, rng).to(device))
-    for dtype in (torch.float64, torch.float32):
-        for channels in (40, 3):  # the larger first: the smaller reuses the workspace
-            values = torch.rand(batch, channels, n, generator=rng, dtype=dtype).to(device)
+# PermutohedralLattice.apply, the one low-level filtering.
+
+APPLY_DTYPES = (torch.float64, torch.float32)
+APPLY_CHANNELS = (40, 3)  # the larger first: the smaller reuses the workspace
+
+
+def apply_lattice(rng, device):
+    """A lattice over 3 x 211 pixels with 5 features."""
+    return PermutohedralLattice(random_features(3, 5, 211, rng).to(device))
+
+
+def apply_cases(lattice, rng, device):
+    """(values, transpose, lattice_filter's result) for each dtype, channel count and direction."""
+    for dtype in APPLY_DTYPES:
+        for channels in APPLY_CHANNELS:
+            values = torch.rand(3, channels, 211, generator=rng, dtype=dtype).to(device)
             for transpose in (False, True):
-                expected = torch.ops.wsloss.lattice_filter(*lattice.tensors, values, transpose)
-                assert torch.equal(lattice.apply(values, transpose), expected)
-                assert torch.equal(lattice.apply(values, transpose=transpose), expected)
-                out = torch.full_like(values, float("nan"))
-                address = out.data_ptr()
-                assert lattice.apply(values, transpose, out=out) is out
-                assert out.data_ptr() == address and torch.equal(out, expected)
+                yield values, transpose, torch.ops.wsloss.lattice_filter(*lattice.tensors, values, transpose)
+
+
+def test_apply_returns_lattice_filters_bits(rng, device):
+    lattice = apply_lattice(rng, device)
+    for values, transpose, expected in apply_cases(lattice, rng, device):
+        assert torch.equal(lattice.apply(values, transpose), expected)
+        assert torch.equal(lattice.apply(values, transpose=transpose), expected)
+
+
+def test_apply_writes_lattice_filters_bits_into_out_in_place_and_returns_it(rng, device):
+    lattice = apply_lattice(rng, device)
+    for values, transpose, expected in apply_cases(lattice, rng, device):
+        out = torch.full_like(values, float("nan"))
+        address = out.data_ptr()
+        assert lattice.apply(values, transpose, out=out) is out
+        assert out.data_ptr() == address and torch.equal(out, expected)
+
+
+def test_apply_keeps_one_workspace_per_dtype_in_the_lattice_and_reuses_it(rng, device):
+    lattice = apply_lattice(rng, device)
+    for dtype in APPLY_DTYPES:
+        for channels in APPLY_CHANNELS:
+            values = torch.rand(3, channels, 211, generator=rng, dtype=dtype).to(device)
+            for transpose in (False, True):
+                lattice.apply(values, transpose, out=torch.full_like(values, float("nan")))
             if channels == 40:
                 workspace = lattice._workspace
                 kept = workspace.data_ptr(), workspace.numel()
         assert lattice._workspace is workspace and workspace.dtype == dtype
         assert (workspace.data_ptr(), workspace.numel()) == kept and kept[1] > 0
-    # filter is apply in the features' layout
-    values = torch.rand(batch, 2, n, generator=rng, dtype=torch.float64).to(device)
+
+
+def test_filter_is_apply_in_the_features_layout(rng, device):
+    lattice = apply_lattice(rng, device)
+    values = torch.rand(3, 2, 211, generator=rng, dtype=torch.float64).to(device)
     assert torch.equal(lattice.filter(values, transpose=True), lattice.apply(values, True))
-    # into out is not differentiable
+
+
+def test_apply_refuses_out_for_values_that_require_grad(rng, device):
+    """Filtering into out is not differentiable."""
+    lattice = apply_lattice(rng, device)
+    values = torch.rand(3, 2, 211, generator=rng, dtype=torch.float64).to(device)
     with pytest.raises(ValueError, match="out: .*not differentiable"):
         lattice.apply(values.requires_grad_(), out=torch.empty_like(values))

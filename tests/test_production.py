@@ -88,6 +88,7 @@ def test_every_loss_compiles_fullgraph(name, device, rng):
 
 
 def test_dense_crf_inference_compiles_fullgraph(device, rng):
+    """The DenseCRF module compiles as one graph and gives the eager marginals."""
     images, _, _, _ = _batch(rng, device)
     logits = torch.randn(B, K, H, W, generator=rng).to(device)
     crf = wsloss.DenseCRF(iterations=3, kind="logits")
@@ -125,7 +126,7 @@ def _opcheck_inputs(device, rng):
     return cases
 
 
-def test_opcheck_every_op(device, rng):
+def test_opcheck_passes_for_every_op(device, rng):
     """torch.library.opcheck (schema, fake kernel and its strides, autograd registration,
     torch.compile) passes for every op of the wsloss namespace, on every device it runs on."""
     registered = {name.split("::")[1] for name in torch._C._dispatch_get_all_op_names() if name.startswith("wsloss::")}
@@ -138,7 +139,7 @@ def test_opcheck_every_op(device, rng):
 
 
 @pytest.mark.parametrize("name", LOSSES)
-def test_autocast(name, device, rng):
+def test_loss_under_autocast_is_float32_and_close_to_the_float32_loss(name, device, rng):
     """Under autocast the network runs in float16/bfloat16, the loss is float32 and matches the
     float32 loss within the half precision's rounding; parameter gradients stay float32."""
     batch, network = _batch(rng, device), _network(device)
@@ -156,7 +157,7 @@ def test_autocast(name, device, rng):
 
 @pytest.mark.parametrize("name", LOSSES)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_inputs_computed_in_float32(name, dtype, device, rng):
+def test_half_inputs_give_the_float32_loss_of_their_rounded_values(name, dtype, device, rng):
     """Half scores (and images) give a float32 loss equal to the float32 computation on the same
     rounded values (the lattice accumulates in float32), and a gradient in the input's dtype."""
     images, labels, present, roi = _batch(rng, device)
@@ -221,22 +222,32 @@ def _bitwise_equal(first, second):
     return all(torch.equal(a, b) and a.dtype == b.dtype for a, b in zip(first, second))
 
 
+def _random_seed():
+    seed = int.from_bytes(os.urandom(4), "little")
+    print(f"seed={seed}")
+    return seed
+
+
 def test_deterministic_mode_is_bitwise_reproducible(device, deterministic):
     """With torch.use_deterministic_algorithms(True) every op runs (none refuses) and repeats
-    bit for bit; on CPU also with another thread count."""
-    seed = int.from_bytes(os.urandom(4), "little")
+    bit for bit."""
+    seed = _random_seed()
     first = _every_output(device, torch.Generator().manual_seed(seed))
     assert _bitwise_equal(first, _every_output(device, torch.Generator().manual_seed(seed)))
-    if device == "cpu":
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1 if threads > 1 else 2)
-        try:
-            assert _bitwise_equal(first, _every_output(device, torch.Generator().manual_seed(seed)))
-        finally:
-            torch.set_num_threads(threads)
 
 
-def test_two_python_threads_at_once(rng):
+def test_deterministic_mode_on_cpu_is_bitwise_independent_of_the_thread_count(deterministic):
+    seed = _random_seed()
+    first = _every_output("cpu", torch.Generator().manual_seed(seed))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1 if threads > 1 else 2)
+    try:
+        assert _bitwise_equal(first, _every_output("cpu", torch.Generator().manual_seed(seed)))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_two_python_threads_at_once_get_what_each_gets_alone(rng):
     """Two Python threads calling the CPU kernels at once get what each gets alone."""
     batches = [_batch(rng, "cpu") for _ in range(2)]
     networks = [_network("cpu") for _ in range(2)]
@@ -271,7 +282,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_ddp_two_processes_match_one(tmp_path):
+def test_ddp_over_two_processes_trains_to_the_parameters_of_one_process(tmp_path):
     """DistributedDataParallel over 2 gloo processes, each computing DenseCRFLoss on its own
     half of the batch, trains to the parameters of one process on the whole batch."""
     out, port = tmp_path / "ddp.pt", _free_port()
@@ -325,7 +336,7 @@ def test_no_memory_growth_over_1000_steps(device, rng):
         assert after - warm < 8, (warm, after)
 
 
-def test_show_config_reports_the_build(capsys):
+def test_build_config_reports_the_versions_threads_and_cuda_build():
     config = wsloss.build_config()
     assert config["wsloss"] == wsloss.__version__
     assert config["torch"] == torch.__version__
@@ -334,11 +345,22 @@ def test_show_config_reports_the_build(capsys):
     assert config["cuda_kernels"] == wsloss._ops.HAS_CUDA_KERNELS
     assert bool(config["cuda_archs"]) == config["cuda_kernels"]
     assert all(arch.startswith("sm_") for arch in config["cuda_archs"])
+
+
+def _shown_config(capsys):
     wsloss.show_config()
-    printed = capsys.readouterr().out
+    return capsys.readouterr().out
+
+
+def test_show_config_prints_the_versions_threads_and_cuda_kernels(capsys):
+    printed = _shown_config(capsys)
     assert f"wsloss {wsloss.__version__}" in printed and f"torch {torch.__version__}" in printed
     assert f"{torch.get_num_threads()} threads" in printed
-    assert ("CUDA kernels: yes" if CUDA or config["cuda_kernels"] else "CUDA kernels: no") in printed
+    assert ("CUDA kernels: yes" if CUDA or wsloss.build_config()["cuda_kernels"] else "CUDA kernels: no") in printed
+
+
+def test_python_m_wsloss_info_prints_the_heading_of_show_config(capsys):
+    printed = _shown_config(capsys)
     cli = subprocess.run([sys.executable, "-m", "wsloss.info"], capture_output=True, text=True, cwd=os.path.dirname(__file__))
     assert cli.returncode == 0 and cli.stdout.splitlines()[0] == printed.splitlines()[0], cli.stderr
 
@@ -354,9 +376,7 @@ def _public_callables():
             yield name, obj
 
 
-def test_public_api_is_typed(tmp_path):
-    """Every public function and method annotates its parameters and result, and mypy accepts
-    the installed package (py.typed, and a stub for the compiled _C)."""
+def test_public_api_annotates_every_parameter_and_result():
     untyped = []
     for name, function in _public_callables():
         signature = inspect.signature(function)
@@ -365,14 +385,18 @@ def test_public_api_is_typed(tmp_path):
         if not name.endswith("__init__") and signature.return_annotation is inspect.Signature.empty:
             untyped.append(f"{name} -> ?")
     assert not untyped
+
+
+def test_mypy_accepts_the_installed_package(tmp_path):
+    """py.typed, and a stub for the compiled _C, make the package checkable."""
     checked = subprocess.run([sys.executable, "-m", "mypy", "-p", "wsloss", "--cache-dir", str(tmp_path)],
                              capture_output=True, text=True, cwd=tmp_path)
     assert checked.returncode == 0 and "Success" in checked.stdout, checked.stdout + checked.stderr
 
 
-def test_reference_is_the_deprecated_name_of_exact(monkeypatch, tmp_path):
-    """wsloss.reference, the former name of wsloss.exact, imports for one more release: with a
-    DeprecationWarning, its functions being wsloss.exact's; `import wsloss` alone does not import it."""
+def test_reference_is_the_deprecated_name_of_exact(monkeypatch):
+    """wsloss.reference, the deprecated alias of wsloss.exact, imports for one more release: with a
+    DeprecationWarning, its functions being wsloss.exact's."""
     if "reference" in vars(wsloss):  # vars, not hasattr: hasattr would import it through wsloss.__getattr__
         monkeypatch.delattr(wsloss, "reference")
     monkeypatch.delitem(sys.modules, "wsloss.reference", raising=False)
@@ -381,6 +405,9 @@ def test_reference_is_the_deprecated_name_of_exact(monkeypatch, tmp_path):
     assert reference.__all__ == wsloss.exact.__all__
     for name in wsloss.exact.__all__:
         assert getattr(reference, name) is getattr(wsloss.exact, name)
+
+
+def test_import_wsloss_leaves_reference_unimported_until_its_first_use(tmp_path):
     lazy = ("import sys, wsloss; assert 'wsloss.reference' not in sys.modules; "
             "assert wsloss.reference.dense_crf is wsloss.exact.dense_crf")
     checked = subprocess.run([sys.executable, "-c", lazy], capture_output=True, text=True, cwd=tmp_path)

@@ -14,7 +14,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import HealthCheck, event, example, given, settings
+from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 
 import wsloss
@@ -460,20 +460,28 @@ def lattice_cases(draw):
     )
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@checked(1000)
-@given(case=lattice_cases())
-def test_lattice_filters_or_refuses_out_of_range_features(device, case):
-    """Features (B x d x N, d = 1..16, any float dtype and layout) within +-1e7 build a lattice
-    whose filtering is finite, of the values' shape and dtype, normalizes an all-ones image
-    to ones and is the adjoint of the transposed filtering; beyond 1e7 (or not finite in
-    float32) a ValueError names the features."""
+def lattice_features(case, device):
+    """The drawn features, and whether they are within the lattice's range (finite in float32
+    and at most 1e7 in magnitude)."""
     g = generator(case["seed"])
-    batch, dim, pixels, channels = case["batch"], case["dim"], case["pixels"], case["channels"]
-    features = (torch.randn(batch, dim, pixels, generator=g, dtype=torch.float64) * case["feature_scale"])
+    features = (torch.randn(case["batch"], case["dim"], case["pixels"], generator=g, dtype=torch.float64)
+                * case["feature_scale"])
     features = with_layout(features.to(case["feature_dtype"]).to(device), case["feature_layout"])
     as_float = features.to(torch.float32)
-    if not bool(torch.isfinite(as_float).all()) or float(as_float.abs().max()) > MAX_FEATURE:
+    in_range = bool(torch.isfinite(as_float).all()) and float(as_float.abs().max()) <= MAX_FEATURE
+    return features, in_range, g
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@checked(700)
+@given(case=lattice_cases())
+def test_lattice_filters_in_range_features_and_refuses_the_rest(device, case):
+    """Features (B x d x N, d = 1..16, any float dtype and layout) within +-1e7 build a lattice
+    whose filtering is finite, of the values' shape and dtype, and normalizes an all-ones image
+    to ones (both ways); beyond 1e7 (or not finite in float32) a ValueError names the features."""
+    batch, pixels, channels = case["batch"], case["pixels"], case["channels"]
+    features, in_range, g = lattice_features(case, device)
+    if not in_range:
         event("refused: features out of range")
         with pytest.raises(ValueError, match="features"):
             wsloss.PermutohedralLattice(features)
@@ -490,7 +498,16 @@ def test_lattice_filters_or_refuses_out_of_range_features(device, case):
         normalized = lattice.filter(ones, normalize=True, transpose=transpose)
         torch.testing.assert_close(normalized, ones, rtol=0, atol=1e-5)
 
-    # <A U, X> = <U, A^T X>: the transposed filtering is the adjoint (float64 values).
+
+@pytest.mark.parametrize("device", DEVICES)
+@checked(300)
+@given(case=lattice_cases())
+def test_lattice_transposed_filtering_is_the_adjoint(device, case):
+    """<A U, X> = <U, A^T X> for float64 values U and X, on any in-range features."""
+    batch, pixels, channels = case["batch"], case["pixels"], case["channels"]
+    features, in_range, g = lattice_features(case, device)
+    assume(in_range)
+    lattice = wsloss.PermutohedralLattice(features)
     u = torch.randn(batch, channels, pixels, generator=g, dtype=torch.float64).to(device)
     x = torch.randn(batch, channels, pixels, generator=g, dtype=torch.float64).to(device)
     au, atx = lattice.filter(u), lattice.filter(x, transpose=True)
@@ -558,23 +575,30 @@ def check_pseudo_labels(labels, logits, present, suppress_absent, suppress_backg
                 assert allowed[b][labels[b]].all(), (labels[b], present[b])
 
 
+def em_adapt_options(case, fg_portion, bg_portion, margin, shuffle):
+    """em_adapt's keyword arguments, and a function giving a fresh generator for the
+    foreground order (the same order on every call), or None."""
+    options = dict(fg_portion=fg_portion, bg_portion=bg_portion, suppress_absent=case["suppress_absent"],
+                   margin=margin)
+    order = (lambda: torch.Generator().manual_seed(case["seed"])) if shuffle else (lambda: None)
+    return options, order
+
+
 @pytest.mark.parametrize("device", DEVICES)
-@checked(1000)
+@checked(700)
 @given(case=em_cases(), fg_portion=st.floats(0, 1), bg_portion=st.floats(0, 1),
        margin=st.sampled_from([1e-5, 1e-2, 1.0]), shuffle=st.booleans())
 # Logits -1874 (background, present) and -994 (absent): -1874 - 1e-5 rounds to -1874 in float32.
 @example(case=dict(batch=1, classes=2, height=1, width=1, dtype=torch.float32, layout="contiguous",
                    logit_scale=1000.0, ties=False, present_fraction=0.3, suppress_absent=True, seed=6),
          fg_portion=0.2, bg_portion=0.4, margin=1e-5, shuffle=False)
-def test_em_adapt_labels_and_biases(device, case, fg_portion, bg_portion, margin, shuffle):
+def test_em_adapt_gives_labels_of_present_classes_and_nonnegative_biases(device, case, fg_portion, bg_portion,
+                                                                         margin, shuffle):
     """em_adapt on finite logits of any float dtype: int64 B x H x W labels in 0..K-1; with
     suppress_absent only present classes win in an image with any; an image with none gets
-    the plain argmax; biases finite B x K, >= 0, 0 for absent classes; index lists give
-    the same result as the bool mask."""
+    the plain argmax; biases finite B x K, >= 0, 0 for absent classes (DESIGN §4)."""
     logits, present = em_inputs(case, device)
-    options = dict(fg_portion=fg_portion, bg_portion=bg_portion, suppress_absent=case["suppress_absent"],
-                   margin=margin)
-    order = (lambda: torch.Generator().manual_seed(case["seed"])) if shuffle else (lambda: None)
+    options, order = em_adapt_options(case, fg_portion, bg_portion, margin, shuffle)
     labels, biases = wsloss.em_adapt(logits, present, generator=order(), **options)
     check_pseudo_labels(labels, logits, present, case["suppress_absent"], suppress_background=True)
     assert biases.shape == present.shape and biases.dtype == compute_dtype(logits.dtype)
@@ -584,21 +608,32 @@ def test_em_adapt_labels_and_biases(device, case, fg_portion, bg_portion, margin
     expected = plain_argmax(logits.to(compute_dtype(logits.dtype)))
     assert torch.equal(labels[none_present], expected[none_present])
 
+
+@pytest.mark.parametrize("device", DEVICES)
+@checked(300)
+@given(case=em_cases(), fg_portion=st.floats(0, 1), bg_portion=st.floats(0, 1),
+       margin=st.sampled_from([1e-5, 1e-2, 1.0]), shuffle=st.booleans())
+def test_em_adapt_takes_index_lists_as_the_bool_mask(device, case, fg_portion, bg_portion, margin, shuffle):
+    """The DeepLab index-list form of the image labels gives em_adapt's labels and biases of the
+    B x K bool mask."""
+    logits, present = em_inputs(case, device)
+    options, order = em_adapt_options(case, fg_portion, bg_portion, margin, shuffle)
+    labels, biases = wsloss.em_adapt(logits, present, generator=order(), **options)
     from_lists = wsloss.em_adapt(logits, index_lists(present, 255), ignore_index=255, generator=order(), **options)
     assert torch.equal(from_lists[0], labels) and torch.equal(from_lists[1], biases)
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@checked(1000)
+@checked(700)
 @given(case=em_cases(), fg_bias=st.floats(-10, 10), bg_bias=st.floats(-10, 10))
 # Equal float64 logits and equal biases: a tie, which the larger class index wins.
 @example(case=dict(batch=1, classes=2, height=1, width=1, dtype=torch.float64, layout="contiguous",
                    logit_scale=0.001, ties=True, present_fraction=1.0, suppress_absent=False, seed=1),
          fg_bias=1.481573732352004, bg_bias=1.481573732352004)
-def test_em_fixed_labels(device, case, fg_bias, bg_bias):
+def test_em_fixed_labels_are_the_argmax_of_the_biased_logits(device, case, fg_bias, bg_bias):
     """em_fixed: int64 B x H x W labels, the argmax (ties to the larger index) of the logits
     plus bg_bias on the background and fg_bias on present classes; with suppress_absent a
-    present class or the background; index lists give the same labels."""
+    present class or the background (DESIGN §4)."""
     logits, present = em_inputs(case, device)
     labels = wsloss.em_fixed(logits, present, fg_bias, bg_bias, case["suppress_absent"])
     check_pseudo_labels(labels, logits, present, case["suppress_absent"], suppress_background=False)
@@ -611,6 +646,15 @@ def test_em_fixed_labels(device, case, fg_bias, bg_bias):
         absent[:, 0] = False
         scores = scores.masked_fill(absent[:, :, None, None], -math.inf)
     assert torch.equal(labels, plain_argmax(scores))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@checked(300)
+@given(case=em_cases(), fg_bias=st.floats(-10, 10), bg_bias=st.floats(-10, 10))
+def test_em_fixed_takes_index_lists_as_the_bool_mask(device, case, fg_bias, bg_bias):
+    """The DeepLab index-list form of the image labels gives em_fixed's labels of the B x K bool mask."""
+    logits, present = em_inputs(case, device)
+    labels = wsloss.em_fixed(logits, present, fg_bias, bg_bias, case["suppress_absent"])
     from_lists = wsloss.em_fixed(logits, index_lists(present, 255), fg_bias, bg_bias, case["suppress_absent"],
                                  ignore_index=255)
     assert torch.equal(from_lists, labels)
@@ -655,12 +699,9 @@ def crf_cases(draw):
     )
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@checked(800)
-@given(case=crf_cases())
-def test_dense_crf_marginals(device, case):
-    """dense_crf gives marginals of the input's shape and dtype, finite, in [0, 1], summing
-    to 1 over K to the dtype's rounding, the same as on contiguous float32 (float64) copies."""
+def crf_inputs(case, device):
+    """The drawn unaries (probabilities, logits or -logits, in their dtype and layout), images
+    and dense_crf's other arguments."""
     g = generator(case["seed"])
     batch, classes, height, width = case["batch"], case["classes"], case["height"], case["width"]
     images = make_images(g, batch, case["channels"], height, width, case["image_kind"], case["image_dtype"])
@@ -677,15 +718,34 @@ def test_dense_crf_marginals(device, case):
                    theta_beta=case["theta_beta"], w_gaussian=case["w_gaussian"], theta_gamma=case["theta_gamma"],
                    compatibility=None if compatibility is None else compatibility.to(device),
                    normalization=case["normalization"], kind=case["kind"])
+    return inputs, images, options
 
+
+@pytest.mark.parametrize("device", DEVICES)
+@checked(500)
+@given(case=crf_cases())
+def test_dense_crf_returns_marginals_summing_to_one(device, case):
+    """dense_crf gives marginals of the input's shape and dtype, finite, in [0, 1], summing
+    to 1 over K to the dtype's rounding (DESIGN §5)."""
+    inputs, images, options = crf_inputs(case, device)
+    classes = case["classes"]
     q = wsloss.dense_crf(inputs, images, **options)
     assert q.shape == inputs.shape and q.dtype == inputs.dtype and q.device == inputs.device
     assert torch.isfinite(q).all(), q
     assert ((q >= 0) & (q <= 1)).all()
-    dtype = compute_dtype(q.dtype)
     total = q.to(torch.float64).sum(1)
     torch.testing.assert_close(total, torch.ones_like(total), rtol=0, atol=4 * classes * eps(q.dtype))
 
+
+@pytest.mark.parametrize("device", DEVICES)
+@checked(300)
+@given(case=crf_cases())
+def test_dense_crf_marginals_are_independent_of_layout_and_dtype(device, case):
+    """Layout and dtype change nothing beyond the rounding of the inputs: dense_crf gives the
+    marginals of contiguous float32 (float64) copies of the same values, rounded to the dtype."""
+    inputs, images, options = crf_inputs(case, device)
+    q = wsloss.dense_crf(inputs, images, **options)
+    dtype = compute_dtype(q.dtype)
     expected = wsloss.dense_crf(inputs.to(dtype).contiguous(), images.to(torch.float32).contiguous(), **options)
     torch.testing.assert_close(q.to(dtype), expected.to(q.dtype).to(dtype), rtol=0,
                                atol=2 * eps(q.dtype) + 64 * eps(dtype))
@@ -757,7 +817,7 @@ def test_partial_cross_entropy_is_cross_entropy_on_the_labelled_pixels(device, c
 @checked(800)
 @given(case=merged(image_options(max_size=9), segmentation_options(), roi_options()),
        exact_zeros=st.booleans(), weight=st.sampled_from([1.0, 0.1, -2.0, 0.0]))
-def test_entropy_loss(device, case, exact_zeros, weight):
+def test_entropy_loss_is_the_roi_weighted_mean_entropy_with_its_gradient(device, case, exact_zeros, weight):
     """entropy_loss is weight times the ROI-weighted mean of -sum_k S log S (0 log 0 = 0),
     finite, with a finite gradient -(log S + 1) weight r / sum r wherever S > 0."""
     g = generator(case["seed"])
@@ -811,7 +871,7 @@ def grid_reference(images, segmentations, rois, weight, sigma, neighbourhood, re
 @given(case=merged(image_options(max_size=9), segmentation_options(), roi_options()), sigma=sigmas,
        weight=st.sampled_from([1.0, 0.1, -2.0, 0.0]), neighbourhood=st.sampled_from([4, 8]),
        relaxation=st.sampled_from(["quadratic", "bilinear"]))
-def test_grid_crf_loss(device, case, sigma, weight, neighbourhood, relaxation):
+def test_grid_crf_loss_equals_the_float64_pair_sum(device, case, sigma, weight, neighbourhood, relaxation):
     """grid_crf_loss is finite with a finite gradient of the segmentations' dtype, equal
     (value and gradient) to a float64 sum over neighbour pairs of the same inputs."""
     g = generator(case["seed"])

@@ -62,24 +62,42 @@ def reference_gradient(kind, matrices, seg, roi, weight=0.7, crf_weight=0.3):
     return (grad * r[:, None]).reshape(seg.shape) / batch
 
 
-@pytest.mark.parametrize("kind", DENSE)
-def test_value_and_gradients_exact_given_the_lattice_matrix(kind, rng, device):
+def batch_and_lattice_matrices(rng, device):
     images, seg, roi = (t.to(device) for t in photo_batch(rng))
-    matrices = lattice_matrices(wsloss.bilateral_features(images, 15.0, 6.0))
-    seg_loss = seg.clone().requires_grad_()
-    loss = dense_loss(kind, images, seg_loss, roi)
-    loss.backward()
-    seg_dense = seg.clone().requires_grad_()
-    expected = formula(kind, matrices, seg_dense, roi)
-    expected.backward()
+    return images, seg, roi, lattice_matrices(wsloss.bilateral_features(images, 15.0, 6.0))
+
+
+@pytest.mark.parametrize("kind", DENSE)
+def test_value_equals_the_formula_given_the_lattice_matrix(kind, rng, device):
+    """Each dense loss is its DESIGN §3 definition evaluated on the lattice's dense matrix."""
+    images, seg, roi, matrices = batch_and_lattice_matrices(rng, device)
+    loss = dense_loss(kind, images, seg, roi)
+    expected = formula(kind, matrices, seg, roi)
     assert abs(loss.item() - expected.item()) <= 1e-10 * abs(expected.item())
+
+
+@pytest.mark.parametrize("kind", DENSE)
+def test_reference_gradient_equals_the_design_formula_given_the_lattice_matrix(kind, rng, device):
+    """gradient="reference" is DESIGN §3's gradient formula (written for a symmetric kernel)
+    evaluated on the lattice's non-symmetric matrix."""
+    images, seg, roi, matrices = batch_and_lattice_matrices(rng, device)
+    seg_loss = seg.clone().requires_grad_()
+    dense_loss(kind, images, seg_loss, roi).backward()
     assert relative(seg_loss.grad, reference_gradient(kind, matrices, seg, roi)) <= 1e-10
+
+
+@pytest.mark.parametrize("kind", DENSE)
+def test_exact_gradient_is_autograd_through_the_formula_given_the_lattice_matrix(kind, rng, device):
+    images, seg, roi, matrices = batch_and_lattice_matrices(rng, device)
+    seg_dense = seg.clone().requires_grad_()
+    formula(kind, matrices, seg_dense, roi).backward()
     seg_exact = seg.clone().requires_grad_()
     dense_loss(kind, images, seg_exact, roi, gradient="exact").backward()
-    assert relative(seg_exact.grad, seg_dense.grad) <= 1e-10  # autograd through the dense formula
+    assert relative(seg_exact.grad, seg_dense.grad) <= 1e-10
 
 
 def test_affinity_mass_is_the_roi_sum_of_the_lattice_matrix(rng, device):
+    """affinity_mass is m_b = r_b^T A_b r_b (DESIGN §8), one float32 value per image."""
     images, _, roi = (t.to(device) for t in photo_batch(rng))
     matrices = lattice_matrices(wsloss.bilateral_features(images, 15.0, 6.0))
     expected = torch.einsum("bp,bpq,bq->b", roi.flatten(1), matrices, roi.flatten(1))
@@ -121,6 +139,11 @@ def test_mean_reduction_is_minus_weight_for_one_label_everywhere(rng, device):
     constant[:, 2] = 1
     loss = WF.dense_crf_loss(images, constant, roi, 0.7, 15.0, 6.0, reduction="mean")
     assert loss.item() == pytest.approx(-0.7, rel=1e-12)
+
+
+def test_mean_reduction_of_probabilities_lies_between_minus_weight_and_zero(rng, device):
+    """DESIGN §8: sum_k S~_pk S~_qk <= r_p r_q and A >= 0 bound the "mean" CRF loss by [-weight, 0]."""
+    images, seg, roi = (t.to(device) for t in photo_batch(rng))
     assert -0.7 <= WF.dense_crf_loss(images, seg, roi, 0.7, 15.0, 6.0, reduction="mean").item() < 0
 
 
@@ -154,7 +177,7 @@ def test_mean_reduction_keeps_its_strength_across_size_scale_and_sigma():
     assert spread(values["sum"]) > 10 and spread(strengths["sum"]) > 10, (values, strengths)
 
 
-def test_reduction_is_checked(rng):
+def test_an_unknown_reduction_is_refused(rng):
     images, seg, roi = photo_batch(rng)
     with pytest.raises(ValueError, match="reduction"):
         WF.dense_crf_loss(images, seg, roi, 1.0, 15.0, 6.0, reduction="none")
@@ -172,7 +195,7 @@ def test_reference_gradient_is_autograd_for_a_symmetric_kernel(kind, rng):
     assert relative(reference_gradient(kind, matrices, seg.detach(), roi), seg.grad) <= 1e-12
 
 
-def test_normalized_cut_against_the_exact_gaussian(rng):
+def test_normalized_cut_is_within_2_percent_of_the_exact_gaussian_one(rng):
     """The normalized cut is invariant to the kernel's scale c, so the lattice's value is
     directly comparable with the exact Gaussian's (measured: within 0.5% on 16x16 and 24x24)."""
     images, seg, roi = photo_batch(rng, batch=4, height=24, width=24, roi_fraction=1.0)
@@ -184,7 +207,7 @@ def test_normalized_cut_against_the_exact_gaussian(rng):
 
 @pytest.mark.parametrize("kind", DENSE)
 @pytest.mark.parametrize("scale_factor", [1.0, 0.5])
-def test_gradcheck_exact_mode(kind, scale_factor, rng, device):
+def test_exact_gradient_passes_gradcheck(kind, scale_factor, rng, device):
     images, seg, roi = (t.to(device) for t in photo_batch(rng, batch=2, classes=3, height=9, width=8))
     seg = seg.requires_grad_()
     assert torch.autograd.gradcheck(
@@ -203,14 +226,19 @@ def test_downscaled_equals_the_formula_on_downscaled_inputs(kind, rng, device):
 
 
 @pytest.mark.parametrize("kind", DENSE)
-def test_zero_roi_and_empty_classes_are_finite(kind, rng, device):
+def test_zero_roi_gives_zero_loss_and_gradient(kind, rng, device):
     images, seg, roi = (t.to(device) for t in photo_batch(rng, classes=3))
     zero = torch.zeros_like(roi)
     s = seg.clone().requires_grad_()
     loss = dense_loss(kind, images, s, zero, gradient="exact")
     loss.backward()
     assert loss.item() == 0 and torch.all(s.grad == 0)
-    # A class with no mass anywhere: finite value and gradient; ncut counts it 0.
+
+
+@pytest.mark.parametrize("kind", DENSE)
+def test_a_class_without_mass_gives_a_finite_loss_and_gradient_equal_to_the_formula(kind, rng, device):
+    """A class with no mass anywhere: finite value and gradient; ncut counts it 0."""
+    images, seg, roi = (t.to(device) for t in photo_batch(rng, classes=3))
     seg = torch.cat((seg[:, :2], torch.zeros_like(seg[:, :1])), dim=1)
     for gradient in ("reference", "exact"):
         s = seg.clone().requires_grad_()
@@ -241,22 +269,33 @@ def test_batch_is_the_mean_of_its_images(kind, classes, rng, device):
 
 
 @pytest.mark.parametrize("kind", DENSE)
-def test_layouts_dtypes_and_no_roi(kind, rng, device):
+def test_memory_layout_and_a_one_channel_roi_do_not_change_the_loss(kind, rng, device):
     images, seg, roi = (t.to(device) for t in photo_batch(rng, batch=2, height=16, width=12))
     expected = dense_loss(kind, images, seg.float(), roi)
     channels_last = seg.float().contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(dense_loss(kind, images, channels_last, roi), expected)
     transposed = seg.float().transpose(2, 3).contiguous().transpose(2, 3)
     torch.testing.assert_close(dense_loss(kind, images, transposed, roi[:, None]), expected)
+
+
+@pytest.mark.parametrize("kind", DENSE)
+def test_half_segmentations_give_the_float32_loss_and_a_half_gradient(kind, rng, device):
+    images, seg, roi = (t.to(device) for t in photo_batch(rng, batch=2, height=16, width=12))
+    expected = dense_loss(kind, images, seg.float(), roi)
     half = seg.half().requires_grad_()
     loss = dense_loss(kind, images, half, roi)
     loss.backward()
     assert loss.dtype == torch.float32 and half.grad.dtype == torch.float16
     torch.testing.assert_close(loss, expected, rtol=2e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", DENSE)
+def test_no_roi_is_an_all_ones_roi(kind, rng, device):
+    images, seg, roi = (t.to(device) for t in photo_batch(rng, batch=2, height=16, width=12))
     torch.testing.assert_close(dense_loss(kind, images, seg, None), dense_loss(kind, images, seg, torch.ones_like(roi)))
 
 
-def test_modules_match_functionals(rng, device):
+def test_modules_equal_their_functionals(rng, device):
     images, seg, roi = (t.to(device) for t in photo_batch(rng))
     pairs = [
         (wsloss.NormalizedCutLoss(0.7, 15.0, 6.0), "ncut"),
@@ -266,15 +305,23 @@ def test_modules_match_functionals(rng, device):
     ]
     for module, kind in pairs:
         assert torch.equal(module(images, seg, roi), dense_loss(kind, images, seg, roi)), kind
-    # Kernel cut is its two terms over one shared lattice.
+
+
+def test_kernel_cut_is_the_normalized_cut_plus_the_crf_term(rng, device):
+    """The kernel cut is its two terms (DESIGN §3), computed over one shared lattice."""
+    images, seg, roi = (t.to(device) for t in photo_batch(rng))
     kc = dense_loss("kernel_cut", images, seg, roi)
     parts = dense_loss("ncut", images, seg, roi) + dense_loss("crf", images, seg, roi, weight=0.3)
     torch.testing.assert_close(kc, parts, rtol=1e-12, atol=0)
 
 
-def test_quadratic_is_nonnegative_and_zero_for_constant_segmentations(rng, device):
+def test_quadratic_loss_is_positive_for_a_varying_segmentation(rng, device):
     images, seg, roi = (t.to(device) for t in photo_batch(rng))
     assert dense_loss("quadratic", images, seg, roi).item() > 0
+
+
+def test_quadratic_loss_is_zero_for_a_constant_segmentation(rng, device):
+    images, seg, roi = (t.to(device) for t in photo_batch(rng))
     constant = torch.full_like(seg, 0.25)
     assert abs(dense_loss("quadratic", images, constant, roi).item()) <= 1e-12 * seg.numel()
 
@@ -305,7 +352,7 @@ def grid_loop(images, seg, roi, weight, sigma, neighbourhood, relaxation):
 @pytest.mark.parametrize("neighbourhood", [4, 8])
 @pytest.mark.parametrize("relaxation", ["quadratic", "bilinear"])
 @pytest.mark.parametrize("shape", [(7, 9), (1, 6), (5, 1), (1, 1)])
-def test_grid_against_a_loop_over_pairs(neighbourhood, relaxation, shape, rng, device):
+def test_grid_crf_loss_equals_a_loop_over_neighbour_pairs(neighbourhood, relaxation, shape, rng, device):
     images, seg, roi = photo_batch(rng, batch=2, classes=3, height=shape[0], width=shape[1])
     loss = WF.grid_crf_loss(images.to(device), seg.to(device), roi.to(device), 0.7, 20.0, neighbourhood, relaxation)
     expected = grid_loop(images, seg, roi, 0.7, 20.0, neighbourhood, relaxation)
@@ -314,7 +361,7 @@ def test_grid_against_a_loop_over_pairs(neighbourhood, relaxation, shape, rng, d
 
 @pytest.mark.parametrize("neighbourhood", [4, 8])
 @pytest.mark.parametrize("relaxation", ["quadratic", "bilinear"])
-def test_grid_gradcheck(neighbourhood, relaxation, rng, device):
+def test_grid_crf_gradient_passes_gradcheck(neighbourhood, relaxation, rng, device):
     images, seg, roi = (t.to(device) for t in photo_batch(rng, batch=2, classes=3, height=6, width=7))
     seg = seg.requires_grad_()
     assert torch.autograd.gradcheck(
@@ -322,7 +369,7 @@ def test_grid_gradcheck(neighbourhood, relaxation, rng, device):
 
 
 @pytest.mark.parametrize("classes", [1, 21])
-def test_grid_large_batch_float32_matches_float64(classes, rng, device):
+def test_grid_crf_float32_gradient_equals_the_float64_one_on_a_large_batch(classes, rng, device):
     images, seg, roi = (t.to(device) for t in photo_batch(rng, batch=3, classes=classes, height=61, width=67))
     s32 = seg.float().requires_grad_()
     s64 = seg.clone().requires_grad_()
@@ -331,7 +378,7 @@ def test_grid_large_batch_float32_matches_float64(classes, rng, device):
     assert relative(s32.grad.double(), s64.grad) <= 1e-5
 
 
-def test_grid_zero_roi(rng, device):
+def test_grid_crf_zero_roi_gives_zero_loss_and_gradient(rng, device):
     images, seg, roi = (t.to(device) for t in photo_batch(rng))
     s = seg.clone().requires_grad_()
     loss = wsloss.GridCRFLoss(1.0, 10.0)(images, s, torch.zeros_like(roi))
@@ -346,64 +393,139 @@ def seeds(rng, batch, height, width, classes, fraction=0.1, ignore_index=255):
     return torch.where(torch.rand(batch, height, width, generator=rng) < fraction, labels, ignore_index)
 
 
-def test_partial_cross_entropy(rng, device):
+def logits_and_seeds(rng, device):
     logits = torch.randn(3, 5, 9, 10, generator=rng, dtype=torch.float64).to(device).requires_grad_()
-    labels = seeds(rng, 3, 9, 10, 5).to(device)
+    return logits, seeds(rng, 3, 9, 10, 5).to(device)
+
+
+def test_partial_cross_entropy_is_cross_entropy_ignoring_unlabelled_pixels(rng, device):
+    logits, labels = logits_and_seeds(rng, device)
     loss = WF.partial_cross_entropy(logits, labels)
+    torch.testing.assert_close(loss, F.cross_entropy(logits, labels, ignore_index=255))
+
+
+def test_partial_cross_entropy_of_log_probabilities_equals_that_of_logits(rng, device):
+    """As with torch's cross_entropy, log-probabilities give the same value."""
+    logits, labels = logits_and_seeds(rng, device)
     expected = F.cross_entropy(logits, labels, ignore_index=255)
-    torch.testing.assert_close(loss, expected)
-    # log-probabilities give the same value, as with torch's cross_entropy
     torch.testing.assert_close(WF.partial_cross_entropy(F.log_softmax(logits, 1), labels), expected)
-    # another ignore label; labels outside 0..K-1 are unlabelled
+
+
+def test_partial_cross_entropy_takes_another_ignore_index(rng, device):
+    logits, labels = logits_and_seeds(rng, device)
+    expected = F.cross_entropy(logits, labels, ignore_index=255)
     other = torch.where(labels == 255, -1, labels)
     torch.testing.assert_close(wsloss.PartialCrossEntropyLoss(ignore_index=-1)(logits, other), expected)
+
+
+def test_partial_cross_entropy_treats_labels_outside_the_classes_as_unlabelled(rng, device):
+    logits, labels = logits_and_seeds(rng, device)
+    expected = F.cross_entropy(logits, labels, ignore_index=255)
     torch.testing.assert_close(WF.partial_cross_entropy(logits, torch.where(labels == 255, 7, labels)), expected)
-    # no labelled pixel: 0 with zero gradient, not NaN
+
+
+def test_partial_cross_entropy_without_labelled_pixels_is_zero_with_zero_gradient(rng, device):
+    """0 and a zero gradient, not NaN."""
+    logits, labels = logits_and_seeds(rng, device)
     none = WF.partial_cross_entropy(logits, torch.full_like(labels, 255))
     none.backward()
     assert none.item() == 0 and torch.all(logits.grad == 0)
 
 
-def test_entropy(rng, device):
+def probabilities_with_a_certain_pixel(rng, device):
+    """Softmax probabilities (float64) whose first pixel is certain of class 0, and a binary ROI."""
     seg = torch.softmax(torch.randn(2, 4, 6, 5, generator=rng, dtype=torch.float64), 1)
-    seg[0, :, 0, 0] = torch.tensor([1.0, 0.0, 0.0, 0.0])  # 0 log 0 = 0, finite gradient
+    seg[0, :, 0, 0] = torch.tensor([1.0, 0.0, 0.0, 0.0])
     roi = (torch.rand(2, 6, 5, generator=rng) < 0.7).double()
-    seg, roi = seg.to(device).requires_grad_(), roi.to(device)
+    return seg.to(device), roi.to(device)
+
+
+def entropies(seg):
+    """-sum_k S log S per pixel, with 0 log 0 = 0."""
+    return -(seg * seg.log().nan_to_num(0.0, 0.0, 0.0)).sum(1)
+
+
+def test_entropy_loss_is_the_weighted_roi_mean_of_the_pixel_entropies(rng, device):
+    seg, roi = probabilities_with_a_certain_pixel(rng, device)
     loss = wsloss.EntropyLoss(0.5)(seg, roi)
-    loss.backward()
-    h = -(seg.detach() * seg.detach().log().nan_to_num(0.0, 0.0, 0.0)).sum(1)
-    torch.testing.assert_close(loss, 0.5 * (h * roi).sum() / roi.sum())
+    torch.testing.assert_close(loss, 0.5 * (entropies(seg) * roi).sum() / roi.sum())
+
+
+def test_entropy_loss_gradient_is_finite_at_a_zero_probability(rng, device):
+    """0 log 0 = 0 has a finite gradient."""
+    seg, roi = probabilities_with_a_certain_pixel(rng, device)
+    seg = seg.requires_grad_()
+    wsloss.EntropyLoss(0.5)(seg, roi).backward()
     assert torch.isfinite(seg.grad).all()
-    torch.testing.assert_close(WF.entropy_loss(seg.detach()), h.mean())
-    assert WF.entropy_loss(seg.detach(), torch.zeros_like(roi)).item() == 0
+
+
+def test_entropy_loss_without_roi_is_the_mean_over_pixels(rng, device):
+    seg, _ = probabilities_with_a_certain_pixel(rng, device)
+    torch.testing.assert_close(WF.entropy_loss(seg), entropies(seg).mean())
+
+
+def test_entropy_loss_of_a_zero_roi_is_zero(rng, device):
+    seg, roi = probabilities_with_a_certain_pixel(rng, device)
+    assert WF.entropy_loss(seg, torch.zeros_like(roi)).item() == 0
+
+
+def test_entropy_loss_gradient_passes_gradcheck(rng, device):
+    roi = (torch.rand(2, 4, 5, generator=rng) < 0.7).double().to(device)
     positive = torch.softmax(torch.randn(2, 3, 4, 5, generator=rng, dtype=torch.float64), 1).to(device)
-    assert torch.autograd.gradcheck(lambda s: WF.entropy_loss(s, roi[:, :4], 0.5), (positive.requires_grad_(),))
+    assert torch.autograd.gradcheck(lambda s: WF.entropy_loss(s, roi, 0.5), (positive.requires_grad_(),))
 
 
-def test_regularized_loss_combines_and_reports_terms(rng, device):
-    images, _, roi = (t.to(device) for t in photo_batch(rng, height=12, width=14))
-    logits = torch.randn(3, 4, 12, 14, generator=rng).to(device).requires_grad_()
-    labels = seeds(rng, 3, 12, 14, 4).to(device)
-    regularizers = dict(densecrf=wsloss.DenseCRFLoss(1e-3, 15.0, 10.0, 0.5), entropy=wsloss.EntropyLoss(0.1),
-                        ncut=wsloss.NormalizedCutLoss(0.2, 15.0, 10.0), grid=wsloss.GridCRFLoss(0.01, 10.0, 8))
-    criterion = wsloss.RegularizedLoss(**regularizers)
-    total, terms = criterion(logits, labels, images, roi, return_terms=True)
-    assert list(terms) == ["pce", "densecrf", "entropy", "ncut", "grid"]
-    probabilities = torch.softmax(logits, 1)
-    expected = {"pce": WF.partial_cross_entropy(logits, labels),
+class Combined:
+    """A RegularizedLoss over pCE and four regularizers, its inputs, and each term computed alone."""
+
+    def __init__(self, rng, device):
+        self.images, _, self.roi = (t.to(device) for t in photo_batch(rng, height=12, width=14))
+        self.logits = torch.randn(3, 4, 12, 14, generator=rng).to(device).requires_grad_()
+        self.labels = seeds(rng, 3, 12, 14, 4).to(device)
+        self.regularizers = dict(densecrf=wsloss.DenseCRFLoss(1e-3, 15.0, 10.0, 0.5),
+                                 entropy=wsloss.EntropyLoss(0.1), ncut=wsloss.NormalizedCutLoss(0.2, 15.0, 10.0),
+                                 grid=wsloss.GridCRFLoss(0.01, 10.0, 8))
+        self.criterion = wsloss.RegularizedLoss(**self.regularizers)
+
+    def inputs(self):
+        return self.logits, self.labels, self.images, self.roi
+
+    def terms_alone(self):
+        images, roi, regularizers = self.images, self.roi, self.regularizers
+        probabilities = torch.softmax(self.logits, 1)
+        return {"pce": WF.partial_cross_entropy(self.logits, self.labels),
                 "densecrf": regularizers["densecrf"](images, probabilities, roi),
                 "entropy": regularizers["entropy"](probabilities, roi),
                 "ncut": regularizers["ncut"](images, probabilities, roi),
                 "grid": regularizers["grid"](images, probabilities, roi)}
-    for name, value in expected.items():
+
+
+def test_regularized_loss_reports_each_term_detached_in_order(rng, device):
+    combined = Combined(rng, device)
+    _, terms = combined.criterion(*combined.inputs(), return_terms=True)
+    assert list(terms) == ["pce", "densecrf", "entropy", "ncut", "grid"]
+    for name, value in combined.terms_alone().items():
         torch.testing.assert_close(terms[name], value.detach())
         assert not terms[name].requires_grad
+
+
+def test_regularized_loss_and_its_gradient_are_the_sum_of_its_terms(rng, device):
+    combined = Combined(rng, device)
+    total, _ = combined.criterion(*combined.inputs(), return_terms=True)
+    expected = combined.terms_alone()
     torch.testing.assert_close(total, sum(expected.values()))
-    grad_total, = torch.autograd.grad(criterion(logits, labels, images, roi), logits)
-    grad_expected, = torch.autograd.grad(sum(expected.values()), logits)
+    grad_total, = torch.autograd.grad(combined.criterion(*combined.inputs()), combined.logits)
+    grad_expected, = torch.autograd.grad(sum(expected.values()), combined.logits)
     torch.testing.assert_close(grad_total, grad_expected)
+
+
+def test_regularized_loss_with_image_regularizers_requires_images(rng, device):
+    combined = Combined(rng, device)
     with pytest.raises(ValueError, match="images are required"):
-        criterion(logits, labels)
+        combined.criterion(combined.logits, combined.labels)
+
+
+def test_regularized_loss_refuses_a_term_named_pce_and_a_regularizer_that_is_not_a_loss():
     with pytest.raises(ValueError, match="pce"):
         wsloss.RegularizedLoss(pce=wsloss.EntropyLoss())
     with pytest.raises(TypeError, match="regularizer 'x'"):
@@ -433,7 +555,7 @@ def test_training_with_scribbles_and_a_regularizer_follows_edges(rng):
     assert min(results.values()) >= 0.95, results
 
 
-def test_compile_fullgraph(rng):
+def test_losses_compile_fullgraph_to_their_eager_values(rng):
     images, seg, roi = photo_batch(rng, batch=2, height=10, width=9)
     losses = [wsloss.NormalizedCutLoss(0.7, 15.0, 6.0), wsloss.KernelCutLoss(0.5, 0.2, 15.0, 6.0, 0.5),
               wsloss.QuadraticCRFLoss(0.7, 15.0, 6.0), wsloss.GridCRFLoss(0.7, 20.0, 8, "bilinear")]
