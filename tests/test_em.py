@@ -94,13 +94,25 @@ def em_adapt_on_a_grid(size, device, rng):
     return logits, present, biases
 
 
+@pytest.mark.parametrize("portions", [(0.4, 0.2), (0.7, 0.5), (1.0, 1.0), (0.3, 1.0)])
+def test_em_adapt_visited_class_wins_its_portion_in_float32_at_any_portion(portions, device, rng):
+    """DESIGN §4 in float32, where F_l + (M - F_l) may round below M: diff is stepped up until
+    the bias reaches M, so the guarantee holds for every portion in (0, 1], 1 included."""
+    bg_portion, fg_portion = portions
+    logits = random_logits(16, 21, 8, 8, rng) * 7
+    present = random_present(16, 21, rng, fraction=0.4)
+    _, biases = wsloss.em_adapt(logits.to(device), present.to(device), fg_portion=fg_portion, bg_portion=bg_portion)
+    for b in range(16):
+        wins = replay_wins(logits[b], present[b], biases[b].cpu(), range(21))
+        for c, count in wins.items():
+            rho = bg_portion if c == 0 else fg_portion
+            assert count >= min(int(np.floor(rho * 64)), 63) + 1, (b, c, count)
+
+
 @pytest.mark.parametrize("size", [(1, 1), (5, 7), (64, 48)])
 def test_em_adapt_visited_class_wins_its_portion(size, device, rng):
-    """DESIGN §4: class l ties or beats M on at least k_l + 1 pixels when it is visited.
-
-    Exactly so where F_l + (M - F_l) rounds to M: logits on a 1/16 grid (elsewhere
-    rounding may put F_l + b_l one ulp below M, in the original as here).
-    """
+    """DESIGN §4: class l ties or beats M on at least k_l + 1 pixels when it is visited (logits
+    on a 1/16 grid, where ties are common)."""
     logits, present, biases = em_adapt_on_a_grid(size, device, rng)
     n = size[0] * size[1]
     for b in range(8):

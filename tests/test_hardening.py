@@ -1,5 +1,6 @@
 """Hostile input (docs/DESIGN.md §6): corrupted lattices, derived constants that would overflow,
-bad ROIs, double backward, float32 rounding in EM-Adapt and meta tensors. Each is a clear error
+bad ROIs, double backward, meta tensors and common mistakes (EM-Adapt's float32 rounding:
+test_em.py). Each is a clear error
 or a correct result, never a crash or a silent wrong number."""
 import math
 
@@ -176,22 +177,6 @@ def test_losses_without_double_backward_refuse_create_graph(rng, loss):
     value = ROI_LOSSES[loss](images, segmentations, rois)
     with pytest.raises(RuntimeError, match="supports? no double backward"):
         torch.autograd.grad(value, segmentations, create_graph=True)
-
-
-# ----------------------------------------------------------------------------- EM-Adapt in float32
-
-
-@pytest.mark.parametrize("fg_portion", [0.2, 0.5, 0.9, 1.0])
-def test_em_adapt_foreground_wins_its_portion_in_float32(device, rng, fg_portion):
-    """DESIGN §4's guarantee with float32 logits where F + (M - F) rounds below M: the visited
-    foreground class (visited last, ties to the larger index) wins at least floor(rho N) + 1
-    pixels, all of them at rho = 1."""
-    logits = (torch.randn(64, 2, 8, 8, generator=rng) * 10).to(device)
-    present = torch.ones(64, 2, dtype=torch.bool, device=device)
-    labels, _ = wsloss.em_adapt(logits, present, fg_portion=fg_portion)
-    pixels = 64
-    wins = (labels == 1).flatten(1).sum(1)
-    assert (wins >= min(math.floor(fg_portion * pixels), pixels - 1) + 1).all(), wins
 
 
 # ----------------------------------------------------------------------------- meta tensors

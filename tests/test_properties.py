@@ -248,13 +248,24 @@ TINY_CLASS = dict(batch=1, height=1, width=1, channels=3, image_kind="noise", im
                   scale_factor=1.0, gradient="reference")
 
 
+# float16 probabilities of 22 classes, most of them 0: the normalized cut's gradient of a class
+# of tiny volume exceeds float16's range.
+HALF_GRADIENT_OVERFLOW = dict(batch=2, height=2, width=6, channels=1, image_kind="noise", image_dtype=torch.uint8,
+                              image_layout="contiguous", seed=1, classes=22, seg_dtype=torch.float16,
+                              seg_layout="contiguous", logit_scale=30.0, roi="random", roi_dtype=torch.float16,
+                              roi_layout="contiguous", kind="kernel_cut", form="module", weights=(1.0, 1.0),
+                              image_scale=1.0, sigma_rgb=0.001, sigma_xy=0.001, scale_factor=1.0,
+                              gradient="reference")
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @checked(2000)
 @given(case=dense_cases())
 @example(case=TINY_CLASS)
+@example(case=HALF_GRADIENT_OVERFLOW)
 def test_dense_losses_are_correct_or_refuse_clearly(device, case):
-    """A dense loss is a finite 0-dim float32/float64 tensor with a finite gradient of the
-    segmentations' dtype and shape, equal to the loss of contiguous float32 (float64) copies
+    """A dense loss is a finite 0-dim float32/float64 tensor with a gradient of the segmentations'
+    dtype and shape (finite where it fits that dtype), equal to the loss of contiguous float32 (float64) copies
     of the same values; or a ValueError naming scale_factor / the out-of-range features.
     An all-zero ROI gives exactly 0 and a zero gradient."""
     images, segmentations, rois = dense_inputs(case, device)
@@ -277,12 +288,6 @@ def test_dense_losses_are_correct_or_refuse_clearly(device, case):
     loss.backward()
     grad = segmentations.grad
     assert grad.shape == segmentations.shape and grad.dtype == segmentations.dtype
-    assert torch.isfinite(grad).all(), grad
-
-    if case["roi"] == "zeros":
-        assert loss.item() == 0.0
-        assert (grad == 0).all()
-        return
 
     # The same values, contiguous, in the compute dtype, through the functional form.
     ref_images = images.to(torch.float32).contiguous()
@@ -291,6 +296,15 @@ def test_dense_losses_are_correct_or_refuse_clearly(device, case):
                 else rois.reshape(batch, height, width).to(dtype).contiguous())
     expected = dense_loss(case, ref_images, ref_segmentations, ref_rois, form="functional")
     expected.backward()
+    # Finite wherever the gradient fits the segmentations' dtype; a float16 one that does not (the
+    # normalized cut of a class of tiny volume) is Inf, as torch's own (DESIGN §6).
+    fits = ref_segmentations.grad.abs() <= torch.finfo(segmentations.dtype).max
+    assert torch.isfinite(grad[fits]).all(), grad
+
+    if case["roi"] == "zeros":
+        assert loss.item() == 0.0
+        assert (grad == 0).all()
+        return
 
     # The inputs are the same numbers, so the kernels see the same values: the rounding
     # allowed is the compute dtype's (and the gradient's final rounding to its dtype).
@@ -301,7 +315,7 @@ def test_dense_losses_are_correct_or_refuse_clearly(device, case):
              "kernel_cut": weights[0] * classes + weights[-1] * mass}[case["kind"]]
     torch.testing.assert_close(loss, expected, rtol=16 * precision, atol=16 * precision * scale)
     ref_grad = ref_segmentations.grad.to(segmentations.dtype).to(dtype)
-    grad_scale = float(ref_grad.abs().max())
+    grad_scale = float(ref_grad[fits].abs().max()) if fits.any() else 0.0
     torch.testing.assert_close(grad.to(dtype), ref_grad, rtol=2 * eps(segmentations.dtype),
                                atol=64 * precision * grad_scale)
 
