@@ -340,3 +340,92 @@ def test_lattice_filter_on_corrupted_lattices_refuses_or_stays_in_bounds(device,
         assert "lattice_filter" in str(error)
         return
     assert out.shape == values.shape and torch.isfinite(out).all()
+
+
+# ----------------------------------------------------------------------------- every other entry point
+
+
+def draw_boxes(data, batch, classes, height, width):
+    """Per image 0-3 boxes (x0, y0, x1, y1) inside the image, classes in 1..K-1."""
+    boxes, labels = [], []
+    for _ in range(batch):
+        count = data.draw(st.integers(0, 3)) if classes > 1 else 0
+        image_boxes = []
+        for _ in range(count):
+            x0, x1 = sorted(data.draw(st.floats(0, width)) for _ in range(2))
+            y0, y1 = sorted(data.draw(st.floats(0, height)) for _ in range(2))
+            image_boxes.append((x0, y0, x1, y1))
+        boxes.append(image_boxes)
+        labels.append([data.draw(st.integers(1, classes - 1)) for _ in image_boxes])
+    return boxes, labels
+
+
+def entry_point_results(name, images, logits, probabilities, labels, present, rois, data):
+    """The named entry point's tensor results on finite valid inputs."""
+    batch, classes, height, width = logits.shape
+    if name == "bbox_rect":
+        return [wsloss.bbox_rect(*draw_boxes(data, batch, classes, height, width), height, width)]
+    if name == "bbox_em_fixed":
+        rect = wsloss.bbox_rect(*draw_boxes(data, batch, classes, height, width), height, width)
+        return [wsloss.bbox_em_fixed(logits, rect)]
+    if name == "bbox_seg":
+        return [wsloss.bbox_seg(images, *draw_boxes(data, batch, classes, height, width), iterations=2)]
+    if name == "semi_supervised_targets":
+        strong = torch.rand(batch, generator=torch.Generator().manual_seed(batch)) < 0.5
+        return [wsloss.semi_supervised_targets(logits, present, labels, strong)]
+    if name in ("EMAdaptLoss", "EMFixedLoss"):
+        return [getattr(wsloss, name)()(logits, present)]
+    if name == "RegularizedLoss":
+        loss = wsloss.RegularizedLoss(crf=wsloss.DenseCRFLoss(1e-3, 15.0, 10.0), grid=wsloss.GridCRFLoss(0.1, 10.0),
+                                      entropy=wsloss.EntropyLoss(0.1))
+        total, terms = loss(logits, labels, images, rois, return_terms=True)
+        return [total, *terms.values()]
+    if name == "PartialCrossEntropyLoss":
+        return [wsloss.PartialCrossEntropyLoss()(logits, labels)]
+    if name == "DenseCRF":
+        return [wsloss.DenseCRF(iterations=2)(logits, images)]
+    if name == "affinity_mass":
+        return [WF.affinity_mass(images, rois, 15.0, 10.0)]
+    if name == "spatial_features":
+        return [wsloss.spatial_features(images, 10.0)]
+    if name == "lattice_filter_into":
+        lattice = wsloss.PermutohedralLattice(wsloss.bilateral_features(images, 15.0, 10.0))
+        flat = probabilities.flatten(2)
+        out = torch.empty_like(flat)
+        ops.lattice_filter_into(*lattice.tensors, flat, False, out, flat.new_empty(0))
+        return [out]
+    if name == "grid_crf_backward":
+        energy = ops.grid_crf(probabilities, images, rois, 10.0, 4, False)
+        return [energy, ops.grid_crf_backward(torch.ones_like(energy), probabilities, images, rois, 10.0, 4, False)]
+    if name == "em_adapt op":
+        order = torch.arange(classes).expand(batch, classes).contiguous()
+        return list(ops.em_adapt(logits.flatten(2), present, order, 0.4, 0.2, True, 1e-5))
+    raise AssertionError(name)
+
+
+OTHER_ENTRY_POINTS = ("bbox_rect", "bbox_em_fixed", "bbox_seg", "semi_supervised_targets", "EMAdaptLoss",
+                      "EMFixedLoss", "RegularizedLoss", "PartialCrossEntropyLoss", "DenseCRF", "affinity_mass",
+                      "spatial_features", "lattice_filter_into", "grid_crf_backward", "em_adapt op")
+
+
+@settings(max_examples=700, deadline=None, database=None)
+@given(name=st.sampled_from(OTHER_ENTRY_POINTS), batch=st.integers(1, 3), classes=st.integers(1, 22),
+       height=st.integers(1, 12), width=st.integers(1, 12), logit_scale=st.sampled_from([0.01, 1.0, 30.0]),
+       seed=st.integers(0, 2 ** 32 - 1), data=st.data())
+def test_other_entry_points_give_finite_results_on_finite_valid_input(name, batch, classes, height, width,
+                                                                       logit_scale, seed, data):
+    """The entry points test_properties.py does not draw (boxes, E-step losses, the combinator, the
+    inference module, the raw ops): finite results, labels in range, from any finite valid input."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.rand(batch, 3, height, width, generator=g) * 255
+    logits = torch.randn(batch, classes, height, width, generator=g) * logit_scale
+    probabilities = torch.softmax(logits, 1)
+    labels = torch.randint(0, classes, (batch, height, width), generator=g)
+    labels[torch.rand(labels.shape, generator=g) < 0.5] = 255
+    present = torch.rand(batch, classes, generator=g) < 0.5
+    rois = (torch.rand(batch, height, width, generator=g) < 0.8).float()
+    for result in entry_point_results(name, images, logits, probabilities, labels, present, rois, data):
+        if result.is_floating_point():
+            assert torch.isfinite(result).all(), (name, result)
+        else:
+            assert ((result >= 0) & ((result < classes) | (result == 255))).all(), (name, result)
