@@ -348,6 +348,11 @@ def dense_crf_loss(
     image's sum by its affinity mass r^T A r: the loss lies in [-weight, 0] (-weight for one
     label everywhere) and a weight keeps its strength across sizes, scales and sigmas.
     The loss is negative by construction; only its changes matter.
+
+    Values are checked in the lattice build's one host sync (DESIGN §6): ROIs finite and in
+    [0, 1]; a sample of the segmentations must look like probabilities (values in [0, 1], class
+    sums at most 1), which catches logits and swapped arguments (check_probabilities=False lets
+    deliberate other inputs through); images that look normalized get a warning, once.
     """
     weight = check_real("weight", weight)
     return _dense_loss(images, segmentations, rois, (weight, 0.0, 0.0), sigma_rgb, sigma_xy, scale_factor, gradient,
