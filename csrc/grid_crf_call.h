@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <limits>
 
 #include "grid_crf_math.h"
 
@@ -32,6 +33,14 @@ inline void check_grid_crf(const at::Tensor& segmentations, const at::Tensor& im
                     "grid_crf: segmentations, images and rois must be on one device, got ", segmentations.device(),
                     ", ", images.device(), " and ", rois.device());
   TORCH_CHECK_VALUE(std::isfinite(sigma) && sigma > 0, "grid_crf: sigma must be finite and > 0, got ", sigma);
+  // The exponent factor 1 / (2 sigma^2) must be a normal number of the kernel's dtype: an infinite
+  // one makes equal colours' weight exp(-0 * inf) NaN, a zero one exp(-inf * 0) (docs/DESIGN.md §6).
+  const double scale = 1.0 / (2.0 * sigma * sigma);
+  const bool single = segmentations.scalar_type() == at::kFloat;
+  const double largest = single ? std::numeric_limits<float>::max() : std::numeric_limits<double>::max();
+  const double smallest = single ? std::numeric_limits<float>::min() : std::numeric_limits<double>::min();
+  TORCH_CHECK_VALUE(scale <= largest && scale >= smallest, "grid_crf: 1 / (2 sigma^2) must be a normal ",
+                    segmentations.scalar_type(), " number, got sigma ", sigma);
   TORCH_CHECK_VALUE(neighbourhood == 4 || neighbourhood == 8, "grid_crf: neighbourhood must be 4 or 8, got ",
                     neighbourhood);
 }
