@@ -27,10 +27,6 @@ def _lattice_build_fake(features):
     )
 
 
-def _lattice_build_setup_context(ctx, inputs, output):
-    pass
-
-
 def _lattice_build_backward(ctx, *grads):
     # The lattice is a function of the features that wsloss never differentiates (rloss neither):
     # no gradient reaches them. Registered so that features requiring grad get this documented
@@ -38,8 +34,7 @@ def _lattice_build_backward(ctx, *grads):
     return None
 
 
-torch.library.register_autograd("wsloss::lattice_build", _lattice_build_backward,
-                                setup_context=_lattice_build_setup_context)
+torch.library.register_autograd("wsloss::lattice_build", _lattice_build_backward)
 
 
 @torch.library.register_fake("wsloss::lattice_filter")

@@ -463,7 +463,7 @@ def partial_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_ind
 
 def _clamped_log(probabilities: torch.Tensor) -> torch.Tensor:
     # log clamped at the dtype's smallest normal: 0 log 0 = 0 and a finite gradient at S = 0.
-    return probabilities.clamp_min(torch.finfo(probabilities.dtype).tiny).log()
+    return probabilities.clamp_min(torch.finfo(probabilities.dtype).tiny).log_()
 
 
 class _EntropyFunction(torch.autograd.Function):
