@@ -10,7 +10,6 @@ one 64x64 image) gives the lattice's approximation error. Prints a table, writes
 
     python benchmarks/dense_crf_inference.py [--device cuda] [--json wsloss-bench/crf.json]
 """
-import argparse
 import json
 import os
 import platform
@@ -83,13 +82,7 @@ def exact_error(generator):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--classes", type=int, default=21)
-    parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--repeats", type=int, default=3, help="CPU and pydensecrf (CUDA: 5x as many)")
-    parser.add_argument("--json", default="wsloss-bench/crf.json")
+    parser = workloads.workload_parser(__doc__, 3, "wsloss-bench/crf.json", "CPU and pydensecrf (CUDA: 5x as many)")
     args = parser.parse_args()
     generator = torch.Generator().manual_seed(0)
     images = workloads.photographs(args.batch, args.size)

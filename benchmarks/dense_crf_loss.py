@@ -9,7 +9,6 @@ floor (bytes it must move / measured device copy bandwidth). Prints tables and w
 
     python benchmarks/dense_crf_loss.py [--device cuda] [--json results.json]
 """
-import argparse
 import json
 import os
 import platform
@@ -179,17 +178,11 @@ def run_exact(args, generator):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--classes", type=int, default=21)
-    parser.add_argument("--size", type=int, default=512)
+    parser = workloads.workload_parser(__doc__, 5, "wsloss-bench/densecrf.json")
     parser.add_argument("--sigma-rgb", type=float, default=15.0)
     parser.add_argument("--sigma-xy", type=float, default=100.0)
     parser.add_argument("--scales", type=float, nargs="+", default=[0.5, 1.0])
     parser.add_argument("--inputs", nargs="+", default=["photographs", "noise"])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--json", default="wsloss-bench/densecrf.json")
     args = parser.parse_args()
     generator = torch.Generator().manual_seed(0)
 

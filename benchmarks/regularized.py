@@ -8,7 +8,6 @@ for dense losses: at most 2x), and for the grid CRF its ratio to one pass over S
 
     python benchmarks/regularized.py [--device cuda] [--json results.json]
 """
-import argparse
 import json
 import os
 import platform
@@ -39,14 +38,8 @@ def losses(scale_factor):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--classes", type=int, default=21)
-    parser.add_argument("--size", type=int, default=512)
+    parser = workloads.workload_parser(__doc__, 7, "wsloss-bench/regularized.json")
     parser.add_argument("--scale-factor", type=float, default=0.5)
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--json", default="wsloss-bench/regularized.json")
     args = parser.parse_args()
     generator = torch.Generator().manual_seed(0)
     device = args.device

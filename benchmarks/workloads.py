@@ -1,6 +1,9 @@
 """Inputs of the canonical DenseCRFLoss workload: photographs (scikit-image's sample
 images, public domain / CC0) or uniform noise, B x 3 x S x S in 0..255, with random
 softmax segmentations and all-ones ROIs."""
+import argparse
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 
@@ -29,3 +32,16 @@ def noise(batch: int, size: int, generator: torch.Generator) -> torch.Tensor:
 def segmentations(batch: int, classes: int, size: int, generator: torch.Generator) -> torch.Tensor:
     logits = torch.randn(batch, classes, size // 8, size // 8, generator=generator) * 4
     return torch.softmax(F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False), dim=1)
+
+
+def workload_parser(description: str, repeats: int, json_path: str,
+                    repeats_help: Optional[str] = None) -> argparse.ArgumentParser:
+    """The arguments every workload script takes: device, B, K, S, repeats and the JSON output."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--classes", type=int, default=21)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=repeats, help=repeats_help)
+    parser.add_argument("--json", default=json_path)
+    return parser
