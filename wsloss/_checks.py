@@ -88,3 +88,20 @@ def on_device_of(name: str, value: torch.Tensor, reference_name: str, reference:
     raise ValueError(f"{name} must be on the CPU or on the device of {reference_name} ({reference.device}), "
                      f"got {name} on {value.device} (move it with .to(device))")
 
+
+
+def check_per_axis(name: str, value, axes: int, default: float = 1.0) -> tuple:
+    """A positive finite real per spatial axis, from one number (every axis) or a sequence of
+    `axes` numbers, outermost axis first: (sy, sx) for images, (sz, sy, sx) for volumes. None
+    is `default` on every axis."""
+    if value is None:
+        return (default,) * axes
+    if isinstance(value, torch.Tensor):
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        if len(value) != axes:
+            order = "(sy, sx)" if axes == 2 else "(sz, sy, sx)"
+            raise ValueError(f"{name} must be one number or {axes} numbers {order} for "
+                             f"{'images' if axes == 2 else 'volumes'}, got {len(value)}: {tuple(value)}")
+        return tuple(check_positive(f"{name}[{i}]", v) for i, v in enumerate(value))
+    return (check_positive(name, value),) * axes
