@@ -60,3 +60,21 @@ def gaussian_matrices(features):
     n = features.shape[2]
     eye = torch.eye(n, dtype=torch.float64).expand(features.shape[0], n, n).contiguous()
     return wsloss.exact.dense_gaussian_filter(features, eye).transpose(1, 2)
+
+
+def random_scan(batch, depth, height, width, generator, channels=1):
+    """Piecewise-smooth volumes (3D blobs plus mild noise), 0..255, like CT or MRI intensities."""
+    coarse = torch.rand(batch, channels, max(2, depth // 4), max(2, height // 6), max(2, width // 6),
+                        generator=generator) * 255
+    smooth = torch.nn.functional.interpolate(coarse, size=(depth, height, width), mode="trilinear",
+                                             align_corners=False)
+    return (smooth + 4 * torch.randn(batch, channels, depth, height, width, generator=generator)).clamp(0, 255)
+
+
+def volume_batch(rng, batch=2, classes=3, depth=5, height=7, width=6, channels=1, roi_fraction=0.8,
+                 dtype=torch.float64):
+    """Scans, smooth random segmentations (softmax over classes) and a random ROI, B x D x H x W."""
+    images = random_scan(batch, depth, height, width, rng, channels=channels)
+    seg = torch.softmax(3 * torch.randn(batch, classes, depth, height, width, generator=rng, dtype=dtype), dim=1)
+    roi = (torch.rand(batch, depth, height, width, generator=rng) < roi_fraction).to(dtype)
+    return images, seg, roi

@@ -1,8 +1,12 @@
 """Input checks of the public API (docs/DESIGN.md §6): clear ValueError / TypeError naming the argument."""
 import math
 from numbers import Integral, Real
+from typing import Sequence, Union
 
 import torch
+
+ScaleFactor = Union[float, Sequence[float]]  # one factor, or one per spatial axis (outermost first)
+Spacing = Union[None, float, Sequence[float]]  # physical pixel / voxel size: (sy, sx) or (sz, sy, sx)
 
 
 def check_tensor(name: str, value, dims=None, floating: bool = False, real: bool = False) -> torch.Tensor:
@@ -105,3 +109,12 @@ def check_per_axis(name: str, value, axes: int, default: float = 1.0) -> tuple:
                              f"{'images' if axes == 2 else 'volumes'}, got {len(value)}: {tuple(value)}")
         return tuple(check_positive(f"{name}[{i}]", v) for i, v in enumerate(value))
     return (check_positive(name, value),) * axes
+
+
+def axes_text(spatial_axes: int) -> str:
+    """The names of the spatial axes in error messages: "H x W" for images, "D x H x W" for volumes."""
+    return "H x W" if spatial_axes == 2 else "D x H x W"
+
+
+def shape_text(shape) -> str:
+    return " x ".join(map(str, shape))

@@ -15,8 +15,8 @@ from typing import Callable, List, NamedTuple, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from ._checks import (check_choice, check_integer, check_positive, check_real, check_same_device, check_tensor,
-                      refuse_meta)
+from ._checks import (Spacing, axes_text, check_choice, check_integer, check_per_axis, check_positive, check_real,
+                      check_same_device, check_tensor, refuse_meta, shape_text)
 from ._precision import compute_dtype, full_precision
 from .lattice import PermutohedralLattice, bilateral_features, spatial_features
 
@@ -84,12 +84,13 @@ def mean_field(scores: torch.Tensor, kernels: List[_Kernel], compatibility: Opti
 
 
 def lattice_kernels(images: torch.Tensor, scores: torch.Tensor, w_bilateral: float, theta_alpha: float,
-                    theta_beta: float, w_gaussian: float, theta_gamma: float, normalization: str) -> List[_Kernel]:
+                    theta_beta: float, w_gaussian: float, theta_gamma: float, normalization: str,
+                    spacing: Spacing = None) -> List[_Kernel]:
     """The appearance and smoothness kernels (those of nonzero weight) over built lattices."""
     batch, _, pixels = scores.shape
     kernels = []
     if w_bilateral > 0:
-        appearance = PermutohedralLattice(bilateral_features(images, theta_beta, theta_alpha).flatten(2))
+        appearance = PermutohedralLattice(bilateral_features(images, theta_beta, theta_alpha, spacing).flatten(2))
 
         def bilateral(values: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
             return appearance.apply(values, out=out)
@@ -98,7 +99,7 @@ def lattice_kernels(images: torch.Tensor, scores: torch.Tensor, w_bilateral: flo
     if w_gaussian > 0:
         # The smoothness features are the same for every image: one lattice, the batch's
         # images stacked as its channels.
-        smoothness = PermutohedralLattice(spatial_features(images[:1], theta_gamma).flatten(2))
+        smoothness = PermutohedralLattice(spatial_features(images[:1], theta_gamma, spacing).flatten(2))
 
         def smooth(values: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
             flat = values.reshape(1, -1, pixels)
@@ -146,7 +147,7 @@ def _scores(unary_or_probs: torch.Tensor, kind: str, clip: float) -> torch.Tenso
 def dense_crf(unary_or_probs: torch.Tensor, images: torch.Tensor, iterations: int = 10, w_bilateral: float = 4.0,
               theta_alpha: float = 67.0, theta_beta: float = 3.0, w_gaussian: float = 3.0, theta_gamma: float = 1.0,
               compatibility: Compatibility = None, normalization: str = "symmetric", kind: str = "probabilities",
-              clip: float = 1e-5) -> torch.Tensor:
+              clip: float = 1e-5, *, spacing: Spacing = None) -> torch.Tensor:
     """Dense CRF mean-field inference (Kraehenbuehl & Koltun, NIPS 2011, Algorithm 1), batched.
 
     unary_or_probs: B x K x H x W, read as ``kind``: "probabilities" (U = -log P, P
@@ -169,15 +170,22 @@ def dense_crf(unary_or_probs: torch.Tensor, images: torch.Tensor, iterations: in
     with both weights 1; ``normalization=dcrf.NORMALIZE_SYMMETRIC`` (its default),
     ``NORMALIZE_BEFORE``, ``NORMALIZE_AFTER``, ``NO_NORMALIZATION`` are "symmetric",
     "before", "after", "none"; ``d.inference(n)`` is iterations=n.
+
+    Volumes (DESIGN §10): unary_or_probs B x K x D x H x W and images B x C x D x H x W (any
+    C), the positions (x, y, z); ``spacing`` = (sz, sy, sx) (or (sy, sx) for images) is the
+    voxel size, so that theta_alpha and theta_gamma are in the scan's units (default 1: voxels).
+    This is SimpleCRF's densecrf3D and MONAI's CRF layer, batched.
     """
-    check_tensor("unary_or_probs", unary_or_probs, dims=(4,), floating=True)
-    check_tensor("images", images, dims=(4,), real=True)
+    check_tensor("unary_or_probs", unary_or_probs, dims=(4, 5), floating=True)
+    check_tensor("images", images, dims=(4, 5), real=True)
     check_same_device(unary_or_probs=unary_or_probs, images=images)
     refuse_meta("unary_or_probs", unary_or_probs, "the lattice's size depends on the images' values")
-    batch, classes, height, width = unary_or_probs.shape
-    if images.shape[0] != batch or images.shape[2:] != (height, width):
-        raise ValueError(f"images must be B x C x H x W = {batch} x C x {height} x {width} like unary_or_probs, "
-                         f"got shape {tuple(images.shape)}")
+    batch, classes, spatial = unary_or_probs.shape[0], unary_or_probs.shape[1], tuple(unary_or_probs.shape[2:])
+    if images.dim() != unary_or_probs.dim() or images.shape[0] != batch or tuple(images.shape[2:]) != spatial:
+        axes = axes_text(len(spatial))
+        raise ValueError(f"images must be B x C x {axes} = {batch} x C x {shape_text(spatial)} like "
+                         f"unary_or_probs, got shape {tuple(images.shape)}")
+    spacing = check_per_axis("spacing", spacing, len(spatial))
     iterations = check_integer("iterations", iterations, 0)
     weights = {}
     for name, value in (("w_bilateral", w_bilateral), ("w_gaussian", w_gaussian)):
@@ -198,7 +206,7 @@ def dense_crf(unary_or_probs: torch.Tensor, images: torch.Tensor, iterations: in
         kernels = [] if iterations == 0 else lattice_kernels(images, scores, weights["w_bilateral"],
                                                              thetas["theta_alpha"], thetas["theta_beta"],
                                                              weights["w_gaussian"], thetas["theta_gamma"],
-                                                             normalization)
+                                                             normalization, spacing)
         q = mean_field(scores, kernels, mu, iterations)
     return q.reshape(unary_or_probs.shape).to(unary_or_probs.dtype)
 
@@ -213,20 +221,22 @@ class DenseCRF(nn.Module):
     def __init__(self, iterations: int = 10, w_bilateral: float = 4.0, theta_alpha: float = 67.0,
                  theta_beta: float = 3.0, w_gaussian: float = 3.0, theta_gamma: float = 1.0,
                  compatibility: Compatibility = None, normalization: str = "symmetric",
-                 kind: str = "probabilities", clip: float = 1e-5):
+                 kind: str = "probabilities", clip: float = 1e-5, *, spacing: Spacing = None):
         super().__init__()
         self.iterations = iterations
         self.w_bilateral, self.theta_alpha, self.theta_beta = w_bilateral, theta_alpha, theta_beta
         self.w_gaussian, self.theta_gamma = w_gaussian, theta_gamma
         self.compatibility = compatibility
         self.normalization, self.kind, self.clip = normalization, kind, clip
+        self.spacing = spacing
 
     def forward(self, unary_or_probs: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         return dense_crf(unary_or_probs, images, self.iterations, self.w_bilateral, self.theta_alpha,
                          self.theta_beta, self.w_gaussian, self.theta_gamma, self.compatibility,
-                         self.normalization, self.kind, self.clip)
+                         self.normalization, self.kind, self.clip, spacing=self.spacing)
 
     def extra_repr(self) -> str:
         return (f"iterations={self.iterations}, w_bilateral={self.w_bilateral}, theta_alpha={self.theta_alpha}, "
                 f"theta_beta={self.theta_beta}, w_gaussian={self.w_gaussian}, theta_gamma={self.theta_gamma}, "
-                f"normalization={self.normalization!r}, kind={self.kind!r}")
+                f"normalization={self.normalization!r}, kind={self.kind!r}"
+                + ("" if self.spacing is None else f", spacing={self.spacing}"))

@@ -12,11 +12,11 @@ negative values or ``ignore_index`` (the DeepLab list format).
 """
 import math
 from numbers import Integral
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 
-from ._checks import check_integer, check_real, check_tensor
+from ._checks import axes_text, check_integer, check_real, check_tensor, shape_text
 from ._ops import ops
 from ._precision import compute_dtype
 from .crf import dense_crf
@@ -27,8 +27,15 @@ ImageLabels = Union[torch.Tensor, Sequence[Sequence[int]]]
 
 
 def _check_logits(logits) -> torch.Tensor:
-    check_tensor("logits", logits, dims=(4,), floating=True)
+    """B x K x H x W (images) or B x K x D x H x W (volumes): every E-step works per image over
+    all its pixels or voxels, whatever their layout."""
+    check_tensor("logits", logits, dims=(4, 5), floating=True)
     return logits.detach()
+
+
+def _per_image(values: torch.Tensor, spatial_axes: int) -> torch.Tensor:
+    """B or B x K values viewed to broadcast against B x <spatial> or B x K x <spatial>."""
+    return values.reshape(values.shape + (1,) * spatial_axes)
 
 
 def _present_classes(labels: ImageLabels, logits: torch.Tensor, ignore_index: Optional[int] = None) -> torch.Tensor:
@@ -88,7 +95,8 @@ def _argmax_last(scores: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def em_fixed(logits: torch.Tensor, labels: ImageLabels, fg_bias: float = 5.0, bg_bias: float = 3.0,
              suppress_absent: bool = False, ignore_index: Optional[int] = None) -> torch.Tensor:
-    """EM-Fixed pseudo-labels (Papandreou et al., ICCV 2015, section 3.1), B x H x W int64.
+    """EM-Fixed pseudo-labels (Papandreou et al., ICCV 2015, section 3.1), B x H x W int64
+    (B x D x H x W for volumes).
 
     argmax over classes of the logits plus bg_bias on the background channel and fg_bias on
     every present foreground class; absent classes are left as they are (the reference)
@@ -100,11 +108,12 @@ def em_fixed(logits: torch.Tensor, labels: ImageLabels, fg_bias: float = 5.0, bg
     scores = logits.to(compute_dtype(logits.dtype))
     bias = present.to(scores.dtype) * fg_bias  # in the scores' dtype: float64 logits keep fg_bias exact
     bias[:, 0] = bg_bias
-    scores = scores + bias[:, :, None, None]
+    spatial_axes = logits.dim() - 2
+    scores = scores + _per_image(bias, spatial_axes)
     if suppress_absent:
         absent = ~present
         absent[:, 0] = False
-        scores = scores.masked_fill(absent[:, :, None, None], -math.inf)
+        scores = scores.masked_fill(_per_image(absent, spatial_axes), -math.inf)
     return _argmax_last(scores)
 
 
@@ -131,7 +140,8 @@ def em_adapt(logits: torch.Tensor, labels: ImageLabels, fg_portion: float = 0.2,
     the k-th smallest of M - F_l, k = min(floor(rho_l N), N - 1). With suppress_absent,
     absent classes are clipped below the least present score (minus margin) first.
 
-    Returns (labels B x H x W int64, ties to the larger class index; biases B x K, 0
+    Returns (labels B x H x W int64 (B x D x H x W for volumes: N counts voxels), ties to the
+    larger class index; biases B x K, 0
     for classes without one, float32 or float64). float16/bfloat16 are computed in float32.
     A generator on another device than the logits costs one small copy of the order.
     Non-finite logits are not checked (that would need a host sync): they give labels in
@@ -147,66 +157,89 @@ def em_adapt(logits: torch.Tensor, labels: ImageLabels, fg_portion: float = 0.2,
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     present = _present_classes(labels, logits, ignore_index)
-    batch, classes, height, width = logits.shape
-    flat = logits.to(compute_dtype(logits.dtype)).reshape(batch, classes, height * width)
+    batch, classes = logits.shape[:2]
+    flat = logits.to(compute_dtype(logits.dtype)).reshape(batch, classes, -1)
     pseudo, biases = ops.em_adapt(flat, present, _visiting_order(present, generator), float(bg_portion),
                                   float(fg_portion), bool(suppress_absent), margin)
-    return pseudo.reshape(batch, height, width), biases
+    return pseudo.reshape((batch,) + tuple(logits.shape[2:])), biases
 
 
-def _box_span(lo: float, hi: float, size: int) -> Tuple[int, int]:
+def _box_span(lo: float, hi: float, size: int) -> slice:
     # Pixel i (covering [i, i + 1)) is inside when its centre i + 0.5 lies in [lo, hi).
-    return min(max(math.ceil(lo - 0.5), 0), size), min(max(math.ceil(hi - 0.5), 0), size)
+    return slice(min(max(math.ceil(lo - 0.5), 0), size), min(max(math.ceil(hi - 0.5), 0), size))
 
 
-def _image_boxes(boxes: Sequence, classes: Sequence, height: int, width: int) -> List[List[Tuple[int, int, int, int, int]]]:
-    """Per image, its boxes as pixel spans (r0, r1, c0, c1, class), largest area first (so
-    that painting them in order leaves each pixel to the smallest box, ties to the later)."""
+class _BoxSpan(NamedTuple):
+    """A box as index ranges, outermost axis first ((rows, columns), or (slices, rows, columns)), and its class."""
+    spans: Tuple[slice, ...]
+    label: int
+
+
+def _image_boxes(boxes: Sequence, classes: Sequence, size: Sequence[int]) -> List[List[_BoxSpan]]:
+    """Per image, its boxes as index ranges, largest area (volume) first, so that painting them
+    in order leaves each pixel to the smallest box, ties to the later. A box is x0, y0, x1, y1
+    for images (size = (H, W)) and x0, y0, z0, x1, y1, z1 for volumes (size = (D, H, W))."""
     if len(boxes) != len(classes):
         raise ValueError(f"boxes and classes must list the same number of images, got {len(boxes)} and {len(classes)}")
+    axes = len(size)
+    coordinates = 2 * axes
+    form = "x0, y0, x1, y1" if axes == 2 else "x0, y0, z0, x1, y1, z1"
     spans = []
     for b, (image_boxes, image_classes) in enumerate(zip(boxes, classes)):
-        coords = torch.as_tensor(image_boxes, dtype=torch.float64).reshape(-1, 4).tolist()
+        given = torch.as_tensor(image_boxes, dtype=torch.float64)
+        if given.numel() % coordinates or (given.dim() > 1 and given.shape[-1] != coordinates):
+            raise ValueError(f"boxes[{b}] must hold {coordinates} coordinates per box ({form}) for a size of "
+                             f"{axes} axes {tuple(size)}, got shape {tuple(given.shape)}")
+        coords = given.reshape(-1, coordinates).tolist()
         labels = torch.as_tensor(image_classes).reshape(-1).tolist()
         if len(coords) != len(labels):
             raise ValueError(f"image {b}: {len(coords)} boxes but {len(labels)} classes")
         for box, label in zip(coords, labels):
-            if not all(math.isfinite(v) for v in box) or box[2] < box[0] or box[3] < box[1]:
-                raise ValueError(f"boxes[{b}] must be finite x0, y0, x1, y1 with x0 <= x1 and y0 <= y1, got {box}")
+            if not all(math.isfinite(v) for v in box) or any(box[axes + i] < box[i] for i in range(axes)):
+                raise ValueError(f"boxes[{b}] must be finite {form} with each lower bound <= its upper bound, "
+                                 f"got {box}")
             if isinstance(label, bool) or not isinstance(label, Integral) or label < 1:
                 raise ValueError(f"classes[{b}] must be integer classes >= 1 (0 is the background), got {label!r}")
-        areas = [(x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in coords]
+        # Coordinates run x, y[, z]; the size and the spans run outermost first.
+        extents = [math.prod(box[axes + i] - box[i] for i in range(axes)) for box in coords]
         image_spans = []
-        for i in sorted(range(len(coords)), key=lambda i: -areas[i]):
-            x0, y0, x1, y1 = coords[i]
-            image_spans.append(_box_span(y0, y1, height) + _box_span(x0, x1, width) + (labels[i],))
+        for i in sorted(range(len(coords)), key=lambda i: -extents[i]):
+            box = coords[i]
+            image_spans.append(_BoxSpan(tuple(_box_span(box[axis], box[axes + axis], size[axes - 1 - axis])
+                                              for axis in reversed(range(axes))), labels[i]))
         spans.append(image_spans)
     return spans
 
 
-def bbox_rect(boxes: Sequence, classes: Sequence, height: int, width: int,
+def bbox_rect(boxes: Sequence, classes: Sequence, *size: int,
               device: Union[str, torch.device, None] = None) -> torch.Tensor:
-    """Bbox-Rect label maps (Papandreou et al., ICCV 2015, section 3.2), B x H x W int64.
+    """Bbox-Rect label maps (Papandreou et al., ICCV 2015, section 3.2), B x H x W int64, or
+    B x D x H x W for volumes: ``bbox_rect(boxes, classes, height, width)`` or
+    ``bbox_rect(boxes, classes, depth, height, width)``.
 
-    boxes[b]: image b's boxes, n_b x 4 (x0, y0, x1, y1) in pixel coordinates, x1 and y1
-    exclusive (pixel i covers [i, i + 1); it is inside when its centre is); classes[b]:
-    their n_b classes, each >= 1. A pixel takes the class of the smallest box that holds
-    it (equal areas: the later box); outside every box it is background (0).
+    boxes[b]: image b's boxes, n_b x 4 (x0, y0, x1, y1), or n_b x 6 (x0, y0, z0, x1, y1, z1) for
+    volumes, in pixel coordinates, upper bounds exclusive (pixel i covers [i, i + 1); it is
+    inside when its centre is); classes[b]: their n_b classes, each >= 1. A pixel takes the class
+    of the smallest box (by area or volume) that holds it (equal: the later box); outside
+    every box it is background (0).
     (VOC's 1-based inclusive xmin..xmax is x0 = xmin - 1, x1 = xmax.)
     """
-    height, width = check_integer("height", height, 1), check_integer("width", width, 1)
-    spans = _image_boxes(boxes, classes, height, width)
-    out = torch.zeros(len(spans), height, width, dtype=torch.int64, device=device)
+    if len(size) not in (2, 3):
+        raise ValueError(f"size must be height, width or depth, height, width, got {len(size)} numbers: {size}")
+    size = tuple(check_integer(name, value, 1) for name, value in zip(("depth", "height", "width")[-len(size):], size))
+    spans = _image_boxes(boxes, classes, size)
+    out = torch.zeros((len(spans),) + size, dtype=torch.int64, device=device)
     for b, image_spans in enumerate(spans):
-        for r0, r1, c0, c1, label in image_spans:
-            out[b, r0:r1, c0:c1] = label
+        for box in image_spans:
+            out[(b,) + box.spans] = box.label
     return out
 
 
 @torch.no_grad()
 def bbox_em_fixed(logits: torch.Tensor, rect_labels: torch.Tensor, fg_bias: float = 5.0,
                   bg_bias: float = 3.0) -> torch.Tensor:
-    """Bbox-EM-Fixed pseudo-labels (Papandreou et al., ICCV 2015, section 3.2), B x H x W int64.
+    """Bbox-EM-Fixed pseudo-labels (Papandreou et al., ICCV 2015, section 3.2), B x H x W int64
+    (B x D x H x W for volumes, with B x K x D x H x W logits).
 
     On a Bbox-Rect map (``bbox_rect``): the background gets bg_bias everywhere, a box's
     class gets fg_bias inside its box (where rect_labels holds it); argmax, ties to the
@@ -214,17 +247,17 @@ def bbox_em_fixed(logits: torch.Tensor, rect_labels: torch.Tensor, fg_bias: floa
     """
     logits = _check_logits(logits)
     fg_bias, bg_bias = check_real("fg_bias", fg_bias), check_real("bg_bias", bg_bias)
-    check_tensor("rect_labels", rect_labels, dims=(3,))
-    batch, classes, height, width = logits.shape
-    if rect_labels.shape != (batch, height, width):
-        raise ValueError(
-            f"rect_labels must be B x H x W = {batch} x {height} x {width}, got {tuple(rect_labels.shape)}")
+    check_tensor("rect_labels", rect_labels, dims=(logits.dim() - 1,))
+    batch, classes = logits.shape[:2]
+    if rect_labels.shape != (batch,) + logits.shape[2:]:
+        raise ValueError(f"rect_labels must be B x {axes_text(logits.dim() - 2)} = "
+                         f"{shape_text((batch,) + logits.shape[2:])}, got {tuple(rect_labels.shape)}")
     if rect_labels.device != logits.device:
         raise ValueError(f"rect_labels must be on the logits' device {logits.device}, got {rect_labels.device}")
     if rect_labels.dtype == torch.bool or rect_labels.is_floating_point() or rect_labels.is_complex():
         raise TypeError(f"rect_labels must be an integer tensor, got {rect_labels.dtype}")
     scores = logits.to(compute_dtype(logits.dtype))
-    foreground = torch.arange(classes, device=logits.device)[None, :, None, None]
+    foreground = _per_image(torch.arange(classes, device=logits.device)[None], logits.dim() - 2)
     inside = (rect_labels[:, None] == foreground) & (foreground > 0)
     scores = scores + inside.to(scores.dtype) * fg_bias
     scores[:, 0] += bg_bias
@@ -235,7 +268,8 @@ def bbox_em_fixed(logits: torch.Tensor, rect_labels: torch.Tensor, fg_bias: floa
 def semi_supervised_targets(logits: torch.Tensor, labels: ImageLabels, masks: Optional[torch.Tensor] = None,
                             strong: Optional[torch.Tensor] = None, method: str = "em_adapt",
                             ignore_index: Optional[int] = None, **options: Any) -> torch.Tensor:
-    """Cross-entropy targets for a batch mixing strong and weak images (DESIGN §4), B x H x W int64.
+    """Cross-entropy targets for a batch mixing strong and weak images (DESIGN §4), B x H x W int64
+    (B x D x H x W for volumes; masks likewise).
 
     Images with strong[b] keep masks[b] (which may hold ignore_index); the others get the
     E-step pseudo-labels of ``method`` ("em_adapt" or "em_fixed", with its ``options``)
@@ -252,11 +286,11 @@ def semi_supervised_targets(logits: torch.Tensor, labels: ImageLabels, masks: Op
         if strong is not None:
             raise ValueError("strong needs masks")
         return targets
-    batch, _, height, width = logits.shape
-    check_tensor("masks", masks, dims=(3,))
-    if masks.shape != (batch, height, width) or masks.is_floating_point() or masks.dtype == torch.bool:
-        raise ValueError(f"masks must be integer B x H x W = {batch} x {height} x {width} (the logits' size), "
-                         f"got {masks.dtype} of shape {tuple(masks.shape)}")
+    batch, spatial = logits.shape[0], tuple(logits.shape[2:])
+    check_tensor("masks", masks, dims=(logits.dim() - 1,))
+    if masks.shape != (batch,) + spatial or masks.is_floating_point() or masks.dtype == torch.bool:
+        raise ValueError(f"masks must be integer B x {axes_text(logits.dim() - 2)} = {shape_text((batch,) + spatial)} "
+                         f"(the logits' size), got {masks.dtype} of shape {tuple(masks.shape)}")
     if strong is None:
         raise ValueError("masks need strong (B bools: which images keep their masks)")
     check_tensor("strong", strong, dims=(1,))
@@ -265,41 +299,43 @@ def semi_supervised_targets(logits: torch.Tensor, labels: ImageLabels, masks: Op
     for name, t in (("masks", masks), ("strong", strong)):
         if t.device != logits.device:
             raise ValueError(f"{name} must be on the logits' device {logits.device}, got {t.device}")
-    return torch.where(strong[:, None, None], masks.long(), targets)
+    return torch.where(_per_image(strong, len(spatial)), masks.long(), targets)
 
 
 @torch.no_grad()
 def bbox_seg(images: torch.Tensor, boxes: Sequence, classes: Sequence, centre_fraction: float = 0.2,
              min_confidence: float = 0.7, ignore_index: int = 255, **crf_options: Any) -> torch.Tensor:
-    """Bbox-Seg pseudo-labels (Papandreou et al., ICCV 2015, section 3.2), B x H x W int64.
+    """Bbox-Seg pseudo-labels (Papandreou et al., ICCV 2015, section 3.2), B x H x W int64, or
+    B x D x H x W for volumes (images B x C x D x H x W, boxes of 6 coordinates).
 
     Dense CRF inference (``wsloss.dense_crf`` with ``crf_options``) over one label per box
     plus the background, batched over the images: outside every box only the background
     is allowed; inside boxes, the background and the boxes that hold the pixel, with a
-    uniform unary; the centre area of each box (centre_fraction of its area, same centre
+    uniform unary; the centre of each box (centre_fraction of its area or volume, same centre
     and aspect ratio) is fixed to that box (overlaps: the smallest box). Each pixel takes
     the class of its most probable label; where that probability is below
     min_confidence it gets ignore_index (undecided). Boxes and classes as ``bbox_rect``.
     """
-    check_tensor("images", images, dims=(4,), real=True)
+    check_tensor("images", images, dims=(4, 5), real=True)
     if not 0.0 < check_real("centre_fraction", centre_fraction) <= 1.0:
         raise ValueError(f"centre_fraction must be in (0, 1], got {centre_fraction}")
     if not 0.0 <= check_real("min_confidence", min_confidence) <= 1.0:
         raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, Integral):
         raise TypeError(f"ignore_index must be an integer, got {type(ignore_index).__name__}")
-    batch, _, height, width = images.shape
-    spans = _image_boxes(boxes, classes, height, width)
+    batch, spatial = images.shape[0], tuple(images.shape[2:])
+    spans = _image_boxes(boxes, classes, spatial)
     if len(spans) != batch:
         raise ValueError(f"boxes must list one entry per image ({batch}), got {len(spans)}")
     labels = 1 + max(len(image_spans) for image_spans in spans)
     dtype = torch.float64 if images.dtype == torch.float64 else torch.float32
-    logits = torch.full((batch, labels, height, width), -math.inf, dtype=dtype, device=images.device)
+    logits = torch.full((batch, labels) + spatial, -math.inf, dtype=dtype, device=images.device)
     logits[:, 0] = 0.0
     label_classes = [[0] * labels for _ in range(batch)]
-    side = math.sqrt(centre_fraction)
+    side = math.sqrt(centre_fraction) if len(spatial) == 2 else math.pow(centre_fraction, 1 / 3)
 
-    def centre(lo: int, hi: int) -> slice:  # at least one pixel of a non-empty box
+    def centre(span: slice) -> slice:  # at least one pixel of a non-empty box
+        lo, hi = span.start, span.stop
         if hi <= lo:
             return slice(lo, lo)
         size = max(1, round((hi - lo) * side))
@@ -307,13 +343,13 @@ def bbox_seg(images: torch.Tensor, boxes: Sequence, classes: Sequence, centre_fr
         return slice(start, start + size)
 
     for b, image_spans in enumerate(spans):
-        for j, (r0, r1, c0, c1, label) in enumerate(image_spans, start=1):
-            logits[b, j, r0:r1, c0:c1] = 0.0
-            label_classes[b][j] = label
-        for j, (r0, r1, c0, c1, _) in enumerate(image_spans, start=1):  # largest first: the smallest stays
-            rows, cols = centre(r0, r1), centre(c0, c1)
-            logits[b, :, rows, cols] = -math.inf
-            logits[b, j, rows, cols] = 0.0
+        for j, box in enumerate(image_spans, start=1):
+            logits[(b, j) + box.spans] = 0.0
+            label_classes[b][j] = box.label
+        for j, box in enumerate(image_spans, start=1):  # largest first: the smallest stays
+            middle = tuple(centre(span) for span in box.spans)
+            logits[(b, slice(None)) + middle] = -math.inf
+            logits[(b, j) + middle] = 0.0
     q = dense_crf(logits, images, kind="logits", **crf_options)
     confidence, best = q.max(dim=1)
     label_classes = torch.tensor(label_classes, dtype=torch.int64, device=images.device)

@@ -8,7 +8,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_tensor
+from ._checks import check_per_axis, check_tensor
 from .crf import _normalized_kernel, mean_field
 from .lattice import bilateral_features, spatial_features
 
@@ -22,7 +22,7 @@ def dense_gaussian_filter(features: torch.Tensor, values: torch.Tensor, normaliz
     features: B x d x <spatial>, values: B x C x <same spatial>; returns B x C x <spatial>.
     normalize divides by W 1.
     """
-    check_tensor("features", features, dims=(3, 4), floating=True)
+    check_tensor("features", features, dims=(3, 4, 5), floating=True)
     check_tensor("values", values, dims=(features.dim(),), floating=True)
     batch, dim = features.shape[:2]
     f = features.reshape(batch, dim, -1).double()
@@ -47,26 +47,34 @@ def _exact_filter(features: torch.Tensor, values: torch.Tensor, out: Optional[to
     return filtered if out is None else out.copy_(filtered)
 
 
-def dense_crf_loss(images, segmentations, rois, weight, sigma_rgb, sigma_xy, scale_factor=1.0) -> torch.Tensor:
-    """-(weight / B) sum_k S~_k^T W S~_k with the exact bilateral Gaussian W (float64)."""
-    if scale_factor != 1.0:
-        images = F.interpolate(images.float(), scale_factor=scale_factor)
-        segmentations = F.interpolate(segmentations, scale_factor=scale_factor, mode="bilinear", align_corners=False)
-        rois = F.interpolate(rois.unsqueeze(1).to(segmentations.dtype), scale_factor=scale_factor).squeeze(1)
+def dense_crf_loss(images, segmentations, rois, weight, sigma_rgb, sigma_xy, scale_factor=1.0, spacing=None
+                   ) -> torch.Tensor:
+    """-(weight / B) sum_k S~_k^T W S~_k with the exact bilateral Gaussian W (float64), images or
+    volumes; scale_factor one number or one per axis, spacing as wsloss.dense_crf_loss."""
+    axes = segmentations.dim() - 2
+    scale = check_per_axis("scale_factor", scale_factor, axes)
+    if scale != (1.0,) * axes:
+        mode = "bilinear" if axes == 2 else "trilinear"
+        images = F.interpolate(images.float(), scale_factor=scale)
+        segmentations = F.interpolate(segmentations, scale_factor=scale, mode=mode, align_corners=False)
+        rois = F.interpolate(rois.unsqueeze(1).to(segmentations.dtype), scale_factor=scale).squeeze(1)
     masked = segmentations.double() * rois.double().unsqueeze(1)
-    features = bilateral_features(images, sigma_rgb, sigma_xy * scale_factor)
+    # A downscaled pixel spans spacing / scale_factor.
+    spacing = [step / factor for step, factor in zip(check_per_axis("spacing", spacing, axes), scale)]
+    features = bilateral_features(images, sigma_rgb, sigma_xy, spacing)
     return -(weight / masked.shape[0]) * (masked * dense_gaussian_filter(features, masked)).sum()
 
 
 @torch.no_grad()
 def dense_crf(probabilities, images, iterations=10, w_bilateral=4.0, theta_alpha=67.0, theta_beta=3.0, w_gaussian=3.0,
-              theta_gamma=1.0, normalization="symmetric", clip=1e-5) -> torch.Tensor:
-    """wsloss.dense_crf (Potts) with the exact Gaussian kernels in place of the lattice (float64)."""
+              theta_gamma=1.0, normalization="symmetric", clip=1e-5, spacing=None) -> torch.Tensor:
+    """wsloss.dense_crf (Potts) with the exact Gaussian kernels in place of the lattice (float64),
+    images or volumes."""
     scores = probabilities.double().flatten(2).clamp(clip, 1).log()
     ones = scores.new_ones(scores.shape[0], 1, scores.shape[2])
     kernels = []
-    for weight, features in ((w_bilateral, bilateral_features(images, theta_beta, theta_alpha)),
-                             (w_gaussian, spatial_features(images, theta_gamma))):
+    for weight, features in ((w_bilateral, bilateral_features(images, theta_beta, theta_alpha, spacing)),
+                             (w_gaussian, spatial_features(images, theta_gamma, spacing))):
         if weight > 0:
             kernels.append(_normalized_kernel(functools.partial(_exact_filter, features.flatten(2)), ones, weight,
                                               normalization))

@@ -6,16 +6,16 @@ built once per call, and the filterings A S~ (K channels) and, where needed, d =
 """
 import math
 import warnings
-from typing import List, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
-from ._checks import (ROI_RANGE_MESSAGE, check_choice, check_positive, check_real, check_same_device, check_tensor,
-                      on_device_of, refuse_meta, rois_in_range)
+from ._checks import (ROI_RANGE_MESSAGE, ScaleFactor, Spacing, axes_text, check_choice, check_per_axis, check_positive,
+                      check_real, check_same_device, check_tensor, on_device_of, refuse_meta, rois_in_range, shape_text)
 from ._ops import ops
 from ._precision import compute_dtype, full_precision
-from .lattice import PermutohedralLattice, _Lattice, bilateral_features
+from .lattice import PermutohedralLattice, _Lattice, _bilateral_features
 
 __all__ = [
     "affinity_mass",
@@ -120,9 +120,9 @@ class _DenseLossFunction(torch.autograd.Function):
         return (grad.reshape(ctx.shape), None, None, None, None) + (None,) * len(lattice_tensors)
 
 
-def _bilinear_matrix(size: int, scale_factor: float, like: torch.Tensor) -> torch.Tensor:
-    """The [floor(size * scale_factor), size] matrix of F.interpolate's bilinear resampling along
-    one axis (align_corners=False, source index (i + 0.5) / scale_factor - 0.5, clamped)."""
+def _linear_matrix(size: int, scale_factor: float, like: torch.Tensor) -> torch.Tensor:
+    """The [floor(size * scale_factor), size] matrix of F.interpolate's (bi/tri)linear resampling
+    along one axis (align_corners=False, source index (i + 0.5) / scale_factor - 0.5, clamped)."""
     source = (torch.arange(int(size * scale_factor), dtype=like.dtype, device=like.device) + 0.5) / scale_factor
     source = (source - 0.5).clamp_min(0)
     low = source.floor().clamp_max(size - 1)
@@ -132,43 +132,55 @@ def _bilinear_matrix(size: int, scale_factor: float, like: torch.Tensor) -> torc
     return (columns == low.unsqueeze(1)) * (1 - fraction) + (columns == high.unsqueeze(1)) * fraction
 
 
+def _interpolate(values: torch.Tensor, scale_factor: Tuple[float, ...], linear: bool) -> torch.Tensor:
+    """F.interpolate by one factor per spatial axis: (bi/tri)linear (align_corners=False) or
+    nearest. Equal factors go in as one number, as rloss passes them."""
+    factor = scale_factor[0] if len(set(scale_factor)) == 1 else scale_factor
+    if not linear:
+        return F.interpolate(values, scale_factor=factor)
+    mode = "bilinear" if values.dim() == 4 else "trilinear"
+    return F.interpolate(values, scale_factor=factor, mode=mode, align_corners=False)
+
+
 class _DeterministicResize(torch.autograd.Function):
-    """F.interpolate(bilinear) whose backward is the adjoint as two matrix products, R^T G C,
+    """Linear F.interpolate whose backward is the adjoint as one matrix product per axis,
     not CUDA's atomic scatter (which torch refuses under use_deterministic_algorithms)."""
 
     @staticmethod
     def forward(ctx, values, scale_factor):
-        height, width = values.shape[2:]
-        ctx.save_for_backward(_bilinear_matrix(height, scale_factor, values),
-                              _bilinear_matrix(width, scale_factor, values))
-        return F.interpolate(values, scale_factor=scale_factor, mode="bilinear", align_corners=False)
+        ctx.save_for_backward(*(_linear_matrix(size, factor, values)
+                                for size, factor in zip(values.shape[2:], scale_factor)))
+        return _interpolate(values, scale_factor, linear=True)
 
     @staticmethod
     def backward(ctx, grad):
-        rows, columns = ctx.saved_tensors
-        return torch.matmul(torch.matmul(rows.T, grad), columns), None
+        for axis, matrix in enumerate(ctx.saved_tensors, start=2):
+            grad = torch.matmul(grad.movedim(axis, -1), matrix).movedim(-1, axis)
+        return grad, None
 
 
-def _resize_bilinear(values: torch.Tensor, scale_factor: float) -> torch.Tensor:
+def _resize_linear(values: torch.Tensor, scale_factor: Tuple[float, ...]) -> torch.Tensor:
     if values.is_cuda and values.requires_grad and torch.are_deterministic_algorithms_enabled():
         return _DeterministicResize.apply(values, scale_factor)
-    return F.interpolate(values, scale_factor=scale_factor, mode="bilinear", align_corners=False)
+    return _interpolate(values, scale_factor, linear=True)
 
 
 def _region(rois: Optional[torch.Tensor], segmentations: torch.Tensor) -> torch.Tensor:
-    """The checked ROIs as B x H x W in the compute dtype; all ones when None."""
-    batch, _, height, width = segmentations.shape
+    """The checked ROIs as B x <spatial> in the compute dtype; all ones when None."""
+    batch, spatial = segmentations.shape[0], tuple(segmentations.shape[2:])
     dtype = compute_dtype(segmentations.dtype)
     if rois is None:
-        return torch.ones((batch, height, width), dtype=dtype, device=segmentations.device)
-    check_tensor("ROIs", rois, dims=(3, 4), real=True)
+        return torch.ones((batch,) + spatial, dtype=dtype, device=segmentations.device)
+    axes = axes_text(len(spatial))
+    check_tensor("ROIs", rois, dims=(len(spatial) + 1, len(spatial) + 2), real=True)
     rois = on_device_of("ROIs", rois, "segmentations", segmentations)
-    if rois.dim() == 4:
+    if rois.dim() == len(spatial) + 2:
         if rois.shape[1] != 1:
-            raise ValueError(f"ROIs must be B x H x W or B x 1 x H x W, got shape {tuple(rois.shape)}")
+            raise ValueError(f"ROIs must be B x {axes} or B x 1 x {axes}, got shape {tuple(rois.shape)}")
         rois = rois[:, 0]
-    if tuple(rois.shape) != (batch, height, width):
-        raise ValueError(f"ROIs must be B x H x W = {batch} x {height} x {width}, got shape {tuple(rois.shape)}")
+    if tuple(rois.shape) != (batch,) + spatial:
+        raise ValueError(f"ROIs must be B x {axes} = {shape_text((batch,) + spatial)} like segmentations, "
+                         f"got shape {tuple(rois.shape)}")
     return rois.to(dtype)
 
 
@@ -239,19 +251,45 @@ def _check_input_flags(flags: Optional[List[torch.Tensor]]) -> None:
 
 
 def _check_image_inputs(images, segmentations, rois) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    check_tensor("images", images, dims=(4,), real=True)
-    check_tensor("segmentations", segmentations, dims=(4,), floating=True)
-    batch, _, height, width = segmentations.shape
-    if images.shape[0] != batch or images.shape[2:] != (height, width):
+    """Images and segmentations of one rank: B x C x H x W and B x K x H x W (images), or
+    B x C x D x H x W and B x K x D x H x W (volumes); the ROIs as _region."""
+    check_tensor("segmentations", segmentations, dims=(4, 5), floating=True)
+    check_tensor("images", images, dims=(4, 5), real=True)
+    batch, spatial = segmentations.shape[0], tuple(segmentations.shape[2:])
+    if images.dim() != segmentations.dim() or images.shape[0] != batch or tuple(images.shape[2:]) != spatial:
+        axes = axes_text(len(spatial))
         raise ValueError(
-            f"images must be B x C x H x W = {batch} x C x {height} x {width} like segmentations, "
-            f"got shape {tuple(images.shape)}"
+            f"images must be B x C x {axes} = {batch} x C x {shape_text(spatial)} like segmentations "
+            f"(shape {tuple(segmentations.shape)}), got shape {tuple(images.shape)}"
         )
     images = on_device_of("images", images, "segmentations", segmentations)
     return images, segmentations, _region(rois, segmentations)
 
 
-def _dense_inputs(images, segmentations, rois, sigma_rgb, sigma_xy, scale_factor, check_probabilities=True):
+def _check_scale_factor(scale_factor, spatial: Tuple[int, ...]) -> Tuple[float, ...]:
+    """One downscale factor in (0, 1] per spatial axis, each leaving at least one pixel."""
+    factors = check_per_axis("scale_factor", scale_factor, len(spatial))
+    if any(factor > 1.0 for factor in factors):  # an upscale adds nothing to rloss's loss and may exhaust memory
+        raise ValueError(f"scale_factor must be in (0, 1], got {scale_factor}")
+    if any(int(size * factor) < 1 for size, factor in zip(spatial, factors)):
+        raise ValueError(f"scale_factor {scale_factor} shrinks the {shape_text(spatial)} images to nothing")
+    return factors
+
+
+class _DenseInputs(NamedTuple):
+    """The checked inputs of a dense loss in the compute dtype; flags as _input_flags."""
+    images: torch.Tensor
+    segmentations: torch.Tensor
+    rois: torch.Tensor
+    sigma_rgb: float
+    sigma_xy: float
+    scale_factor: Tuple[float, ...]  # per spatial axis
+    spacing: Tuple[float, ...]  # per spatial axis
+    flags: Optional[List[torch.Tensor]]
+
+
+def _dense_inputs(images, segmentations, rois, sigma_rgb, sigma_xy, scale_factor, spacing=None,
+                  check_probabilities=True) -> _DenseInputs:
     """The checked inputs of a dense loss, cast to the compute dtype, and the flags of the checks
     of their values, read after the lattice build's host sync (_downscaled_lattice)."""
     rois_given = rois is not None
@@ -260,63 +298,62 @@ def _dense_inputs(images, segmentations, rois, sigma_rgb, sigma_xy, scale_factor
         refuse_meta(name, value, "the lattice's size depends on the images' values")
     sigma_rgb = check_positive("sigma_rgb", sigma_rgb)
     sigma_xy = check_positive("sigma_xy", sigma_xy)
-    scale_factor = check_positive("scale_factor", scale_factor)
+    spatial = tuple(segmentations.shape[2:])
+    scale_factor = _check_scale_factor(scale_factor, spatial)
+    spacing = check_per_axis("spacing", spacing, len(spatial))
     images = images.to(torch.float32)
     segmentations = segmentations.to(compute_dtype(segmentations.dtype))  # resampled in full precision too
-    if scale_factor != 1.0:
-        height, width = segmentations.shape[2:]
-        if int(height * scale_factor) < 1 or int(width * scale_factor) < 1:
-            raise ValueError(
-                f"scale_factor {scale_factor} shrinks the {height} x {width} images to nothing"
-            )
-        if scale_factor > 1.0:  # an upscale adds nothing to rloss's loss and may exhaust memory
-            raise ValueError(f"scale_factor must be in (0, 1], got {scale_factor}")
     flags = _input_flags(images, segmentations, rois, rois_given, check_probabilities)
-    return images, segmentations, rois, sigma_rgb, sigma_xy, scale_factor, flags
+    return _DenseInputs(images, segmentations, rois, sigma_rgb, sigma_xy, scale_factor, spacing, flags)
 
 
-def _downscaled_lattice(images, segmentations, rois, sigma_rgb, sigma_xy, scale_factor, flags):
-    """rloss's resampling by scale_factor (nearest for images and ROIs, bilinear for S) and the
-    lattice over the downscaled images' bilateral features; then the input flags, read after the
-    build's one host sync. Runs under full_precision."""
-    if scale_factor != 1.0:
+def _downscaled_lattice(inputs: _DenseInputs) -> Tuple[torch.Tensor, torch.Tensor, PermutohedralLattice]:
+    """rloss's resampling by scale_factor (nearest for images and ROIs, bi/trilinear for S) and the
+    lattice over the downscaled images' bilateral features (positions in physical units: a
+    downscaled pixel spans spacing / scale_factor); then the input flags, read after the build's
+    one host sync. Runs under full_precision."""
+    images, segmentations, rois, scale_factor = inputs.images, inputs.segmentations, inputs.rois, inputs.scale_factor
+    if any(factor != 1.0 for factor in scale_factor):
         # A non-finite pixel that the resampling drops still poisons the features, so that the
         # build refuses it without a host sync of its own.
         poison = torch.where(torch.isfinite(images).all(), 0.0, math.nan)
-        images = F.interpolate(images, scale_factor=scale_factor) + poison
-        segmentations = _resize_bilinear(segmentations, scale_factor)
-        rois = F.interpolate(rois.unsqueeze(1), scale_factor=scale_factor).squeeze(1)
-    lattice = PermutohedralLattice(bilateral_features(images, sigma_rgb, sigma_xy * scale_factor))
-    _check_input_flags(flags)
+        images = _interpolate(images, scale_factor, linear=False) + poison
+        segmentations = _resize_linear(segmentations, scale_factor)
+        rois = _interpolate(rois.unsqueeze(1), scale_factor, linear=False).squeeze(1)
+    divisors = [inputs.sigma_xy * factor / step for factor, step in zip(scale_factor, inputs.spacing)]
+    lattice = PermutohedralLattice(_bilateral_features(images, inputs.sigma_rgb, divisors))
+    _check_input_flags(inputs.flags)
     return segmentations, rois, lattice
 
 
 def _dense_loss(images, segmentations, rois, terms, sigma_rgb, sigma_xy, scale_factor, gradient,
-                reduction="sum", check_probabilities=True) -> torch.Tensor:
-    inputs = _dense_inputs(images, segmentations, rois, sigma_rgb, sigma_xy, scale_factor, check_probabilities)
+                reduction="sum", check_probabilities=True, spacing=None) -> torch.Tensor:
+    inputs = _dense_inputs(images, segmentations, rois, sigma_rgb, sigma_xy, scale_factor, spacing,
+                           check_probabilities)
     check_choice("gradient", gradient, GRADIENTS)
     check_choice("reduction", reduction, REDUCTIONS)
-    with full_precision(inputs[1].device):
-        segmentations, rois, lattice = _downscaled_lattice(*inputs)
+    with full_precision(inputs.segmentations.device):
+        segmentations, rois, lattice = _downscaled_lattice(inputs)
         return _DenseLossFunction.apply(segmentations, rois, terms, gradient == "exact", reduction == "mean",
                                         *lattice.tensors)
 
 
 def affinity_mass(images: torch.Tensor, rois: Optional[torch.Tensor], sigma_rgb: float, sigma_xy: float,
-                  scale_factor: float = 1.0) -> torch.Tensor:
+                  scale_factor: ScaleFactor = 1.0, *, spacing: Spacing = None) -> torch.Tensor:
     """r^T A r per image: the total affinity between the ROI's pixels, by which
     reduction="mean" divides the dense CRF and quadratic losses (B values, float32).
 
     The rule between the two reductions: weight w with reduction="mean" is weight
     w / affinity_mass(...) with rloss's reduction="sum" on images like these. The mass grows
     about as H W s^4 sigma_xy^2 for a downscale s while sigma_xy s is small against the image.
+    Volumes (B x C x D x H x W) and ``spacing`` as dense_crf_loss.
     """
-    check_tensor("images", images, dims=(4,), real=True)
-    batch, _, height, width = images.shape
-    ones = torch.ones((batch, 1, height, width), dtype=torch.float32, device=images.device)
-    inputs = _dense_inputs(images, ones, rois, sigma_rgb, sigma_xy, scale_factor)
+    check_tensor("images", images, dims=(4, 5), real=True)
+    batch = images.shape[0]
+    ones = torch.ones((batch, 1) + tuple(images.shape[2:]), dtype=torch.float32, device=images.device)
+    inputs = _dense_inputs(images, ones, rois, sigma_rgb, sigma_xy, scale_factor, spacing)
     with full_precision(images.device), torch.no_grad():
-        _, rois, lattice = _downscaled_lattice(*inputs)
+        _, rois, lattice = _downscaled_lattice(inputs)
         region = rois.reshape(batch, 1, -1)
         return _rowdot(region, lattice.apply(region)).squeeze(1)
 
@@ -328,11 +365,12 @@ def dense_crf_loss(
     weight: float,
     sigma_rgb: float,
     sigma_xy: float,
-    scale_factor: float = 1.0,
+    scale_factor: ScaleFactor = 1.0,
     gradient: str = "reference",
     reduction: str = "sum",
     *,
     check_probabilities: bool = True,
+    spacing: Spacing = None,
 ) -> torch.Tensor:
     """Dense CRF regularized loss of Tang et al., "On Regularized Losses for Weakly-supervised
     CNN Segmentation" (ECCV 2018), eq. (6) with the bilateral Gaussian kernel (DESIGN §2).
@@ -342,6 +380,14 @@ def dense_crf_loss(
     the scalar weight * -(1/B) sum_b sum_k S~_bk^T A_b S~_bk with S~ = S * ROI, computed
     on the images downscaled by scale_factor. gradient="reference" gives rloss's
     weight * (-2/B) A S~ * ROI; gradient="exact" the true gradient (one more filtering).
+
+    Volumes (DESIGN §10): images B x C x D x H x W (any C: CT intensity, several MRI
+    modalities), segmentations B x K x D x H x W, rois B x D x H x W; the features are
+    (x, y, z) / sigma_xy and the C channels / sigma_rgb. Any C works for images too.
+    ``spacing``, (sy, sx) or (sz, sy, sx), is the physical pixel (voxel) size, so that sigma_xy
+    is in the scan's units (default 1 per axis: pixels). scale_factor is one factor or one
+    per axis, e.g. (1, 0.5, 0.5) keeps thin volumes' slices; S is resampled (bi/tri)linearly,
+    images and ROIs by nearest.
 
     reduction="sum" (rloss's) sums over pixel pairs, so the loss and its gradient grow with the
     image size, scale_factor and sigma_xy (see affinity_mass). reduction="mean" divides each
@@ -356,7 +402,7 @@ def dense_crf_loss(
     """
     weight = check_real("weight", weight)
     return _dense_loss(images, segmentations, rois, (weight, 0.0, 0.0), sigma_rgb, sigma_xy, scale_factor, gradient,
-                       reduction, check_probabilities)
+                       reduction, check_probabilities, spacing)
 
 
 def normalized_cut_loss(
@@ -366,22 +412,24 @@ def normalized_cut_loss(
     weight: float,
     sigma_rgb: float,
     sigma_xy: float,
-    scale_factor: float = 1.0,
+    scale_factor: ScaleFactor = 1.0,
     gradient: str = "reference",
     *,
     check_probabilities: bool = True,
+    spacing: Spacing = None,
 ) -> torch.Tensor:
     """Normalized cut loss of Tang et al., "Normalized Cut Loss for Weakly-supervised CNN
     Segmentation" (CVPR 2018), eq. (4): weight * (1/B) sum_b sum_k S~_k^T A (r - S~_k) / (d^T S~_k)
     with d = A r, the cut of the graph restricted to the ROI r (DESIGN §3; r = 1 gives
-    A (1 - S_k) and d = A 1). Conventions (images, ROI, scale_factor) as dense_crf_loss.
+    A (1 - S_k) and d = A 1). Conventions (images or volumes, ROI, scale_factor, spacing) as
+    dense_crf_loss.
     gradient="reference": the paper's (S^T A S) d / (d^T S)^2 - 2 A S / (d^T S), exact for a
     symmetric kernel; "exact": A S + A^T S in place of 2 A S (one more filtering).
     A class of zero volume (all-zero ROI) contributes 0.
     """
     weight = check_real("weight", weight)
     return _dense_loss(images, segmentations, rois, (0.0, weight, 0.0), sigma_rgb, sigma_xy, scale_factor, gradient,
-                       check_probabilities=check_probabilities)
+                       check_probabilities=check_probabilities, spacing=spacing)
 
 
 def kernel_cut_loss(
@@ -392,11 +440,12 @@ def kernel_cut_loss(
     crf_weight: float,
     sigma_rgb: float,
     sigma_xy: float,
-    scale_factor: float = 1.0,
+    scale_factor: ScaleFactor = 1.0,
     gradient: str = "reference",
     reduction: str = "sum",
     *,
     check_probabilities: bool = True,
+    spacing: Spacing = None,
 ) -> torch.Tensor:
     """Kernel cut (Tang et al., ECCV 2018, section 3): normalized_cut_loss with weight plus
     dense_crf_loss with crf_weight and reduction (which leaves the normalized cut alone: it is a
@@ -404,7 +453,7 @@ def kernel_cut_loss(
     weight = check_real("weight", weight)
     crf_weight = check_real("crf_weight", crf_weight)
     return _dense_loss(images, segmentations, rois, (crf_weight, weight, 0.0), sigma_rgb, sigma_xy, scale_factor,
-                       gradient, reduction, check_probabilities)
+                       gradient, reduction, check_probabilities, spacing)
 
 
 def quadratic_crf_loss(
@@ -414,11 +463,12 @@ def quadratic_crf_loss(
     weight: float,
     sigma_rgb: float,
     sigma_xy: float,
-    scale_factor: float = 1.0,
+    scale_factor: ScaleFactor = 1.0,
     gradient: str = "reference",
     reduction: str = "sum",
     *,
     check_probabilities: bool = True,
+    spacing: Spacing = None,
 ) -> torch.Tensor:
     """Quadratic (Laplacian) relaxation of the dense Potts CRF (Tang et al., ECCV 2018, eq. 7):
     weight * (1/B) sum_b sum_{p,q in ROI} A_pq ||S_p - S_q||^2, computed as
@@ -427,7 +477,7 @@ def quadratic_crf_loss(
     reduction="mean" divides by r^T A r, giving the affinity-weighted mean of ||S_p - S_q||^2."""
     weight = check_real("weight", weight)
     return _dense_loss(images, segmentations, rois, (0.0, 0.0, weight), sigma_rgb, sigma_xy, scale_factor, gradient,
-                       reduction, check_probabilities)
+                       reduction, check_probabilities, spacing)
 
 
 def partial_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
@@ -493,13 +543,14 @@ def entropy_loss(segmentations: torch.Tensor, rois: Optional[torch.Tensor] = Non
     """Entropy regularizer (Grandvalet & Bengio, NIPS 2005): weight times the mean over ROI
     pixels of H(S_p) = -sum_k S_pk log S_pk, with 0 log 0 = 0 and a finite gradient at S = 0.
 
-    segmentations: B x K x H x W probabilities; rois: B x H x W (None: every pixel).
+    segmentations: B x K x H x W probabilities; rois: B x H x W (None: every pixel); or
+    volumes, B x K x D x H x W and B x D x H x W.
     An all-zero ROI gives 0. ROI values (finite, in [0, 1]) and, unless check_probabilities is
     False, the segmentations' plausibility as probabilities are checked on the CPU; on other
     devices, where the checks would need a host sync of their own, they are left out (a NaN
     ROI gives a NaN loss). Supports double backward.
     """
-    check_tensor("segmentations", segmentations, dims=(4,), floating=True)
+    check_tensor("segmentations", segmentations, dims=(4, 5), floating=True)
     weight = check_real("weight", weight)
     region = _region(rois, segmentations)
     if segmentations.device.type == "cpu":

@@ -6,11 +6,11 @@ Conventions (vertex layout, blur order, scaling) follow Kraehenbuehl & Koltun (N
 2011) as in docs/DESIGN.md §1, so rloss loss weights transfer unchanged.
 """
 import warnings
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 
-from ._checks import check_positive, check_tensor, refuse_meta
+from ._checks import Spacing, check_per_axis, check_positive, check_tensor, refuse_meta
 from ._ops import HAS_CUDA_KERNELS, ops
 from ._precision import compute_dtype
 
@@ -23,30 +23,55 @@ def _divide(values: torch.Tensor, sigma: float) -> torch.Tensor:
     return values / torch.full((), sigma, dtype=torch.float32, device=values.device)
 
 
-def spatial_features(images: torch.Tensor, sigma_xy: float) -> torch.Tensor:
-    """(x / sigma_xy, y / sigma_xy) per pixel, float32, B x 2 x H x W (x = column).
+def _position_features(images: torch.Tensor, divisors: Sequence[float]) -> torch.Tensor:
+    """Pixel (voxel) indices divided per axis, float32, B x <axes> x <spatial>, innermost axis first:
+    (x / divisors[-1], y / divisors[-2]) for images, then z / divisors[0] for volumes. The x-first
+    order is rloss's for images; a lattice is not invariant to permuted features, so it stays."""
+    batch, spatial = images.shape[0], tuple(images.shape[2:])
+    axes = []
+    for axis in reversed(range(len(spatial))):
+        coordinate = _divide(torch.arange(spatial[axis], dtype=torch.float32, device=images.device), divisors[axis])
+        view = [1] * len(spatial)
+        view[axis] = spatial[axis]
+        axes.append(coordinate.reshape(view).expand(spatial))
+    return torch.stack(axes).expand((batch, len(spatial)) + spatial).contiguous()
 
-    `images` (B x C x H x W) gives only the batch size, image size and device.
+
+def spatial_features(images: torch.Tensor, sigma_xy: float, spacing: Spacing = None) -> torch.Tensor:
+    """(x, y) s / sigma_xy per pixel, float32, B x 2 x H x W (x = column); for volumes
+    (x, y, z) s / sigma_xy per voxel, B x 3 x D x H x W. s is the physical pixel (voxel) size
+    along each axis, ``spacing`` = (sy, sx) or (sz, sy, sx) (default 1), so that sigma_xy is in
+    the scan's units.
+
+    `images` (B x C x <spatial>) gives only the batch size, spatial size and device.
     """
-    check_tensor("images", images, dims=(4,))
+    check_tensor("images", images, dims=(4, 5))
     sigma_xy = check_positive("sigma_xy", sigma_xy)
-    batch, _, height, width = images.shape
-    x = _divide(torch.arange(width, dtype=torch.float32, device=images.device), sigma_xy).expand(height, width)
-    y = _divide(torch.arange(height, dtype=torch.float32, device=images.device), sigma_xy)[:, None]
-    y = y.expand(height, width)
-    return torch.stack((x, y)).expand(batch, 2, height, width).contiguous()
+    spacing = check_per_axis("spacing", spacing, images.dim() - 2)
+    return _position_features(images, [sigma_xy / s for s in spacing])
 
 
-def bilateral_features(images: torch.Tensor, sigma_rgb: float, sigma_xy: float) -> torch.Tensor:
-    """Bilateral (XY + colour) features of DESIGN §1, float32, B x (2 + C) x H x W.
+def bilateral_features(images: torch.Tensor, sigma_rgb: float, sigma_xy: float,
+                       spacing: Spacing = None) -> torch.Tensor:
+    """Bilateral (position + colour) features of DESIGN §1, float32, B x (2 + C) x H x W for
+    images, B x (3 + C) x D x H x W for volumes.
 
-    f_p = (x / sigma_xy, y / sigma_xy, c_1 / sigma_rgb, ..., c_C / sigma_rgb) with colours
-    in the images' own scale (0..255 for rloss-style RGB).
+    f_p = (x / sigma_xy, y / sigma_xy, [z / sigma_xy,] c_1 / sigma_rgb, ..., c_C / sigma_rgb) with
+    colours (intensities, any number of channels) in the images' own scale (0..255 for
+    rloss-style RGB) and positions in physical units (``spacing``, as spatial_features).
     """
-    check_tensor("images", images, dims=(4,), real=True)
+    check_tensor("images", images, dims=(4, 5), real=True)
     sigma_rgb = check_positive("sigma_rgb", sigma_rgb)
+    sigma_xy = check_positive("sigma_xy", sigma_xy)
+    spacing = check_per_axis("spacing", spacing, images.dim() - 2)
+    return _bilateral_features(images, sigma_rgb, [sigma_xy / s for s in spacing])
+
+
+def _bilateral_features(images: torch.Tensor, sigma_rgb: float, divisors: Sequence[float]) -> torch.Tensor:
+    """bilateral_features with the positions divided by `divisors` (one per axis, outermost
+    first): the dense losses' downscaled grid divides by sigma_xy * scale_factor / spacing."""
     colours = _divide(images.to(torch.float32), sigma_rgb)
-    return torch.cat((spatial_features(images, sigma_xy), colours), dim=1)
+    return torch.cat((_position_features(images, divisors), colours), dim=1)
 
 
 class _Lattice:
@@ -98,7 +123,7 @@ class _Lattice:
 class PermutohedralLattice(_Lattice):
     """A permutohedral lattice over a batch of feature maps, built once, filtered often.
 
-    features: B x d x H x W or B x d x N (d = 1..16), any floating dtype (used as
+    features: B x d x H x W, B x d x D x H x W or B x d x N (d = 1..16), any floating dtype (used as
     float32). The lattice is held as plain tensors (``tensors``), so it can be saved
     for backward and reused for every channel, transposed filtering and iteration.
     ``filter`` takes values in the features' layout; ``apply`` is the low-level filtering of
@@ -106,7 +131,7 @@ class PermutohedralLattice(_Lattice):
     """
 
     def __init__(self, features: torch.Tensor):
-        check_tensor("features", features, dims=(3, 4), floating=True)
+        check_tensor("features", features, dims=(3, 4, 5), floating=True)
         refuse_meta("features", features, "the lattice's size depends on the features' values")
         if features.is_cuda and not HAS_CUDA_KERNELS:
             raise RuntimeError(

@@ -1,11 +1,12 @@
 """nn.Module losses."""
-from typing import Dict, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
 from . import functional
 from ._precision import compute_dtype
+from ._checks import ScaleFactor, Spacing
 from .em import ImageLabels, semi_supervised_targets
 
 __all__ = [
@@ -23,14 +24,15 @@ __all__ = [
 
 
 class _DenseLoss(nn.Module):
-    """A regularizer over the dense bilateral kernel: forward(images, segmentations, ROIs=None).
-    check_probabilities=False lets deliberate non-probability segmentations through (see
+    """A regularizer over the dense bilateral kernel: forward(images, segmentations, ROIs=None),
+    images and volumes alike. check_probabilities=False lets deliberate non-probability
+    segmentations through; spacing is the physical pixel (voxel) size (see
     wsloss.functional.dense_crf_loss)."""
 
     needs_images = True
 
-    def __init__(self, weight: float, sigma_rgb: float, sigma_xy: float, scale_factor: float = 1.0,
-                 gradient: str = "reference", *, check_probabilities: bool = True):
+    def __init__(self, weight: float, sigma_rgb: float, sigma_xy: float, scale_factor: ScaleFactor = 1.0,
+                 gradient: str = "reference", *, check_probabilities: bool = True, spacing: Spacing = None):
         super().__init__()
         self.weight = weight
         self.sigma_rgb = sigma_rgb
@@ -38,11 +40,17 @@ class _DenseLoss(nn.Module):
         self.scale_factor = scale_factor
         self.gradient = gradient
         self.check_probabilities = check_probabilities
+        self.spacing = spacing
+
+    @property
+    def _options(self) -> Dict[str, Any]:
+        return {"check_probabilities": self.check_probabilities, "spacing": self.spacing}
 
     def extra_repr(self) -> str:
         return (f"weight={self.weight}, sigma_rgb={self.sigma_rgb}, sigma_xy={self.sigma_xy}, "
                 f"scale_factor={self.scale_factor}, gradient={self.gradient!r}"
-                + ("" if self.check_probabilities else ", check_probabilities=False"))
+                + ("" if self.check_probabilities else ", check_probabilities=False")
+                + ("" if self.spacing is None else f", spacing={self.spacing}"))
 
 
 class _PairSumLoss(_DenseLoss):
@@ -50,9 +58,11 @@ class _PairSumLoss(_DenseLoss):
     image's affinity mass r^T A r, so that a weight means the same at any size; see
     wsloss.functional.affinity_mass)."""
 
-    def __init__(self, weight: float, sigma_rgb: float, sigma_xy: float, scale_factor: float = 1.0,
-                 gradient: str = "reference", reduction: str = "sum", *, check_probabilities: bool = True):
-        super().__init__(weight, sigma_rgb, sigma_xy, scale_factor, gradient, check_probabilities=check_probabilities)
+    def __init__(self, weight: float, sigma_rgb: float, sigma_xy: float, scale_factor: ScaleFactor = 1.0,
+                 gradient: str = "reference", reduction: str = "sum", *, check_probabilities: bool = True,
+                 spacing: Spacing = None):
+        super().__init__(weight, sigma_rgb, sigma_xy, scale_factor, gradient, check_probabilities=check_probabilities,
+                         spacing=spacing)
         self.reduction = reduction
 
     def extra_repr(self) -> str:
@@ -74,8 +84,7 @@ class DenseCRFLoss(_PairSumLoss):
     def forward(self, images: torch.Tensor, segmentations: torch.Tensor,
                 ROIs: Optional[torch.Tensor] = None) -> torch.Tensor:
         return functional.dense_crf_loss(images, segmentations, ROIs, self.weight, self.sigma_rgb, self.sigma_xy,
-                                         self.scale_factor, self.gradient, self.reduction,
-                                         check_probabilities=self.check_probabilities)
+                                         self.scale_factor, self.gradient, self.reduction, **self._options)
 
 
 class NormalizedCutLoss(_DenseLoss):
@@ -85,8 +94,7 @@ class NormalizedCutLoss(_DenseLoss):
     def forward(self, images: torch.Tensor, segmentations: torch.Tensor,
                 ROIs: Optional[torch.Tensor] = None) -> torch.Tensor:
         return functional.normalized_cut_loss(images, segmentations, ROIs, self.weight, self.sigma_rgb,
-                                              self.sigma_xy, self.scale_factor, self.gradient,
-                                              check_probabilities=self.check_probabilities)
+                                              self.sigma_xy, self.scale_factor, self.gradient, **self._options)
 
 
 class QuadraticCRFLoss(_PairSumLoss):
@@ -97,7 +105,7 @@ class QuadraticCRFLoss(_PairSumLoss):
                 ROIs: Optional[torch.Tensor] = None) -> torch.Tensor:
         return functional.quadratic_crf_loss(images, segmentations, ROIs, self.weight, self.sigma_rgb,
                                              self.sigma_xy, self.scale_factor, self.gradient, self.reduction,
-                                             check_probabilities=self.check_probabilities)
+                                             **self._options)
 
 
 class KernelCutLoss(_PairSumLoss):
@@ -105,17 +113,17 @@ class KernelCutLoss(_PairSumLoss):
     reduction=reduction) over one shared lattice; see wsloss.functional.kernel_cut_loss."""
 
     def __init__(self, weight: float, crf_weight: float, sigma_rgb: float, sigma_xy: float,
-                 scale_factor: float = 1.0, gradient: str = "reference", reduction: str = "sum", *,
-                 check_probabilities: bool = True):
+                 scale_factor: ScaleFactor = 1.0, gradient: str = "reference", reduction: str = "sum", *,
+                 check_probabilities: bool = True, spacing: Spacing = None):
         super().__init__(weight, sigma_rgb, sigma_xy, scale_factor, gradient, reduction,
-                         check_probabilities=check_probabilities)
+                         check_probabilities=check_probabilities, spacing=spacing)
         self.crf_weight = crf_weight
 
     def forward(self, images: torch.Tensor, segmentations: torch.Tensor,
                 ROIs: Optional[torch.Tensor] = None) -> torch.Tensor:
         return functional.kernel_cut_loss(images, segmentations, ROIs, self.weight, self.crf_weight,
                                           self.sigma_rgb, self.sigma_xy, self.scale_factor, self.gradient,
-                                          self.reduction, check_probabilities=self.check_probabilities)
+                                          self.reduction, **self._options)
 
     def extra_repr(self) -> str:
         return f"crf_weight={self.crf_weight}, " + super().extra_repr()
