@@ -519,31 +519,100 @@ def _check_contrast_sigma(sigma: float, dtype: torch.dtype) -> None:
                          f"(1 / (2 sigma^2) must be a normal {dtype} number), got {sigma}")
 
 
+from ._checks import check_per_axis  # noqa: E402  (the grid CRF's alone, kept beside it)
+
+# The grid CRF's neighbourhoods per number of spatial axes (images 2, volumes 3), the default first.
+GRID_NEIGHBOURHOODS = {2: (4, 8), 3: (6, 18, 26)}
+GRID_LAYOUTS = {2: "B x C x H x W", 3: "B x C x D x H x W"}
+
+
+def _grid_volume_region(rois: Optional[torch.Tensor], segmentations: torch.Tensor) -> torch.Tensor:
+    """The checked ROIs of B x K x D x H x W segmentations as B x D x H x W in the compute dtype;
+    all ones when None (_region's counterpart for volumes)."""
+    batch, _, depth, height, width = segmentations.shape
+    dtype = compute_dtype(segmentations.dtype)
+    if rois is None:
+        return torch.ones((batch, depth, height, width), dtype=dtype, device=segmentations.device)
+    check_tensor("ROIs", rois, dims=(4, 5), real=True)
+    rois = on_device_of("ROIs", rois, "segmentations", segmentations)
+    if rois.dim() == 5:
+        if rois.shape[1] != 1:
+            raise ValueError(f"ROIs must be B x D x H x W or B x 1 x D x H x W for volumes, got shape "
+                             f"{tuple(rois.shape)}")
+        rois = rois[:, 0]
+    if tuple(rois.shape) != (batch, depth, height, width):
+        raise ValueError(f"ROIs must be B x D x H x W = {batch} x {depth} x {height} x {width} for volumes, "
+                         f"got shape {tuple(rois.shape)}")
+    return rois.to(dtype)
+
+
+def _grid_inputs(images, segmentations, rois) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The checked inputs of grid_crf_loss: images B x C x H x W with segmentations B x K x H x W,
+    or volumes B x C x D x H x W with segmentations B x K x D x H x W (the segmentations' rank
+    decides, DESIGN §3); the ROIs as B x (D x) H x W in the compute dtype."""
+    check_tensor("segmentations", segmentations, dims=(4, 5), floating=True)
+    axes = segmentations.dim() - 2
+    if isinstance(images, torch.Tensor) and images.dim() != segmentations.dim():
+        raise ValueError(f"images must be {segmentations.dim()}-D like segmentations ({GRID_LAYOUTS[axes]} for "
+                         f"{'images' if axes == 2 else 'volumes'}), got shape {tuple(images.shape)}")
+    if axes == 2:
+        return _check_image_inputs(images, segmentations, rois)
+    check_tensor("images", images, dims=(5,), real=True)
+    batch, _, depth, height, width = segmentations.shape
+    if images.shape[0] != batch or images.shape[2:] != (depth, height, width):
+        raise ValueError(f"images must be B x C x D x H x W = {batch} x C x {depth} x {height} x {width} like "
+                         f"segmentations, got shape {tuple(images.shape)}")
+    images = on_device_of("images", images, "segmentations", segmentations)
+    return images, segmentations, _grid_volume_region(rois, segmentations)
+
+
+def _grid_neighbourhood(neighbourhood: Optional[int], axes: int) -> int:
+    """The neighbourhood of images (axes 2: 4 or 8) or volumes (axes 3: 6, 18 or 26); None is the
+    smallest (4, 6), the neighbours that share a face."""
+    choices = GRID_NEIGHBOURHOODS[axes]
+    if neighbourhood is None:
+        return choices[0]
+    if isinstance(neighbourhood, bool) or neighbourhood not in choices:
+        names = ", ".join(map(str, choices[:-1])) + f" or {choices[-1]}"
+        kind = "images (B x K x H x W segmentations)" if axes == 2 else "volumes (B x K x D x H x W segmentations)"
+        raise ValueError(f"neighbourhood must be {names} for {kind}, got {neighbourhood!r}")
+    return int(neighbourhood)
+
+
 def grid_crf_loss(
     images: torch.Tensor,
     segmentations: torch.Tensor,
     rois: Optional[torch.Tensor],
     weight: float,
     sigma: float,
-    neighbourhood: int = 4,
+    neighbourhood: Optional[int] = None,
     relaxation: str = "quadratic",
     *,
+    spacing=None,
     check_probabilities: bool = True,
 ) -> torch.Tensor:
     """Sparse grid CRF loss (Tang et al., ECCV 2018, Table 1; DESIGN §3): weight * (1/B) times the
-    sum over the neighbouring pairs p, q of the 4- or 8-connected grid (each pair once, both in
-    the ROI) of w_pq ||S_p - S_q||^2 ("quadratic") or w_pq sum_k (S_pk + S_qk)/2 - S_pk S_qk
-    ("bilinear": the Potts relaxation sum_k S_pk (1 - S_qk) for probabilities), with the
-    contrast weights of Boykov & Jolly (ICCV 2001) w_pq = exp(-||I_p - I_q||^2 / (2 sigma^2)) /
-    dist(p, q), I the images in their own scale. One pass over S forward, one backward, the
-    weights computed on the fly (C++ and CUDA kernels).
+    sum over the neighbouring pairs p, q of the grid (each pair once, both in the ROI) of
+    w_pq ||S_p - S_q||^2 ("quadratic") or w_pq sum_k (S_pk + S_qk)/2 - S_pk S_qk ("bilinear": the
+    Potts relaxation sum_k S_pk (1 - S_qk) for probabilities), with the contrast weights of
+    Boykov & Jolly (ICCV 2001) w_pq = exp(-||I_p - I_q||^2 / (2 sigma^2)) / dist(p, q), I the
+    images in their own scale. One pass over S forward, one backward, the weights computed on
+    the fly (C++ and CUDA kernels).
+
+    Images: images B x C x H x W, segmentations B x K x H x W, ROIs B x H x W or B x 1 x H x W,
+    neighbourhood 4 or 8. Volumes: images B x C x D x H x W, segmentations B x K x D x H x W,
+    ROIs B x D x H x W or B x 1 x D x H x W, neighbourhood 6 (faces), 18 (and edges) or 26 (and
+    corners). The segmentations' rank decides; neighbourhood None is 4 for images, 6 for
+    volumes. spacing is the physical pixel (voxel) size, (sy, sx) or (sz, sy, sx) or one number
+    for every axis (None: 1): dist(p, q) = sqrt((dz sz)^2 + (dy sy)^2 + (dx sx)^2).
     """
     rois_given = rois is not None
-    images, segmentations, rois = _check_image_inputs(images, segmentations, rois)
+    images, segmentations, rois = _grid_inputs(images, segmentations, rois)
+    axes = segmentations.dim() - 2
     weight = check_real("weight", weight)
     sigma = check_positive("sigma", sigma)
-    if neighbourhood not in (4, 8):
-        raise ValueError(f"neighbourhood must be 4 or 8, got {neighbourhood!r}")
+    neighbourhood = _grid_neighbourhood(neighbourhood, axes)
+    spacing = check_per_axis("spacing", spacing, axes)
     check_choice("relaxation", relaxation, RELAXATIONS)
     dtype = rois.dtype
     _check_contrast_sigma(sigma, dtype)
@@ -556,5 +625,6 @@ def grid_crf_loss(
         if not bool(images_valid):
             raise ValueError(f"images must be finite in {dtype}, got NaN or Inf")
         _check_input_flags(flags)
-    energy = ops.grid_crf(segmentations.to(dtype), images, rois, sigma, neighbourhood, relaxation == "bilinear")
+    energy = ops.grid_crf(segmentations.to(dtype), images, rois, sigma, neighbourhood, relaxation == "bilinear",
+                          list(spacing))
     return energy.sum() * (weight / segmentations.shape[0])
