@@ -519,7 +519,12 @@ def _check_contrast_sigma(sigma: float, dtype: torch.dtype) -> None:
                          f"(1 / (2 sigma^2) must be a normal {dtype} number), got {sigma}")
 
 
-from ._checks import check_per_axis  # noqa: E402  (the grid CRF's alone, kept beside it)
+from typing import Sequence, Union  # noqa: E402  (the grid CRF's alone, kept beside it)
+
+from ._checks import check_per_axis  # noqa: E402
+
+# The grid CRF's spacing: one number for every axis, or one per axis, (sy, sx) or (sz, sy, sx).
+Spacing = Union[float, Sequence[float], torch.Tensor, None]
 
 # The grid CRF's neighbourhoods per number of spatial axes (images 2, volumes 3), the default first.
 GRID_NEIGHBOURHOODS = {2: (4, 8), 3: (6, 18, 26)}
@@ -588,7 +593,7 @@ def grid_crf_loss(
     neighbourhood: Optional[int] = None,
     relaxation: str = "quadratic",
     *,
-    spacing=None,
+    spacing: Spacing = None,
     check_probabilities: bool = True,
 ) -> torch.Tensor:
     """Sparse grid CRF loss (Tang et al., ECCV 2018, Table 1; DESIGN §3): weight * (1/B) times the

@@ -130,7 +130,8 @@ class GridCRFLoss(nn.Module):
     needs_images = True
 
     def __init__(self, weight: float, sigma: float, neighbourhood: Optional[int] = None,
-                 relaxation: str = "quadratic", *, spacing=None, check_probabilities: bool = True):
+                 relaxation: str = "quadratic", *, spacing: functional.Spacing = None,
+                 check_probabilities: bool = True):
         super().__init__()
         self.weight = weight
         self.sigma = sigma
