@@ -80,15 +80,17 @@ TORCH_LIBRARY(wsloss, m) {
   m.def(
       "em_adapt(Tensor logits, Tensor present, Tensor order, float bg_portion, float fg_portion, "
       "bool suppress_absent, float margin) -> (Tensor labels, Tensor biases)");
-  // Sparse grid CRF (DESIGN §3): segmentations [B, K, H, W] float32/float64, images [B, C, H, W]
-  // and rois [B, H, W] of the same dtype -> the energy of the pairs (p, p + o_e) starting at
-  // each pixel, [B, H, W] (directions o_e: right, down; with neighbourhood 8 also down-right,
-  // down-left; weights roi_p roi_q exp(-|I_p - I_q|^2 / (2 sigma^2)) / |o_e|).
+  // Sparse grid CRF (DESIGN §3): segmentations [B, K, H, W] (images) or [B, K, D, H, W] (volumes)
+  // float32/float64, images [B, C, (D,) H, W] and rois [B, (D,) H, W] of the same dtype -> the
+  // energy of the pairs (p, p + o_e) starting at each voxel, [B, (D,) H, W]; o_e the half
+  // neighbourhood of neighbourhood 4 or 8 (images), 6, 18 or 26 (volumes), weights
+  // roi_p roi_q exp(-|I_p - I_q|^2 / (2 sigma^2)) / dist(o_e) with dist measured in spacing
+  // ((sy, sx) or (sz, sy, sx); None: 1 per axis).
   m.def(
       "grid_crf(Tensor segmentations, Tensor images, Tensor rois, float sigma, int neighbourhood, "
-      "bool bilinear) -> Tensor");
-  // d(sum grad_energy * energy) / d segmentations, [B, K, H, W].
+      "bool bilinear, float[]? spacing=None) -> Tensor");
+  // d(sum grad_energy * energy) / d segmentations, like the segmentations.
   m.def(
       "grid_crf_backward(Tensor grad_energy, Tensor segmentations, Tensor images, Tensor rois, float sigma, "
-      "int neighbourhood, bool bilinear) -> Tensor");
+      "int neighbourhood, bool bilinear, float[]? spacing=None) -> Tensor");
 }

@@ -296,7 +296,7 @@ def test_bbox_seg_on_volumes_keeps_the_background_outside_and_the_box_class_at_t
 
 def test_volume_images_with_image_segmentations_are_refused_naming_images(rng):
     images, seg, roi = float32_volumes(rng)
-    with pytest.raises(ValueError, match="images must be B x C x H x W"):
+    with pytest.raises(ValueError, match="images must be 4-D like segmentations: B x C x H x W"):
         wsloss.functional.dense_crf_loss(images, seg[:, :, 0], roi[:, 0], 1.0, SIGMA_RGB, SIGMA_XY)
 
 

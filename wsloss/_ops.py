@@ -75,17 +75,18 @@ torch.library.register_autograd(
 
 
 @torch.library.register_fake("wsloss::grid_crf")
-def _grid_crf_fake(segmentations, images, rois, sigma, neighbourhood, bilinear):
-    batch, _, height, width = segmentations.shape
-    return segmentations.new_empty((batch, height, width))
+def _grid_crf_fake(segmentations, images, rois, sigma, neighbourhood, bilinear, spacing=None):
+    # One energy per pixel (voxel): B x H x W for images, B x D x H x W for volumes.
+    return segmentations.new_empty((segmentations.shape[0], *segmentations.shape[2:]))
 
 
 @torch.library.register_fake("wsloss::grid_crf_backward")
-def _grid_crf_backward_fake(grad_energy, segmentations, images, rois, sigma, neighbourhood, bilinear):
+def _grid_crf_backward_fake(grad_energy, segmentations, images, rois, sigma, neighbourhood, bilinear, spacing=None):
     return segmentations.new_empty(segmentations.shape)
 
 
 def _grid_crf_setup_context(ctx, inputs, output):
+    # options: sigma, neighbourhood, bilinear, spacing, the backward op's trailing arguments.
     segmentations, images, rois, *ctx.options = inputs
     ctx.save_for_backward(segmentations, images, rois)
 
@@ -94,7 +95,7 @@ def _grid_crf_backward(ctx, grad):
     if torch.is_grad_enabled():  # create_graph: grid_crf_backward has no derivative, never return zero
         raise RuntimeError("wsloss's grid CRF loss supports no double backward (create_graph=True)")
     grad_segmentations = ops.grid_crf_backward(grad.contiguous(), *ctx.saved_tensors, *ctx.options)
-    return grad_segmentations, None, None, None, None, None
+    return (grad_segmentations,) + (None,) * (2 + len(ctx.options))
 
 
 torch.library.register_autograd("wsloss::grid_crf", _grid_crf_backward, setup_context=_grid_crf_setup_context)

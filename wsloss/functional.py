@@ -252,16 +252,17 @@ def _check_input_flags(flags: Optional[List[torch.Tensor]]) -> None:
 
 def _check_image_inputs(images, segmentations, rois) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Images and segmentations of one rank: B x C x H x W and B x K x H x W (images), or
-    B x C x D x H x W and B x K x D x H x W (volumes); the ROIs as _region."""
+    B x C x D x H x W and B x K x D x H x W (volumes; the segmentations' rank decides); the ROIs
+    as _region."""
     check_tensor("segmentations", segmentations, dims=(4, 5), floating=True)
     check_tensor("images", images, dims=(4, 5), real=True)
     batch, spatial = segmentations.shape[0], tuple(segmentations.shape[2:])
-    if images.dim() != segmentations.dim() or images.shape[0] != batch or tuple(images.shape[2:]) != spatial:
-        axes = axes_text(len(spatial))
-        raise ValueError(
-            f"images must be B x C x {axes} = {batch} x C x {shape_text(spatial)} like segmentations "
-            f"(shape {tuple(segmentations.shape)}), got shape {tuple(images.shape)}"
-        )
+    expected = f"B x C x {axes_text(len(spatial))} = {batch} x C x {shape_text(spatial)} like segmentations"
+    if images.dim() != segmentations.dim():
+        raise ValueError(f"images must be {segmentations.dim()}-D like segmentations: {expected}, got shape "
+                         f"{tuple(images.shape)}")
+    if images.shape[0] != batch or tuple(images.shape[2:]) != spatial:
+        raise ValueError(f"images must be {expected}, got shape {tuple(images.shape)}")
     images = on_device_of("images", images, "segmentations", segmentations)
     return images, segmentations, _region(rois, segmentations)
 
@@ -570,31 +571,57 @@ def _check_contrast_sigma(sigma: float, dtype: torch.dtype) -> None:
                          f"(1 / (2 sigma^2) must be a normal {dtype} number), got {sigma}")
 
 
+# The grid CRF's neighbourhoods per number of spatial axes (images 2, volumes 3), the default first.
+GRID_NEIGHBOURHOODS = {2: (4, 8), 3: (6, 18, 26)}
+
+
+def _grid_neighbourhood(neighbourhood: Optional[int], axes: int) -> int:
+    """The neighbourhood of images (axes 2: 4 or 8) or volumes (axes 3: 6, 18 or 26); None is the
+    smallest (4, 6), the neighbours that share a face."""
+    choices = GRID_NEIGHBOURHOODS[axes]
+    if neighbourhood is None:
+        return choices[0]
+    if isinstance(neighbourhood, bool) or neighbourhood not in choices:
+        names = ", ".join(map(str, choices[:-1])) + f" or {choices[-1]}"
+        kind = "images (B x K x H x W segmentations)" if axes == 2 else "volumes (B x K x D x H x W segmentations)"
+        raise ValueError(f"neighbourhood must be {names} for {kind}, got {neighbourhood!r}")
+    return int(neighbourhood)
+
+
 def grid_crf_loss(
     images: torch.Tensor,
     segmentations: torch.Tensor,
     rois: Optional[torch.Tensor],
     weight: float,
     sigma: float,
-    neighbourhood: int = 4,
+    neighbourhood: Optional[int] = None,
     relaxation: str = "quadratic",
     *,
+    spacing: Spacing = None,
     check_probabilities: bool = True,
 ) -> torch.Tensor:
     """Sparse grid CRF loss (Tang et al., ECCV 2018, Table 1; DESIGN §3): weight * (1/B) times the
-    sum over the neighbouring pairs p, q of the 4- or 8-connected grid (each pair once, both in
-    the ROI) of w_pq ||S_p - S_q||^2 ("quadratic") or w_pq sum_k (S_pk + S_qk)/2 - S_pk S_qk
-    ("bilinear": the Potts relaxation sum_k S_pk (1 - S_qk) for probabilities), with the
-    contrast weights of Boykov & Jolly (ICCV 2001) w_pq = exp(-||I_p - I_q||^2 / (2 sigma^2)) /
-    dist(p, q), I the images in their own scale. One pass over S forward, one backward, the
-    weights computed on the fly (C++ and CUDA kernels).
+    sum over the neighbouring pairs p, q of the grid (each pair once, both in the ROI) of
+    w_pq ||S_p - S_q||^2 ("quadratic") or w_pq sum_k (S_pk + S_qk)/2 - S_pk S_qk ("bilinear": the
+    Potts relaxation sum_k S_pk (1 - S_qk) for probabilities), with the contrast weights of
+    Boykov & Jolly (ICCV 2001) w_pq = exp(-||I_p - I_q||^2 / (2 sigma^2)) / dist(p, q), I the
+    images in their own scale. One pass over S forward, one backward, the weights computed on
+    the fly (C++ and CUDA kernels).
+
+    Images: images B x C x H x W, segmentations B x K x H x W, ROIs B x H x W or B x 1 x H x W,
+    neighbourhood 4 or 8. Volumes: images B x C x D x H x W, segmentations B x K x D x H x W,
+    ROIs B x D x H x W or B x 1 x D x H x W, neighbourhood 6 (faces), 18 (and edges) or 26 (and
+    corners). The segmentations' rank decides; neighbourhood None is 4 for images, 6 for
+    volumes. spacing is the physical pixel (voxel) size, (sy, sx) or (sz, sy, sx) or one number
+    for every axis (None: 1): dist(p, q) = sqrt((dz sz)^2 + (dy sy)^2 + (dx sx)^2).
     """
     rois_given = rois is not None
     images, segmentations, rois = _check_image_inputs(images, segmentations, rois)
+    axes = segmentations.dim() - 2
     weight = check_real("weight", weight)
     sigma = check_positive("sigma", sigma)
-    if neighbourhood not in (4, 8):
-        raise ValueError(f"neighbourhood must be 4 or 8, got {neighbourhood!r}")
+    neighbourhood = _grid_neighbourhood(neighbourhood, axes)
+    spacing = check_per_axis("spacing", spacing, axes)
     check_choice("relaxation", relaxation, RELAXATIONS)
     dtype = rois.dtype
     _check_contrast_sigma(sigma, dtype)
@@ -607,5 +634,6 @@ def grid_crf_loss(
         if not bool(images_valid):
             raise ValueError(f"images must be finite in {dtype}, got NaN or Inf")
         _check_input_flags(flags)
-    energy = ops.grid_crf(segmentations.to(dtype), images, rois, sigma, neighbourhood, relaxation == "bilinear")
+    energy = ops.grid_crf(segmentations.to(dtype), images, rois, sigma, neighbourhood, relaxation == "bilinear",
+                          list(spacing))
     return energy.sum() * (weight / segmentations.shape[0])

@@ -130,28 +130,34 @@ class KernelCutLoss(_PairSumLoss):
 
 
 class GridCRFLoss(nn.Module):
-    """Sparse contrast-sensitive Potts CRF on the 4- or 8-connected pixel grid (Boykov & Jolly
-    weights; Tang et al., ECCV 2018); see wsloss.functional.grid_crf_loss."""
+    """Sparse contrast-sensitive Potts CRF on the pixel grid of images (4- or 8-connected) or the
+    voxel grid of volumes (6-, 18- or 26-connected) (Boykov & Jolly weights; Tang et al., ECCV
+    2018); neighbourhood None is 4 for images and 6 for volumes, spacing the physical pixel
+    (voxel) size; see wsloss.functional.grid_crf_loss."""
 
     needs_images = True
 
-    def __init__(self, weight: float, sigma: float, neighbourhood: int = 4, relaxation: str = "quadratic", *,
+    def __init__(self, weight: float, sigma: float, neighbourhood: Optional[int] = None,
+                 relaxation: str = "quadratic", *, spacing: Spacing = None,
                  check_probabilities: bool = True):
         super().__init__()
         self.weight = weight
         self.sigma = sigma
         self.neighbourhood = neighbourhood
         self.relaxation = relaxation
+        self.spacing = spacing
         self.check_probabilities = check_probabilities
 
     def forward(self, images: torch.Tensor, segmentations: torch.Tensor,
                 ROIs: Optional[torch.Tensor] = None) -> torch.Tensor:
         return functional.grid_crf_loss(images, segmentations, ROIs, self.weight, self.sigma, self.neighbourhood,
-                                        self.relaxation, check_probabilities=self.check_probabilities)
+                                        self.relaxation, spacing=self.spacing,
+                                        check_probabilities=self.check_probabilities)
 
     def extra_repr(self) -> str:
+        spacing = "" if self.spacing is None else f", spacing={self.spacing}"
         return (f"weight={self.weight}, sigma={self.sigma}, neighbourhood={self.neighbourhood}, "
-                f"relaxation={self.relaxation!r}")
+                f"relaxation={self.relaxation!r}{spacing}")
 
 
 class EntropyLoss(nn.Module):

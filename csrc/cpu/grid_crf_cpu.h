@@ -1,7 +1,8 @@
-// Sparse grid CRF on the CPU (docs/DESIGN.md §3), one image row at a time. The row's interior
-// pixels run class plane by class plane in loops over x that the compiler vectorizes;
-// the two border pixels use the per-pixel functions of grid_crf_math.h. Torch-free so that
-// the C++ tests can run it; parallel_for(begin, end, grain, f) runs the rows of all images.
+// Sparse grid CRF on the CPU (docs/DESIGN.md §3), one row of voxels (b, z, y) at a time. The row's
+// interior voxels run class plane by class plane in loops over x that the compiler vectorizes;
+// the two border voxels use the per-voxel functions of grid_crf_math.h. Images are volumes of
+// depth 1. Torch-free so that the C++ tests can run it; parallel_for(begin, end, grain, f) runs
+// the rows of all images and volumes.
 #pragma once
 
 #include <algorithm>
@@ -28,74 +29,85 @@ template <bool kBilinear, typename T>
   for (int64_t x = 1; x < count; ++x) f[x] += grid_pair_term<kBilinear>(s[x], t[x]);
 }
 
-// energy[x] of row y: sum_e w_e(p) sum_k term(S_pk, S_{p+o_e,k}).
+// Whether the row (z, y) + step * (dz, dy) of direction e lies in the volume (step = +1: the
+// pairs that start on row (z, y), -1: those that end there). The interior voxels' x + dx is
+// always inside, so the row decides for all of them.
+template <int E, typename T>
+bool grid_row_inside(const GridCrfImage<T>& g, int64_t z, int64_t y, int step, int e) {
+  int dz, dy, dx;
+  grid_offset(E, e, dz, dy, dx);
+  const int64_t z2 = z + step * dz, y2 = y + step * dy;
+  return z2 >= 0 && z2 < g.depth && y2 >= 0 && y2 < g.height;
+}
+
+// The index offset of direction e.
+template <int E, typename T>
+int64_t grid_direction_step(const GridCrfImage<T>& g, int e) {
+  int dz, dy, dx;
+  grid_offset(E, e, dz, dy, dx);
+  return grid_step(g, dz, dy, dx);
+}
+
+// energy[x] of row (z, y): sum_e w_e(p) sum_k term(S_pk, S_{p+o_e,k}).
 template <int E, bool kBilinear, typename T>
-void grid_row_energy(const GridCrfImage<T>& g, int64_t y, T* energy, std::vector<T>& scratch) {
-  const int64_t width = g.width, n = g.height * width;
-  energy[0] = grid_pixel_energy<E>(g, y, 0);
+void grid_row_energy(const GridCrfImage<T>& g, int64_t z, int64_t y, T* energy, std::vector<T>& scratch) {
+  const int64_t width = g.width, n = g.depth * g.height * width, row = (z * g.height + y) * width;
+  energy[0] = grid_voxel_energy<E>(g, z, y, 0);
   if (width == 1) return;
-  energy[width - 1] = grid_pixel_energy<E>(g, y, width - 1);
+  energy[width - 1] = grid_voxel_energy<E>(g, z, y, width - 1);
   if (width == 2) return;
   scratch.assign(E * width, T(0));
   T* f = scratch.data();
   bool row_inside[E];
+  int64_t step[E];
   for (int e = 0; e < E; ++e) {
-    int dy, dx;
-    grid_offset(e, dy, dx);
-    row_inside[e] = y + dy < g.height;
+    row_inside[e] = grid_row_inside<E>(g, z, y, 1, e);
+    step[e] = grid_direction_step<E>(g, e);
   }
   for (int64_t k = 0; k < g.classes; ++k) {
-    const T* s = g.segmentation + k * n + y * width;
+    const T* s = g.segmentation + k * n + row;
     for (int e = 0; e < E; ++e) {
-      if (!row_inside[e]) continue;
-      int dy, dx;
-      grid_offset(e, dy, dx);
-      add_pair_terms<kBilinear>(f + e * width, s, s + dy * width + dx, width - 1);
+      if (row_inside[e]) add_pair_terms<kBilinear>(f + e * width, s, s + step[e], width - 1);
     }
   }
   for (int64_t x = 1; x < width - 1; ++x) {
-    const int64_t p = y * width + x;
+    const int64_t p = row + x;
     T acc = T(0);
     for (int e = 0; e < E; ++e) {
-      if (!row_inside[e]) continue;
-      int dy, dx;
-      grid_offset(e, dy, dx);
-      acc += grid_pair_weight(g, p, p + dy * width + dx, e) * f[e * width + x];
+      if (row_inside[e]) acc += grid_pair_weight(g, p, p + step[e], e) * f[e * width + x];
     }
     energy[x] = acc;
   }
 }
 
-// The gradient of row y, every class: out[k][y][x] (out points at the image's [K][H][W]).
+// The gradient of row (z, y), every class: out[k][z][y][x] (out points at the volume's [K][D][H][W]).
 template <int E, bool kBilinear, typename T>
-void grid_row_gradient(const GridCrfImage<T>& g, const T* grad_energy, int64_t y, T* out, std::vector<T>& scratch) {
-  const int64_t width = g.width, n = g.height * width;
-  grid_pixel_gradient<E>(g, grad_energy, y, 0, out);
+void grid_row_gradient(const GridCrfImage<T>& g, const T* grad_energy, int64_t z, int64_t y, T* out,
+                       std::vector<T>& scratch) {
+  const int64_t width = g.width, n = g.depth * g.height * width, row = (z * g.height + y) * width;
+  grid_voxel_gradient<E>(g, grad_energy, z, y, 0, out);
   if (width == 1) return;
-  grid_pixel_gradient<E>(g, grad_energy, y, width - 1, out);
+  grid_voxel_gradient<E>(g, grad_energy, z, y, width - 1, out);
   if (width == 2) return;
-  // c_j[x]: the coefficient of the pair j of pixel (y, x) (E starting there, E ending
+  // c_j[x]: the coefficient of the pair j of voxel (z, y, x) (E starting there, E ending
   // there); o_j its neighbour's offset. A missing row gets 0 and the offset 0.
   scratch.assign(2 * E * width, T(0));
   T* c = scratch.data();
   int64_t o[2 * E];
   for (int e = 0; e < E; ++e) {
-    int dy, dx;
-    grid_offset(e, dy, dx);
-    const int64_t step = dy * width + dx;
-    const bool forward = y + dy < g.height, backward = y - dy >= 0;
+    const int64_t step = grid_direction_step<E>(g, e);
+    const bool forward = grid_row_inside<E>(g, z, y, 1, e), backward = grid_row_inside<E>(g, z, y, -1, e);
     o[e] = forward ? step : 0;
     o[E + e] = backward ? -step : 0;
-    const int64_t p = y * width;
     for (int64_t x = 1; x < width - 1; ++x) {
-      const int64_t q = p + x;
+      const int64_t q = row + x;
       if (forward) c[e * width + x] = grad_energy[q] * grid_pair_weight(g, q, q + step, e);
       if (backward) c[(E + e) * width + x] = grad_energy[q - step] * grid_pair_weight(g, q - step, q, e);
     }
   }
   for (int64_t k = 0; k < g.classes; ++k) {
-    const T* s = g.segmentation + k * n + y * width;
-    T* dst = out + k * n + y * width;
+    const T* s = g.segmentation + k * n + row;
+    T* dst = out + k * n + row;
     // One pass over the row per pair j (the row stays in L1), so that each loop vectorizes.
     for (int64_t x = 1; x < width - 1; ++x) dst[x] = T(0);
     for (int j = 0; j < 2 * E; ++j) add_pair_derivatives<kBilinear>(dst, c + j * width, s, s + o[j], width - 1);
@@ -105,29 +117,23 @@ void grid_row_gradient(const GridCrfImage<T>& g, const T* grad_energy, int64_t y
 // Rows per parallel_for chunk: about this many segmentation values (K * W per row).
 constexpr int64_t kGridRowGrainValues = 32768;
 
-// Image b of a batch stored image after image ([B][K][H][W], [B][C][H][W], [B][H][W]),
-// given the view of image 0.
-template <typename T>
-GridCrfImage<T> grid_batch_image(const GridCrfImage<T>& first, int64_t b) {
-  const int64_t n = first.height * first.width;
-  GridCrfImage<T> g = first;
-  g.segmentation += b * first.classes * n;
-  g.image += b * first.channels * n;
-  g.roi += b * n;
-  return g;
-}
-
-// f(directions, bilinear) with both as compile-time constants (std::integral_constant):
-// E = 4 for the 8-neighbourhood, else E = 2 (4-neighbourhood).
+// f(directions, bilinear) with both as compile-time constants (std::integral_constant): E of
+// grid_directions(neighbourhood), 2 (4-neighbourhood) for an unknown one (the wrappers refuse it).
 template <class F>
 void with_grid_kind(int64_t neighbourhood, bool bilinear, const F& f) {
-  using Four = std::integral_constant<int, 4>;
-  using Two = std::integral_constant<int, 2>;
-  if (neighbourhood == 8) bilinear ? f(Four{}, std::true_type{}) : f(Four{}, std::false_type{});
-  else bilinear ? f(Two{}, std::true_type{}) : f(Two{}, std::false_type{});
+  const auto with_bilinear = [&](auto directions) {
+    bilinear ? f(directions, std::true_type{}) : f(directions, std::false_type{});
+  };
+  switch (grid_directions(neighbourhood)) {
+    case 4: with_bilinear(std::integral_constant<int, 4>{}); break;
+    case 3: with_bilinear(std::integral_constant<int, 3>{}); break;
+    case 9: with_bilinear(std::integral_constant<int, 9>{}); break;
+    case 13: with_bilinear(std::integral_constant<int, 13>{}); break;
+    default: with_bilinear(std::integral_constant<int, 2>{}); break;
+  }
 }
 
-// f(row, scratch) for the rows b * H + y of all images, in parallel; one scratch per chunk.
+// f(row, scratch) for the rows (b * D + z) * H + y of all volumes, in parallel; one scratch per chunk.
 template <typename T, class ParallelFor, class F>
 void for_each_grid_row(int64_t rows, int64_t row_values, const ParallelFor& parallel_for, const F& f) {
   const int64_t grain = std::max<int64_t>(1, kGridRowGrainValues / std::max<int64_t>(1, row_values));
@@ -137,36 +143,42 @@ void for_each_grid_row(int64_t rows, int64_t row_values, const ParallelFor& para
   });
 }
 
-// The energy [B][H][W] of `batch` images, image 0 viewed by `first` (first.bilinear picks the
-// term); neighbourhood 4 or 8. energy[b][y][x] holds the pairs that start at (y, x).
+// The energy [B][D][H][W] of `batch` volumes (images: D = 1), volume 0 viewed by `first`
+// (first.bilinear picks the term, first.inverse_length holds the directions' 1 / dist);
+// neighbourhood 4 or 8 (images), 6, 18 or 26 (volumes). energy[b][z][y][x] holds the pairs that
+// start at (z, y, x).
 template <typename T, class ParallelFor>
 void grid_crf_energy(const GridCrfImage<T>& first, int64_t batch, int64_t neighbourhood, T* energy,
                      const ParallelFor& parallel_for) {
-  const int64_t height = first.height, width = first.width;
+  const int64_t depth = first.depth, height = first.height, width = first.width;
   if (width == 0) return;
   with_grid_kind(neighbourhood, first.bilinear, [&](auto directions, auto bilinear) {
-    for_each_grid_row<T>(batch * height, width * first.classes, parallel_for,
+    for_each_grid_row<T>(batch * depth * height, width * first.classes, parallel_for,
                          [&](int64_t row, std::vector<T>& scratch) {
+                           const int64_t plane = row % (depth * height);
                            grid_row_energy<decltype(directions)::value, decltype(bilinear)::value>(
-                               grid_batch_image(first, row / height), row % height, energy + row * width, scratch);
+                               grid_batch_image(first, row / (depth * height)), plane / height, plane % height,
+                               energy + row * width, scratch);
                          });
   });
 }
 
-// The gradient [B][K][H][W] of sum grad_energy * energy (grad_energy [B][H][W]) with respect to
-// the segmentations, for the images of grid_crf_energy.
+// The gradient [B][K][D][H][W] of sum grad_energy * energy (grad_energy [B][D][H][W]) with
+// respect to the segmentations, for the volumes of grid_crf_energy.
 template <typename T, class ParallelFor>
 void grid_crf_gradient(const GridCrfImage<T>& first, int64_t batch, int64_t neighbourhood, const T* grad_energy,
                        T* grad, const ParallelFor& parallel_for) {
-  const int64_t height = first.height, width = first.width, classes = first.classes;
+  const int64_t depth = first.depth, height = first.height, width = first.width, classes = first.classes;
+  const int64_t n = depth * height * width;
   if (width == 0) return;
   with_grid_kind(neighbourhood, first.bilinear, [&](auto directions, auto bilinear) {
-    for_each_grid_row<T>(batch * height, width * classes, parallel_for, [&](int64_t row, std::vector<T>& scratch) {
-      const int64_t b = row / height;
-      grid_row_gradient<decltype(directions)::value, decltype(bilinear)::value>(
-          grid_batch_image(first, b), grad_energy + b * height * width, row % height,
-          grad + b * classes * height * width, scratch);
-    });
+    for_each_grid_row<T>(batch * depth * height, width * classes, parallel_for,
+                         [&](int64_t row, std::vector<T>& scratch) {
+                           const int64_t b = row / (depth * height), plane = row % (depth * height);
+                           grid_row_gradient<decltype(directions)::value, decltype(bilinear)::value>(
+                               grid_batch_image(first, b), grad_energy + b * n, plane / height, plane % height,
+                               grad + b * classes * n, scratch);
+                         });
   });
 }
 

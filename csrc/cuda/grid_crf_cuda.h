@@ -12,18 +12,17 @@ namespace cuda {
 
 template <typename T>
 struct GridCrfBuffers {
-  const T* segmentations;  // [B][K][H][W]
-  const T* images;         // [B][C][H][W]
-  const T* rois;           // [B][H][W]
-  const T* grad_energy;    // [B][H][W] (backward only)
-  T* out;                  // energy [B][H][W], or the gradient [B][K][H][W]
-  int64_t batch, classes, channels, height, width;
-  int directions;  // E: 2 or 4
-  T contrast_scale;  // 1 / (2 sigma^2)
-  bool bilinear;
+  // Image (volume) 0 of the batch: segmentations [B][K][D][H][W], images [B][C][D][H][W], rois
+  // [B][D][H][W] (D = 1 for images), with the contrast scale, the relaxation and the directions'
+  // 1 / dist; grid_batch_image gives the others.
+  GridCrfImage<T> first;
+  const T* grad_energy;  // [B][D][H][W] (backward only)
+  T* out;                // energy [B][D][H][W], or the gradient [B][K][D][H][W]
+  int64_t batch;
+  int directions;  // E: 2 or 4 (images), 3, 9 or 13 (volumes)
 };
 
-// Thread per pixel, consecutive threads on consecutive columns.
+// Thread per voxel, consecutive threads on consecutive columns.
 template <typename T>
 cudaError_t grid_crf_energy(const GridCrfBuffers<T>& buffers, cudaStream_t stream);
 template <typename T>

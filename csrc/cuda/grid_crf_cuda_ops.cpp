@@ -13,30 +13,20 @@ namespace {
 
 // The whole batch of a call (grid_crf_call / grid_crf_backward_call).
 template <typename T>
-cuda::GridCrfBuffers<T> grid_buffers(const GridCrfCall& call, double sigma, int64_t neighbourhood, bool bilinear) {
-  const at::Tensor& s = call.segmentations;
-  return {s.data_ptr<T>(),
-          call.images.data_ptr<T>(),
-          call.rois.data_ptr<T>(),
-          call.grad_energy.defined() ? call.grad_energy.data_ptr<T>() : nullptr,
-          call.out.data_ptr<T>(),
-          s.size(0),
-          s.size(1),
-          call.images.size(1),
-          s.size(2),
-          s.size(3),
-          static_cast<int>(neighbourhood / 2),
-          static_cast<T>(grid_contrast_scale(sigma)),
-          bilinear};
+cuda::GridCrfBuffers<T> grid_buffers(const GridCrfCall& call, double sigma, int64_t neighbourhood, bool bilinear,
+                                     GridSpacingArgument spacing) {
+  return {grid_crf_image<T>(call, sigma, neighbourhood, bilinear, spacing),
+          call.grad_energy.defined() ? call.grad_energy.data_ptr<T>() : nullptr, call.out.data_ptr<T>(),
+          call.segmentations.size(0), grid_directions(neighbourhood)};
 }
 
 at::Tensor grid_crf_cuda(const at::Tensor& segmentations, const at::Tensor& images, const at::Tensor& rois,
-                         double sigma, int64_t neighbourhood, bool bilinear) {
-  check_grid_crf(segmentations, images, rois, sigma, neighbourhood);
+                         double sigma, int64_t neighbourhood, bool bilinear, GridSpacingArgument spacing) {
+  check_grid_crf(segmentations, images, rois, sigma, neighbourhood, spacing);
   const c10::cuda::CUDAGuard guard(segmentations.device());
   const GridCrfCall call = grid_crf_call(segmentations, images, rois, segmentations.options());
   AT_DISPATCH_FLOATING_TYPES(segmentations.scalar_type(), "grid_crf_cuda", [&] {
-    C10_CUDA_CHECK(cuda::grid_crf_energy(grid_buffers<scalar_t>(call, sigma, neighbourhood, bilinear),
+    C10_CUDA_CHECK(cuda::grid_crf_energy(grid_buffers<scalar_t>(call, sigma, neighbourhood, bilinear, spacing),
                                          c10::cuda::getCurrentCUDAStream()));
   });
   return call.out;
@@ -44,12 +34,12 @@ at::Tensor grid_crf_cuda(const at::Tensor& segmentations, const at::Tensor& imag
 
 at::Tensor grid_crf_backward_cuda(const at::Tensor& grad_energy, const at::Tensor& segmentations,
                                   const at::Tensor& images, const at::Tensor& rois, double sigma,
-                                  int64_t neighbourhood, bool bilinear) {
-  check_grid_crf_backward(grad_energy, segmentations, images, rois, sigma, neighbourhood);
+                                  int64_t neighbourhood, bool bilinear, GridSpacingArgument spacing) {
+  check_grid_crf_backward(grad_energy, segmentations, images, rois, sigma, neighbourhood, spacing);
   const c10::cuda::CUDAGuard guard(segmentations.device());
   const GridCrfCall call = grid_crf_backward_call(grad_energy, segmentations, images, rois, segmentations.options());
   AT_DISPATCH_FLOATING_TYPES(segmentations.scalar_type(), "grid_crf_backward_cuda", [&] {
-    C10_CUDA_CHECK(cuda::grid_crf_gradient(grid_buffers<scalar_t>(call, sigma, neighbourhood, bilinear),
+    C10_CUDA_CHECK(cuda::grid_crf_gradient(grid_buffers<scalar_t>(call, sigma, neighbourhood, bilinear, spacing),
                                            c10::cuda::getCurrentCUDAStream()));
   });
   return call.out;
