@@ -10,7 +10,6 @@ one 64x64 image) gives the lattice's approximation error. Prints a table, writes
 
     python benchmarks/dense_crf_inference.py [--device cuda] [--json wsloss-bench/crf.json]
 """
-import json
 import os
 import platform
 import sys
@@ -140,10 +139,7 @@ def main():
     exact = exact_error(generator)
     print("# exact dense mean field (float64, one 64x64 photograph, K=21, theta_alpha=8): "
           + ", ".join(f"{k} {v:.4g}" for k, v in exact.items()))
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump(dict(machine=machine, args=vars(args), params=PARAMS, rows=rows, exact=exact), f, indent=1)
-    print(f"wrote {args.json}")
+    workloads.write_json(args.json, machine=machine, args=vars(args), params=PARAMS, rows=rows, exact=exact)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ floor (bytes it must move / measured device copy bandwidth). Prints tables and w
 
     python benchmarks/dense_crf_loss.py [--device cuda] [--json results.json]
 """
-import json
 import os
 import platform
 import resource
@@ -221,10 +220,7 @@ def main():
     print(f"exact dense reference, 1x{args.classes}x64x64 forward: {exact['exact_forward_s'] * 1e3:.1f} ms; "
           f"lattice {exact['lattice_forward_s'] * 1e3:.2f} ms; lattice/exact loss = "
           f"{exact['lattice_over_exact_loss']:.3f}")
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump(dict(machine=machine, args=vars(args), rows=rows, exact=exact), f, indent=1)
-    print(f"wrote {args.json}")
+    workloads.write_json(args.json, machine=machine, args=vars(args), rows=rows, exact=exact)
 
 
 if __name__ == "__main__":

@@ -21,4 +21,5 @@ timeout 120 python3 benchmarks/dense_crf_loss.py --device cuda --repeats 10 --js
 timeout 90 python3 benchmarks/em.py --device cuda --repeats 20 --json "$OUT/em-cuda.json" 2>&1 | tee "$OUT/bench-em.log"
 timeout 90 python3 benchmarks/regularized.py --device cuda --repeats 20 --json "$OUT/regularized-cuda.json" 2>&1 | tee "$OUT/bench-regularized.log"
 timeout 240 python3 benchmarks/dense_crf_inference.py --device cuda --repeats 3 --json "$OUT/crf-cuda.json" 2>&1 | tee "$OUT/bench-crf.log"
+timeout 120 python3 benchmarks/volumes.py --device cuda --repeats 5 --peers --json "$OUT/volumes-cuda.json" 2>&1 | tee "$OUT/bench-volumes.log"
 timeout 60 python3 benchmarks/dense_crf_loss.py --device cpu --repeats 5 --json "$OUT/densecrf-cpu.json" 2>&1 | tee "$OUT/bench-cpu.log"

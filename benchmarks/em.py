@@ -10,7 +10,6 @@ backend's labels and biases are checked against wsloss's CPU result.
     python benchmarks/em.py [--device cuda] [--json wsloss-bench/em.json]
 """
 import argparse
-import json
 import math
 import os
 import platform
@@ -19,6 +18,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import workloads  # noqa: E402
 from dense_crf_loss import copy_bandwidth, timed  # noqa: E402
 
 import wsloss  # noqa: E402
@@ -115,10 +115,7 @@ def main():
         print(line)
     if not all(r[n]["agrees"] for r in rows for n in names):
         print("! marks a backend whose labels or biases differ from wsloss's CPU result")
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump(dict(machine=machine, args={k: v for k, v in vars(args).items()}, rows=rows), f, indent=1)
-    print(f"wrote {args.json}")
+    workloads.write_json(args.json, machine=machine, args={k: v for k, v in vars(args).items()}, rows=rows)
 
 
 if __name__ == "__main__":

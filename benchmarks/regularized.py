@@ -8,7 +8,6 @@ for dense losses: at most 2x), and for the grid CRF its ratio to one pass over S
 
     python benchmarks/regularized.py [--device cuda] [--json results.json]
 """
-import json
 import os
 import platform
 import sys
@@ -82,12 +81,7 @@ def main():
                 print(f"# {name}: GPU time per call (us, median of {args.repeats}): total {sum(medians.values()):.0f}; "
                       + ", ".join(f"{kernel[:40]} {us:.0f}" for kernel, us in sorted(medians.items(),
                                                                                  key=lambda item: -item[1])[:6]))
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump(dict(machine=machine, args=vars(args), one_pass_ms=one_pass * 1e3,
-                       allocating_pass_ms=allocating_pass * 1e3,
-                       rows={name: seconds * 1e3 for name, seconds in rows.items()}), f, indent=1)
-    print(f"wrote {args.json}")
+    workloads.write_json(args.json, machine=machine, args=vars(args), one_pass_ms=one_pass * 1e3, allocating_pass_ms=allocating_pass * 1e3, rows={name: seconds * 1e3 for name, seconds in rows.items()})
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ crop small enough for it. Prints a table, writes JSON.
     python benchmarks/volumes.py [--device cuda] [--repeats 3] [--json wsloss-bench/volumes.json]
 """
 import argparse
-import json
 import os
 import platform
 import sys
@@ -27,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import workloads  # noqa: E402
 from dense_crf_loss import step_memory_mb, timed  # noqa: E402
 
 import wsloss  # noqa: E402
@@ -194,10 +194,7 @@ def main():
     exact = exact_crop_agreement(images, probs, device)
     print(f"wsloss dense_crf against the exact mean field on a 12 x 24 x 24 crop: relative L2 "
           f"{exact['relative_l2']:.3f}, labels agree {exact['labels_agree']:.3f}")
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump(dict(machine=machine, args=vars(args), rows=rows, peers=peers, exact_crop=exact), f, indent=1)
-    print(f"wrote {args.json}")
+    workloads.write_json(args.json, machine=machine, args=vars(args), rows=rows, peers=peers, exact_crop=exact)
 
 
 if __name__ == "__main__":

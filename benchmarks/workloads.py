@@ -2,6 +2,8 @@
 images, public domain / CC0) or uniform noise, B x 3 x S x S in 0..255, with random
 softmax segmentations and all-ones ROIs."""
 import argparse
+import json
+import os
 from typing import Optional
 
 import torch
@@ -45,3 +47,11 @@ def workload_parser(description: str, repeats: int, json_path: str,
     parser.add_argument("--repeats", type=int, default=repeats, help=repeats_help)
     parser.add_argument("--json", default=json_path)
     return parser
+
+
+def write_json(path: str, **results) -> None:
+    """The results as one JSON file (its folder made if need be), and a line saying where."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(results, f, indent=1)
+    print(f"wrote {path}")

@@ -1,5 +1,6 @@
 """The volume demo (python -m wsloss.demo.volumes, docs/DESIGN.md §10): its data and a quick run."""
 import json
+import os
 import subprocess
 import sys
 
@@ -9,6 +10,8 @@ import torch
 pytest.importorskip("skimage", reason="the demo's strokes come with wsloss[demo] (pip install wsloss[demo])")
 
 from wsloss.demo import volumes  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_volume_scribbles_lie_on_three_slices_and_follow_the_ground_truth():
@@ -56,3 +59,18 @@ def test_volume_demo_refuses_an_unknown_setting(tmp_path):
     done = subprocess.run([sys.executable, "-m", "wsloss.demo.volumes", "--quick", "--set", "nope=1", "--out",
                            str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 2 and "unknown setting 'nope'" in done.stderr
+
+
+def test_volume_benchmark_runs_a_tiny_case_and_writes_every_piece(tmp_path):
+    script = os.path.join(ROOT, "benchmarks", "volumes.py")
+    done = subprocess.run([sys.executable, script, "--depth", "6", "--size", "16", "--repeats", "1", "--peers",
+                           "--json", str(tmp_path / "volumes.json")], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    with open(tmp_path / "volumes.json") as f:
+        results = json.load(f)
+    pieces = [row["piece"] for row in results["rows"]]
+    assert pieces[:7] == ["DenseCRFLoss", "NormalizedCutLoss", "KernelCutLoss", "QuadraticCRFLoss", "GridCRFLoss (6)",
+                          "GridCRFLoss (26)", "EntropyLoss"]
+    assert all(row["step_ms"] > 0 for row in results["rows"]) and results["peers"] == []
+    assert 0.9 < results["exact_crop"]["labels_agree"] <= 1

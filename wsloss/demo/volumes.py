@@ -20,7 +20,7 @@ import os
 import statistics
 import sys
 import time
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -35,8 +35,8 @@ CLASS_NAMES = ("background", "organ A", "organ B")
 SPACING = (2.0, 1.0, 1.0)  # voxel size: slices twice as thick as the pixels are wide
 # Chosen on the validation scans (python -m wsloss.demo.volumes --validation --set crf_weight=...);
 # the figures are in docs/demo.md.
-SETTINGS = dict(steps=300, batch=4, lr=3e-3, crf_weight=2.0, sigma_rgb=15.0, sigma_xy=4.0)
-QUICK = dict(train=4, test=2, depth=8, size=16, steps=3, batch=2)
+SETTINGS = dict(steps=300, batch=4, lr=3e-3, crf_weight=2.0, sigma_rgb=15.0, sigma_xy=4.0, warmup=100)
+QUICK = dict(train=4, test=2, depth=8, size=16, steps=3, batch=2, warmup=1)
 FULL = dict(train=48, test=16, depth=16, size=40)
 VALIDATION_SCANS = 12
 INTENSITY = (70.0, 125.0, 165.0)  # class means; textures of +-25 and noise of 12 make them overlap
@@ -121,18 +121,23 @@ def train_row(row: str, train: VolumeSet, settings: Dict, device: torch.device, 
     torch.manual_seed(seed)
     net = VolumeNet().to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=settings["lr"])
-    criterion = wsloss.RegularizedLoss(ignore_index=IGNORE, **({} if row != "pce + densecrf" else {
-        "densecrf": wsloss.DenseCRFLoss(settings["crf_weight"], settings["sigma_rgb"], settings["sigma_xy"],
-                                        scale_factor=(1.0, 0.5, 0.5), reduction="mean", spacing=SPACING)}))
+    # The regularizer joins after `warmup` steps of pCE alone, as rloss trains: on a network that
+    # still predicts noise it pulls towards one label everywhere.
+    partial = wsloss.RegularizedLoss(ignore_index=IGNORE)
+    regularized = partial if row != "pce + densecrf" else wsloss.RegularizedLoss(
+        ignore_index=IGNORE, densecrf=wsloss.DenseCRFLoss(settings["crf_weight"], settings["sigma_rgb"],
+                                                          settings["sigma_xy"], scale_factor=(1.0, 0.5, 0.5),
+                                                          reduction="mean", spacing=SPACING))
     generator = torch.Generator().manual_seed(seed)
     count = train.scans.shape[0]
-    for _ in range(int(settings["steps"])):
+    for step in range(int(settings["steps"])):
         pick = torch.randperm(count, generator=generator)[:int(settings["batch"])]
         scans = train.scans[pick].to(device)
         logits = net(scans)
         if row == "full":
             loss = F.cross_entropy(logits, train.masks[pick].to(device))
         else:
+            criterion = partial if step < settings["warmup"] else regularized
             loss = criterion(logits, train.scribbles[pick].to(device), scans)
         optimizer.zero_grad()
         loss.backward()
@@ -149,8 +154,12 @@ ROWS = ("pce", "pce + densecrf", "full")
 
 
 def run(out: str = "wsloss-demo-volumes", device: str = "cpu", quick: bool = False, seeds: int = 3,
-        validation: bool = False, overrides: Optional[Dict[str, float]] = None, seed: int = 0) -> Dict:
-    """Train every row with `seeds` training seeds; write results.json and results.md to `out`."""
+        validation: bool = False, overrides: Optional[Dict[str, float]] = None, seed: int = 0,
+        rows: Sequence[str] = ROWS) -> Dict:
+    """Train each of `rows` with `seeds` training seeds; write results.json and results.md to `out`."""
+    unknown = [row for row in rows if row not in ROWS]
+    if unknown:
+        raise ValueError(f"unknown rows {unknown}; the rows are {', '.join(ROWS)}")
     settings = dict(SETTINGS, **(QUICK if quick else {}))
     for name, value in (overrides or {}).items():
         if name not in SETTINGS:
@@ -166,8 +175,8 @@ def run(out: str = "wsloss-demo-volumes", device: str = "cpu", quick: bool = Fal
     else:
         test = make_volumes(sizes["test"], sizes["depth"], sizes["size"], seed + 1000)
     scribbled = (train.scribbles != IGNORE).float().mean().item()
-    rows = {}
-    for row in ROWS:
+    results_rows = {}
+    for row in rows:
         scores, seconds = [], []
         for s in range(seeds):
             start = time.perf_counter()
@@ -175,11 +184,11 @@ def run(out: str = "wsloss-demo-volumes", device: str = "cpu", quick: bool = Fal
             seconds.append(time.perf_counter() - start)
             scores.append(dice(predict(net, test.scans, torch_device), test.masks))
             print(f"{row}: seed {seed + s}, Dice {scores[-1]:.3f}, {seconds[-1]:.1f} s", flush=True)
-        rows[row] = dict(dice=scores, mean=statistics.mean(scores),
+        results_rows[row] = dict(dice=scores, mean=statistics.mean(scores),
                          sd=statistics.stdev(scores) if len(scores) > 1 else None, seconds=seconds)
     results = dict(settings=settings, sizes=sizes, spacing=SPACING, scribbled_share=scribbled,
                    evaluated_on="validation scans (split off the training set)" if validation else "test scans",
-                   device=device, threads=torch.get_num_threads(), torch=torch.__version__, rows=rows)
+                   device=device, threads=torch.get_num_threads(), torch=torch.__version__, rows=results_rows)
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
@@ -189,7 +198,8 @@ def run(out: str = "wsloss-demo-volumes", device: str = "cpu", quick: bool = Fal
 
 
 def markdown_table(results: Dict) -> str:
-    lines = [f"Mean organ Dice on {results['evaluated_on']} ({len(results['rows']['pce']['dice'])} training seeds: "
+    seeds = len(next(iter(results["rows"].values()))["dice"])
+    lines = [f"Mean organ Dice on {results['evaluated_on']} ({seeds} training seeds: "
              f"mean ± sd); {results['scribbled_share']:.2%} of the training voxels scribbled.", "",
              "| row | supervision | Dice |", "|---|---|---|"]
     supervision = {"pce": "scribbles on 3 slices", "pce + densecrf": "the same scribbles", "full": "full masks"}
@@ -208,6 +218,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="the data's seed and the first training seed")
     parser.add_argument("--validation", action="store_true", help="measure on scans split off the training set")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated rows (default: {','.join(ROWS)})")
     args = parser.parse_args(argv)
     try:
         overrides = {}
@@ -216,7 +227,8 @@ def main(argv=None) -> int:
             if not sep:
                 raise ValueError(f"--set takes NAME=NUMBER, got {item!r}")
             overrides[name] = float(value)
-        results = run(args.out, args.device, args.quick, args.seeds, args.validation, overrides, args.seed)
+        results = run(args.out, args.device, args.quick, args.seeds, args.validation, overrides, args.seed,
+                      args.rows.split(","))
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
