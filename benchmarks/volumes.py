@@ -50,7 +50,7 @@ def softmax_maps(batch, classes, spatial, generator):
     return torch.softmax(F.interpolate(coarse, size=spatial, mode=mode, align_corners=False), dim=1)
 
 
-def loss_pieces(args):
+def loss_pieces():
     sigma = dict(sigma_rgb=15.0, sigma_xy=10.0, scale_factor=SCALE, spacing=SPACING)
     return {
         "DenseCRFLoss": wsloss.DenseCRFLoss(1e-9, **sigma),
@@ -148,7 +148,7 @@ def main():
     print("# " + ", ".join(f"{k}={v}" for k, v in machine.items() if v is not None))
 
     rows = []
-    for name, loss in loss_pieces(args).items():
+    for name, loss in loss_pieces().items():
         rows.append(dict(piece=name, **time_step(loss, *on_device, args.repeats, device)))
     pixels = round((args.depth * args.size * args.size) ** 0.5)
     flat_images = scans(args.batch, 1, pixels, generator)[:, :, 0]

@@ -178,32 +178,31 @@ def test_half_inputs_give_the_float32_loss_of_their_rounded_values(name, dtype, 
     torch.testing.assert_close(half.grad, upcast.grad.to(dtype))
 
 
-@pytest.mark.parametrize("scale_factor", [0.5, 0.37, 1.6])
-def test_deterministic_resize_is_interpolate(scale_factor, rng):
-    """The deterministic path's resize (used on CUDA under use_deterministic_algorithms):
-    F.interpolate's values and, through two matrix products, its exact gradient."""
-    values = torch.rand(2, 3, 13, 18, generator=rng, dtype=torch.float64).requires_grad_()
-    resized = _DeterministicResize.apply(values, (scale_factor, scale_factor))
-    expected = F.interpolate(values, scale_factor=scale_factor, mode="bilinear", align_corners=False)
+def assert_resize_is_interpolate(values, factors, mode, rng):
+    """_DeterministicResize gives F.interpolate's values and its gradient (to 1e-12)."""
+    resized = _DeterministicResize.apply(values, factors)
+    expected = F.interpolate(values, scale_factor=factors[0] if len(set(factors)) == 1 else factors, mode=mode,
+                             align_corners=False)
     assert torch.equal(resized, expected)
     grad = torch.rand(expected.shape, generator=rng, dtype=torch.float64)
     (mine,) = torch.autograd.grad(resized, values, grad)
     (theirs,) = torch.autograd.grad(expected, values, grad)
     torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("scale_factor", [0.5, 0.37, 1.6])
+def test_deterministic_resize_is_interpolate(scale_factor, rng):
+    """The deterministic path's resize (used on CUDA under use_deterministic_algorithms):
+    F.interpolate's values and, through two matrix products, its exact gradient."""
+    values = torch.rand(2, 3, 13, 18, generator=rng, dtype=torch.float64).requires_grad_()
+    assert_resize_is_interpolate(values, (scale_factor, scale_factor), "bilinear", rng)
     assert torch.autograd.gradcheck(lambda v: _DeterministicResize.apply(v, (scale_factor, scale_factor)), (values,))
 
 
 def test_deterministic_resize_of_volumes_is_trilinear_interpolate_per_axis(rng):
     """Volumes (DESIGN §10): one matrix product per axis, one factor per axis."""
     values = torch.rand(2, 3, 5, 13, 18, generator=rng, dtype=torch.float64).requires_grad_()
-    factors = (1.0, 0.5, 0.37)
-    resized = _DeterministicResize.apply(values, factors)
-    expected = F.interpolate(values, scale_factor=factors, mode="trilinear", align_corners=False)
-    assert torch.equal(resized, expected)
-    grad = torch.rand(expected.shape, generator=rng, dtype=torch.float64)
-    (mine,) = torch.autograd.grad(resized, values, grad)
-    (theirs,) = torch.autograd.grad(expected, values, grad)
-    torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-12)
+    assert_resize_is_interpolate(values, (1.0, 0.5, 0.37), "trilinear", rng)
 
 
 @pytest.fixture

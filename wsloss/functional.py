@@ -387,7 +387,7 @@ def dense_crf_loss(
     (x, y, z) / sigma_xy and the C channels / sigma_rgb. Any C works for images too.
     ``spacing``, (sy, sx) or (sz, sy, sx), is the physical pixel (voxel) size, so that sigma_xy
     is in the scan's units (default 1 per axis: pixels). scale_factor is one factor or one
-    per axis, e.g. (1, 0.5, 0.5) keeps thin volumes' slices; S is resampled (bi/tri)linearly,
+    per axis, e.g. (1, 0.5, 0.5) keeps thick slices whole; S is resampled (bi/tri)linearly,
     images and ROIs by nearest.
 
     reduction="sum" (rloss's) sums over pixel pairs, so the loss and its gradient grow with the
