@@ -211,16 +211,23 @@ def test_normalized_filter_of_constant_features_is_the_mean(rng):
     torch.testing.assert_close(out, values.mean(-1, keepdim=True).expand_as(out))
 
 
-def test_thread_count_does_not_change_the_filter(rng):
-    features = random_features(3, 5, 4000, rng)
-    values = torch.rand(3, 21, 4000, generator=rng)
+@pytest.mark.parametrize("batch,channels", [(3, 21), (1, 21), (1, 1), (2, 70)])
+def test_thread_count_does_not_change_the_filter(batch, channels, rng):
+    """One thread, two and three split the splat by images, channel groups (70: chunks within a
+    group) or the CSR gather; all must give the same bits."""
+    features = random_features(batch, 5, 4000, rng)
+    values = torch.rand(batch, channels, 4000, generator=rng)
     threads = torch.get_num_threads()
+    results = []
     try:
-        torch.set_num_threads(1)
-        one = PermutohedralLattice(features).filter(values)
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            lattice = PermutohedralLattice(features)
+            results.append((lattice.filter(values), lattice.filter(values, transpose=True)))
     finally:
         torch.set_num_threads(threads)
-    assert torch.equal(one, PermutohedralLattice(features).filter(values))
+    for forward, transposed in results[1:]:
+        assert torch.equal(forward, results[0][0]) and torch.equal(transposed, results[0][1])
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
@@ -308,6 +315,53 @@ def test_filter_into_refuses_an_out_or_workspace_that_aliases_the_values(batch, 
     for out, workspace in ((values, torch.empty(0, device=device)), (torch.empty_like(values), values.flatten())):
         with pytest.raises(RuntimeError, match="refer to a single memory location"):
             torch.ops.wsloss.lattice_filter_into(*lattice.tensors, values, False, out, workspace)
+
+
+@each_splat
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_filter_into_adds_the_scaled_message_as_the_separate_products_and_sum(batch, dtype, rng, device):
+    """out = add + scale_out * A (scale_in * values) (mean field's message, DESIGN §5): bit for bit
+    the separate product, filtering, product and sum, for each broadcast of the scales."""
+    lattice = into_lattice(batch, rng, device)
+    workspace = torch.empty(0, dtype=dtype, device=device)
+    for channels in (1, 4, 21, 40):  # fixed-width channel loops, the general one, and two chunks
+        values = torch.rand(batch, channels, 301, generator=rng, dtype=dtype).to(device)
+        add = torch.randn(batch, channels, 301, generator=rng, dtype=dtype).to(device)
+        for shape in ((batch, 1, 301), (1, 1, 301), (1, 1, 1)):
+            scale_in = torch.rand(shape, generator=rng, dtype=dtype).to(device) + 0.5
+            scale_out = torch.rand(shape, generator=rng, dtype=dtype).to(device) + 0.5
+            for transpose in (False, True):
+                filtered = torch.ops.wsloss.lattice_filter(*lattice.tensors, values * scale_in, transpose)
+                for parts, expected in (({"scale_in": scale_in}, filtered),
+                                        ({"scale_in": scale_in, "scale_out": scale_out}, filtered * scale_out),
+                                        ({"scale_in": scale_in, "scale_out": scale_out, "add": add},
+                                         add + filtered * scale_out),
+                                        ({"add": add}, add + torch.ops.wsloss.lattice_filter(*lattice.tensors, values,
+                                                                                              transpose))):
+                    out = torch.full_like(values, float("nan"))
+                    torch.ops.wsloss.lattice_filter_into(*lattice.tensors, values, transpose, out, workspace, **parts)
+                    assert torch.equal(out, expected), (channels, shape, transpose, sorted(parts))
+
+
+def test_filter_into_refuses_message_parts_of_the_wrong_shape_dtype_device_or_aliasing_out(rng, device):
+    lattice = into_lattice(2, rng, device)
+    values = torch.rand(2, 4, 301, generator=rng).to(device)
+    out, workspace = torch.empty_like(values), torch.empty(0, device=device)
+    bad = [({"scale_in": torch.ones(3, 1, 301, device=device)}, ValueError, "scale_in must be"),
+           ({"scale_out": torch.ones(2, 4, 301, device=device)}, ValueError, "scale_out must be"),
+           ({"scale_out": torch.ones(2, 301, device=device)}, ValueError, "scale_out must be"),
+           ({"scale_in": torch.ones(2, 1, 301, device=device, dtype=torch.float64)}, TypeError, "scale_in must be"),
+           ({"add": torch.ones(2, 4, 300, device=device)}, ValueError, "add must be"),
+           ({"add": torch.ones(2, 4, 301, device=device, dtype=torch.float64)}, TypeError, "add must be"),
+           ({"add": out}, RuntimeError, "refer to a single memory location"),
+           ({"scale_out": out.view(-1)[:301].view(1, 1, 301)}, RuntimeError, "single memory location")]
+    if device == "cuda":
+        bad.append(({"add": torch.ones(2, 4, 301)}, TypeError, "add must be"))
+    for parts, error, match in bad:
+        with pytest.raises(error, match=match):
+            torch.ops.wsloss.lattice_filter_into(*lattice.tensors, values, False, out, workspace, **parts)
+    with pytest.raises(ValueError, match="need out"):
+        lattice.apply(values, scale_in=torch.ones(1, 1, 1, device=device))
 
 
 # PermutohedralLattice.apply, the one low-level filtering.

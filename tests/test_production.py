@@ -118,6 +118,8 @@ def _opcheck_inputs(device, rng):
         plain = values.detach()
         cases["lattice_filter_into"] += [(*lattice.tensors, plain, transpose, torch.empty_like(plain),
                                           plain.new_empty(0)) for transpose in (False, True)]
+        cases["lattice_filter_into"].append((*lattice.tensors, plain, False, torch.empty_like(plain), plain.new_empty(0),
+                                             False, plain.new_ones(1, 1, 31), plain[:, :1] + 1, plain.clone()))
     for neighbourhood in (4, 8):
         for bilinear in (False, True):
             options = (images, roi, 20.0, neighbourhood, bilinear)

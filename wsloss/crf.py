@@ -31,8 +31,10 @@ Compatibility = Union[None, torch.Tensor, Sequence]
 class _Kernel(NamedTuple):
     """One pairwise kernel: its message is post * filter(pre * source) (pre None: no scaling).
 
-    filter(values, out=None) returns the filtered values (B x C x N like values), written into
-    out (values' shape and dtype, contiguous) and returned as out when out is given.
+    filter(values, out=None, *, scale_in=None, scale_out=None, add=None) returns add + scale_out
+    * A (scale_in * values) (B x C x N like values; absent parts left out), written into out
+    (values' shape and dtype, contiguous) and returned as out when out is given; the parts need
+    out. The lattice does it in the filtering's own passes (PermutohedralLattice.apply).
     """
 
     filter: Callable[..., torch.Tensor]
@@ -46,11 +48,11 @@ def _normalized_kernel(filter_values: Callable[..., torch.Tensor], ones: torch.T
     filtered all-ones image), "symmetric" filters n^-1/2 A n^-1/2 Q, "before" A n^-1 Q,
     "after" n^-1 A Q, "none" A Q. The weight is folded into the output scale."""
     if normalization == "none":
-        return _Kernel(filter_values, None, ones.new_full((), weight))
+        return _Kernel(filter_values, None, ones.new_full((1, 1, 1), weight))
     norm = filter_values(ones).add_(1e-20)
     norm = norm.rsqrt_() if normalization == "symmetric" else norm.reciprocal_()
     if normalization == "before":
-        return _Kernel(filter_values, norm, ones.new_full((), weight))
+        return _Kernel(filter_values, norm, ones.new_full((1, 1, 1), weight))
     return _Kernel(filter_values, norm if normalization == "symmetric" else None, norm * weight)
 
 
@@ -67,18 +69,17 @@ def mean_field(scores: torch.Tensor, kernels: List[_Kernel], compatibility: Opti
         raise ValueError("unary_or_probs must be finite (NaN, +inf, or a pixel whose every score is -inf)")
     if not kernels:
         return q
-    energy, scaled = torch.empty_like(q), torch.empty_like(q)
     if compatibility is not None:  # -mu Q, into its own buffer
         negated, mixed = -compatibility, torch.empty_like(q)
-    # The messages land in one reused buffer (CPU: fresh pages cost as much as a filtering).
-    messages = torch.empty_like(q)
+    # Each kernel adds its message to the energy so far, into the other of two buffers reused
+    # from iteration to iteration (CPU: fresh pages cost as much as a filtering).
+    energies = [torch.empty_like(q) for _ in kernels[:2]]
     for _ in range(iterations):
         # Potts: -U + sum_m w_m k_m Q, pydensecrf's sign convention (its Potts mu is -w I).
         source = q if compatibility is None else torch.matmul(negated, q, out=mixed)
+        energy = scores
         for i, kernel in enumerate(kernels):
-            values = source if kernel.pre is None else torch.mul(source, kernel.pre, out=scaled)
-            filtered = kernel.filter(values, out=messages)
-            torch.addcmul(scores if i == 0 else energy, filtered, kernel.post, out=energy)
+            energy = kernel.filter(source, out=energies[i % 2], scale_in=kernel.pre, scale_out=kernel.post, add=energy)
         torch.softmax(energy, dim=1, out=q)
     return q
 
@@ -92,8 +93,8 @@ def lattice_kernels(images: torch.Tensor, scores: torch.Tensor, w_bilateral: flo
     if w_bilateral > 0:
         appearance = PermutohedralLattice(bilateral_features(images, theta_beta, theta_alpha, spacing).flatten(2))
 
-        def bilateral(values: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
-            return appearance.apply(values, out=out)
+        def bilateral(values: torch.Tensor, out: Optional[torch.Tensor] = None, **parts) -> torch.Tensor:
+            return appearance.apply(values, out=out, **parts)
 
         kernels.append(_normalized_kernel(bilateral, scores.new_ones(batch, 1, pixels), w_bilateral, normalization))
     if w_gaussian > 0:
@@ -101,9 +102,12 @@ def lattice_kernels(images: torch.Tensor, scores: torch.Tensor, w_bilateral: flo
         # images stacked as its channels.
         smoothness = PermutohedralLattice(spatial_features(images[:1], theta_gamma, spacing).flatten(2))
 
-        def smooth(values: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        def smooth(values: torch.Tensor, out: Optional[torch.Tensor] = None, scale_in: Optional[torch.Tensor] = None,
+                   scale_out: Optional[torch.Tensor] = None, add: Optional[torch.Tensor] = None) -> torch.Tensor:
             flat = values.reshape(1, -1, pixels)
-            return smoothness.apply(flat, out=None if out is None else out.view(flat.shape)).view(values.shape)
+            return smoothness.apply(flat, out=None if out is None else out.view(flat.shape), scale_in=scale_in,
+                                    scale_out=scale_out, add=None if add is None else add.reshape(flat.shape)
+                                    ).view(values.shape)
 
         kernels.append(_normalized_kernel(smooth, scores.new_ones(1, 1, pixels), w_gaussian, normalization))
     return kernels

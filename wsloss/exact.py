@@ -41,9 +41,16 @@ def dense_gaussian_filter(features: torch.Tensor, values: torch.Tensor, normaliz
     return out.reshape(values.shape[:2] + features.shape[2:])
 
 
-def _exact_filter(features: torch.Tensor, values: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """dense_gaussian_filter(features, values) as a mean-field kernel's filter: into out when given."""
-    filtered = dense_gaussian_filter(features, values)
+def _exact_filter(features: torch.Tensor, values: torch.Tensor, out: Optional[torch.Tensor] = None, *,
+                  scale_in: Optional[torch.Tensor] = None, scale_out: Optional[torch.Tensor] = None,
+                  add: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """dense_gaussian_filter(features, values) as a mean-field kernel's filter (crf._Kernel): add +
+    scale_out * W (scale_in * values), into out when given."""
+    filtered = dense_gaussian_filter(features, values if scale_in is None else values * scale_in)
+    if scale_out is not None:
+        filtered = filtered * scale_out
+    if add is not None:
+        filtered = add + filtered
     return filtered if out is None else out.copy_(filtered)
 
 

@@ -101,22 +101,28 @@ class _Lattice:
     def num_vertices(self) -> int:
         return self.neighbours.shape[0]
 
-    def apply(self, flat: torch.Tensor, transpose: bool = False, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def apply(self, flat: torch.Tensor, transpose: bool = False, out: Optional[torch.Tensor] = None, *,
+              scale_in: Optional[torch.Tensor] = None, scale_out: Optional[torch.Tensor] = None,
+              add: Optional[torch.Tensor] = None) -> torch.Tensor:
         """A V (transpose: A^T V) for flat values V, B x C x N float32 or float64 (B the lattice's
         batch, N its pixels; no checks beyond the op's): the one low-level filtering.
 
         Without out: a new tensor, differentiable in V. With out (contiguous, V's shape and dtype;
         not differentiable): written into out, which is returned; the lattice keeps the scratch
         memory from call to call (one call at a time per lattice), so a loop allocates nothing.
+        With out, also add + scale_out * A (scale_in * V) in the same passes (scales B or 1 x 1 x
+        N or 1, add B x C x N): a mean-field message (DESIGN §5).
         """
         if out is None:
+            if scale_in is not None or scale_out is not None or add is not None:
+                raise ValueError("scale_in, scale_out and add need out")
             return ops.lattice_filter(*self.tensors, flat, transpose, False)
         if flat.requires_grad and torch.is_grad_enabled():
             raise ValueError("out: filtering into out is not differentiable and values require grad; pass out=None")
         workspace = self._workspace
         if workspace is None or workspace.dtype != flat.dtype:
             workspace = self._workspace = flat.new_empty(0)
-        ops.lattice_filter_into(*self.tensors, flat, transpose, out, workspace, False)
+        ops.lattice_filter_into(*self.tensors, flat, transpose, out, workspace, False, scale_in, scale_out, add)
         return out
 
 

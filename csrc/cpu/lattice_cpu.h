@@ -152,13 +152,17 @@ class LatticeBuilder {
     tables_.clear();
     for (int64_t b = 0; b < batch_; ++b) tables_.emplace_back(d_);
     parallel_for(0, batch_, 1, [&](int64_t begin, int64_t end) {
-      int z[kMaxFeatureDim + 2], rank[kMaxFeatureDim + 2], keys[kMaxFeatureDim + 1][kMaxFeatureDim];
-      uint64_t hashes[kMaxFeatureDim + 1];
+      int z[kMaxFeatureDim + 2], rank[kMaxFeatureDim + 2];
+      // This pixel's corners and the previous simplex's (swapped per simplex).
+      int32_t corner_keys[2][kMaxFeatureDim + 1][kMaxFeatureDim];
+      uint64_t corner_hashes[2][kMaxFeatureDim + 1];
       for (int64_t b = begin; b < end; ++b) {
         VertexHashTable& table = tables_[b];
+        int current = 0;
         for (int64_t q = b * pixels_; q < (b + 1) * pixels_; ++q) {
           int32_t* ids = vertices_ + q * d1;
-          bool same_simplex = q > b * pixels_;
+          const bool first = q == b * pixels_;
+          bool same_simplex = !first;
           for (int i = 0; i <= d_; ++i) {
             same_simplex = same_simplex && z[i] == ids[i] && rank[i] == ranks_[q * d1 + i];
             z[i] = ids[i];
@@ -168,12 +172,29 @@ class LatticeBuilder {
             std::copy(ids - d1, ids, ids);
             continue;
           }
+          auto& keys = corner_keys[current];
+          uint64_t* hashes = corner_hashes[current];
           for (int k = 0; k <= d_; ++k) {  // all corners' slots requested before the probes
             for (int i = 0; i < d_; ++i) keys[k][i] = vertex_coordinate(z[i], rank[i], d_, k);
             hashes[k] = table.hash(keys[k]);
             table.prefetch(hashes[k]);
           }
-          for (int k = 0; k <= d_; ++k) ids[k] = table.insert(keys[k], hashes[k]);  // local ids for now
+          // Neighbouring pixels' simplices share about half their corners: those ids come
+          // from the previous simplex, without a probe (same ids, so the same lattice).
+          const auto& previous_keys = corner_keys[1 - current];
+          const uint64_t* previous_hashes = corner_hashes[1 - current];
+          for (int k = 0; k <= d_; ++k) {
+            int32_t id = -1;
+            for (int j = 0; j <= d_ && !first; ++j) {
+              if (previous_hashes[j] == hashes[k] &&
+                  std::equal(keys[k], keys[k] + d_, previous_keys[j])) {
+                id = ids[j - d1];
+                break;
+              }
+            }
+            ids[k] = id >= 0 ? id : table.insert(keys[k], hashes[k]);  // local ids for now
+          }
+          current = 1 - current;
         }
       }
     });
@@ -256,6 +277,23 @@ class LatticeBuilder {
   std::vector<int64_t> offsets_;
 };
 
+// n / d for n < 2^31 and d in 1..kMaxFeatureDim + 1 by one multiply and shift (a division
+// costs tens of cycles, once per splat entry in the gather). With L = 31 + ceil(log2 d) and
+// m = ceil(2^L / d) = (2^L + e) / d, e < d: n m / 2^L = n / d + n e / (d 2^L) and n e < 2^L,
+// so the floor is exact; n m < 2^63.
+class SmallDivisor {
+ public:
+  explicit SmallDivisor(uint32_t d) {
+    while ((uint32_t{1} << (shift_ - 31)) < d) ++shift_;
+    magic_ = ((uint64_t{1} << shift_) + d - 1) / d;
+  }
+  uint32_t divide(uint32_t n) const { return static_cast<uint32_t>((n * magic_) >> shift_); }
+
+ private:
+  int shift_ = 31;
+  uint64_t magic_ = 0;
+};
+
 // Pixels per tile: a tile's values (all channels of a chunk) stay in L1 while they are
 // transposed between the channel-planar tensors and the vertex-major lattice rows.
 constexpr int64_t kTilePixels = 64;
@@ -283,6 +321,24 @@ struct LatticeView {
   int d;
 };
 
+// A per-pixel factor broadcast over channels: data[b * batch_stride + p * pixel_stride]
+// (strides 0 broadcast one image's, or one, factor); data null means 1.
+template <typename scalar_t>
+struct PixelScale {
+  const scalar_t* data = nullptr;
+  int64_t batch_stride = 0, pixel_stride = 0;
+  scalar_t at(int64_t b, int64_t p) const { return data[b * batch_stride + p * pixel_stride]; }
+};
+
+// out = add + scale_out * (A (scale_in * in)), each part optional: a mean-field message
+// (DESIGN §5) in the filtering's own passes over the pixels. Same arithmetic as the separate
+// products and sum, so the same numbers. add [B][C][N] channel-planar, as out (may not overlap it).
+template <typename scalar_t>
+struct FilterAffine {
+  PixelScale<scalar_t> scale_in, scale_out;
+  const scalar_t* add = nullptr;
+};
+
 // One filtering of channels [c0, c0 + c) (c <= kMaxChunkChannels) of channel-planar
 // values in/out [B][C][N]: out = alpha W B_d ... B_0 W^T in (transpose: blur order
 // reversed), docs/DESIGN.md §1 steps 8-10. `lattice_a`, `lattice_b` hold (M + 1) c scratch values;
@@ -290,10 +346,13 @@ struct LatticeView {
 // one image per thread when there are at least `threads` images, else a gather over the
 // CSR, which needs `pixel_major` scratch of B N c values; both add each vertex's
 // contributions in the same (pixel, corner) order, so they give identical results.
-template <typename scalar_t, class ParallelFor>
-void lattice_filter(const LatticeView& lat, const scalar_t* in, scalar_t* out, int64_t channels,
-                    int64_t c0, int64_t c, bool transpose, scalar_t* lattice_a, scalar_t* lattice_b,
-                    scalar_t* pixel_major, ParallelFor&& parallel_for) {
+// kChannels > 0 fixes c at compile time, so that the channel loops unroll into vector
+// operations (same arithmetic per channel, so the same results).
+template <int kChannels, typename scalar_t, class ParallelFor>
+void lattice_filter_chunk(const LatticeView& lat, const scalar_t* in, scalar_t* out, int64_t channels,
+                          int64_t c0, int64_t chunk, bool transpose, scalar_t* lattice_a, scalar_t* lattice_b,
+                          scalar_t* pixel_major, const FilterAffine<scalar_t>& affine, ParallelFor&& parallel_for) {
+  const int64_t c = kChannels > 0 ? kChannels : chunk;
   const int d1 = lat.d + 1;
   const int64_t pixels = lat.pixels, num_vertices = lat.num_vertices;
   const int64_t tiles_per_image = (pixels + kTilePixels - 1) / kTilePixels;
@@ -307,7 +366,11 @@ void lattice_filter(const LatticeView& lat, const scalar_t* in, scalar_t* out, i
       const int64_t count = std::min(kTilePixels, pixels - p0);
       for (int64_t ch = 0; ch < c; ++ch) {
         const scalar_t* src = in + ((b * channels + c0 + ch) * pixels + p0);
-        for (int64_t t = 0; t < count; ++t) tile[t * c + ch] = src[t];
+        if (affine.scale_in.data == nullptr) {
+          for (int64_t t = 0; t < count; ++t) tile[t * c + ch] = src[t];
+        } else {
+          for (int64_t t = 0; t < count; ++t) tile[t * c + ch] = src[t] * affine.scale_in.at(b, p0 + t);
+        }
       }
       f(b * pixels + p0, count, tile);
     }
@@ -336,6 +399,7 @@ void lattice_filter(const LatticeView& lat, const scalar_t* in, scalar_t* out, i
         std::copy(tile, tile + count * c, pixel_major + q0 * c);
       });
     });
+    const SmallDivisor per_pixel(static_cast<uint32_t>(d1));
     parallel_for(0, num_vertices, vertex_grain, [&](int64_t begin, int64_t end) {
       for (int64_t v = begin; v < end; ++v) {
         scalar_t* acc = lattice_a + v * c;
@@ -343,7 +407,7 @@ void lattice_filter(const LatticeView& lat, const scalar_t* in, scalar_t* out, i
         for (int32_t s = lat.splat_ptr[v]; s < lat.splat_ptr[v + 1]; ++s) {
           const int32_t slot = lat.splat_index[s];
           const scalar_t w = static_cast<scalar_t>(lat.weights[slot]);
-          const scalar_t* row = pixel_major + static_cast<int64_t>(slot / d1) * c;
+          const scalar_t* row = pixel_major + static_cast<int64_t>(per_pixel.divide(static_cast<uint32_t>(slot))) * c;
           for (int64_t ch = 0; ch < c; ++ch) acc[ch] += w * row[ch];
         }
       }
@@ -387,11 +451,42 @@ void lattice_filter(const LatticeView& lat, const scalar_t* in, scalar_t* out, i
         }
       }
       for (int64_t ch = 0; ch < c; ++ch) {
-        scalar_t* dst = out + ((b * channels + c0 + ch) * pixels + p0);
+        const int64_t row = (b * channels + c0 + ch) * pixels + p0;
+        scalar_t* dst = out + row;
         for (int64_t t = 0; t < count; ++t) dst[t] = alpha * tile[t * c + ch];
+        if (affine.scale_out.data != nullptr)
+          for (int64_t t = 0; t < count; ++t) dst[t] = dst[t] * affine.scale_out.at(b, p0 + t);
+        if (affine.add != nullptr)
+          for (int64_t t = 0; t < count; ++t) dst[t] = affine.add[row + t] + dst[t];
       }
     }
   });
+}
+
+template <typename scalar_t, class ParallelFor>
+void lattice_filter(const LatticeView& lat, const scalar_t* in, scalar_t* out, int64_t channels,
+                    int64_t c0, int64_t c, bool transpose, scalar_t* lattice_a, scalar_t* lattice_b,
+                    scalar_t* pixel_major, ParallelFor&& parallel_for, const FilterAffine<scalar_t>& affine = {}) {
+  switch (c) {
+#define WSLOSS_FILTER_FIXED(n) \
+  case n:                      \
+    return lattice_filter_chunk<n>(lat, in, out, channels, c0, c, transpose, lattice_a, lattice_b, pixel_major, \
+                                   affine, parallel_for);
+    WSLOSS_FILTER_FIXED(1)
+    WSLOSS_FILTER_FIXED(2)
+    WSLOSS_FILTER_FIXED(3)
+    WSLOSS_FILTER_FIXED(4)
+    WSLOSS_FILTER_FIXED(5)
+    WSLOSS_FILTER_FIXED(6)
+    WSLOSS_FILTER_FIXED(8)
+    WSLOSS_FILTER_FIXED(16)
+    WSLOSS_FILTER_FIXED(21)
+    WSLOSS_FILTER_FIXED(32)
+#undef WSLOSS_FILTER_FIXED
+    default:
+      return lattice_filter_chunk<0>(lat, in, out, channels, c0, c, transpose, lattice_a, lattice_b, pixel_major,
+                                     affine, parallel_for);
+  }
 }
 
 }  // namespace cpu

@@ -7,6 +7,7 @@
 
 #include "../lattice_call.h"
 #include "aten_parallel_for.h"
+#include "parallel_for.h"
 #include "lattice_cpu.h"
 
 namespace wsloss {
@@ -45,9 +46,13 @@ lattice_build_cpu(const at::Tensor& features_in) {
 void lattice_filter_into_cpu(const at::Tensor& vertices_in, const at::Tensor& weights_in,
                              const at::Tensor& neighbours_in, const at::Tensor& splat_ptr_in,
                              const at::Tensor& splat_index_in, const at::Tensor& values, bool transpose,
-                             const at::Tensor& out, const at::Tensor& workspace, bool validate) {
+                             const at::Tensor& out, const at::Tensor& workspace, bool validate,
+                             const std::optional<at::Tensor>& scale_in = std::nullopt,
+                             const std::optional<at::Tensor>& scale_out = std::nullopt,
+                             const std::optional<at::Tensor>& add = std::nullopt) {
   check_lattice_filter(vertices_in, weights_in, neighbours_in, splat_ptr_in, splat_index_in, values);
   check_lattice_filter_into(values, out, workspace);
+  check_filter_affine(values, out, scale_in, scale_out, add);
   const LatticeFilterCall call =
       lattice_filter_call(vertices_in, weights_in, neighbours_in, splat_ptr_in, splat_index_in, values);
   if (validate) check_lattice_tensors(call);
@@ -59,25 +64,59 @@ void lattice_filter_into_cpu(const at::Tensor& vertices_in, const at::Tensor& we
                                  call.splat_index.data_ptr<int32_t>(), batch,
                                  pixels,                               call.num_vertices,
                                  call.d};
-  // Channel chunks bound the scratch lattice (about 256 MB for two float buffers).
-  const int64_t row_budget = std::max<int64_t>(1, (int64_t{32} << 20) / (lattice.num_vertices + 1));
-  const int64_t chunk =
-      std::max<int64_t>(1, std::min<int64_t>({channels, cpu::kMaxChunkChannels, row_budget}));
-  // One image per thread when there are enough images, else a gather over the CSR.
-  const bool scatter = batch >= at::get_num_threads();
-  const int64_t scratch = 2 * (lattice.num_vertices + 1) * chunk + (scatter ? 0 : batch * pixels * chunk);
+  // How the threads share the splat. All three add each vertex's contributions in the same
+  // (pixel, corner) order, so they give identical results for any thread count:
+  //  - images: one image per thread (a scatter), when there are enough images;
+  //  - channel groups: else, with enough channels, one group of channels per thread, each a
+  //    whole serial filtering (scatter, blur, slice) in its own lattice buffers: every thread
+  //    streams the lattice once, and the vertex rows it scatters into stay in cache;
+  //  - gather: else (few images and channels), per vertex over the CSR, from a pixel-major copy.
+  const int64_t threads = at::get_num_threads();
+  const bool by_images = batch >= threads;
+  const int64_t groups = by_images || channels < threads ? 1 : threads;
+  const bool gather = !by_images && groups == 1;
+  // Channel chunks bound the scratch lattices (about 256 MB for all float buffers).
+  const int64_t rows = lattice.num_vertices + 1;
+  const int64_t row_budget = std::max<int64_t>(1, (int64_t{32} << 20) / rows / groups);
+  const int64_t group_channels = (channels + groups - 1) / groups;
+  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>({group_channels, cpu::kMaxChunkChannels, row_budget}));
+  const int64_t scratch = groups * 2 * rows * chunk + (gather ? batch * pixels * chunk : 0);
   if (workspace.numel() < scratch) workspace.resize_({scratch});
   at::assert_no_overlap(workspace, in);
   at::assert_no_overlap(workspace, out);
+  for (const auto* part : {&scale_in, &scale_out, &add})
+    if (part->has_value()) at::assert_no_overlap(workspace, part->value());
   AT_DISPATCH_FLOATING_TYPES(in.scalar_type(), "lattice_filter_cpu", [&] {
-    scalar_t* lattice_a = workspace.data_ptr<scalar_t>();
-    scalar_t* lattice_b = lattice_a + (lattice.num_vertices + 1) * chunk;
-    scalar_t* pixel_major = scatter ? nullptr : lattice_b + (lattice.num_vertices + 1) * chunk;
-    for (int64_t c0 = 0; c0 < channels; c0 += chunk) {
-      cpu::lattice_filter<scalar_t>(lattice, in.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
-                                    channels, c0, std::min(chunk, channels - c0), transpose,
-                                    lattice_a, lattice_b, pixel_major, cpu::AtenParallelFor{});
+    // Contiguous copies of the optional parts, alive for the whole filtering.
+    const at::Tensor in_scale = scale_in ? scale_in->contiguous() : at::Tensor();
+    const at::Tensor out_scale = scale_out ? scale_out->contiguous() : at::Tensor();
+    const at::Tensor addend = add ? add->contiguous() : at::Tensor();
+    auto pixel_scale = [](const at::Tensor& t) {
+      if (!t.defined()) return cpu::PixelScale<scalar_t>{};
+      return cpu::PixelScale<scalar_t>{t.data_ptr<scalar_t>(), t.size(0) == 1 ? 0 : t.size(2), t.size(2) == 1 ? 0 : 1};
+    };
+    const cpu::FilterAffine<scalar_t> affine{pixel_scale(in_scale), pixel_scale(out_scale),
+                                             addend.defined() ? addend.data_ptr<scalar_t>() : nullptr};
+    // Channels [begin, end) in chunks, with the lattice buffers at `buffers`.
+    auto filter_channels = [&](int64_t begin, int64_t end, scalar_t* buffers, auto&& parallel_for) {
+      scalar_t* pixel_major = gather ? buffers + 2 * rows * chunk : nullptr;
+      for (int64_t c0 = begin; c0 < end; c0 += chunk) {
+        cpu::lattice_filter<scalar_t>(lattice, in.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), channels, c0,
+                                      std::min(chunk, end - c0), transpose, buffers, buffers + rows * chunk,
+                                      pixel_major, parallel_for, affine);
+      }
+    };
+    scalar_t* buffers = workspace.data_ptr<scalar_t>();
+    if (groups == 1) {
+      filter_channels(0, channels, buffers, cpu::AtenParallelFor{});
+      return;
     }
+    at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t g = begin; g < end; ++g) {
+        filter_channels(g * channels / groups, (g + 1) * channels / groups, buffers + g * 2 * rows * chunk,
+                        cpu::SerialFor{});
+      }
+    });
   });
 }
 

@@ -130,9 +130,11 @@ at::Tensor lattice_filter_cuda(const at::Tensor& vertices, const at::Tensor& wei
 void lattice_filter_into_cuda(const at::Tensor& vertices, const at::Tensor& weights, const at::Tensor& neighbours,
                               const at::Tensor& splat_ptr, const at::Tensor& splat_index, const at::Tensor& values,
                               bool transpose, const at::Tensor& out, const at::Tensor& workspace,
-                              bool validate) {
+                              bool validate, const std::optional<at::Tensor>& scale_in,
+                              const std::optional<at::Tensor>& scale_out, const std::optional<at::Tensor>& add) {
   check_lattice_filter(vertices, weights, neighbours, splat_ptr, splat_index, values);
   check_lattice_filter_into(values, out, workspace);
+  check_filter_affine(values, out, scale_in, scale_out, add);
   const c10::cuda::CUDAGuard guard(values.device());
   const LatticeFilterCall call = lattice_filter_call(vertices, weights, neighbours, splat_ptr, splat_index, values);
   if (validate) check_lattice_tensors(call);
@@ -141,7 +143,13 @@ void lattice_filter_into_cuda(const at::Tensor& vertices, const at::Tensor& weig
   if (workspace.numel() < scratch) workspace.resize_({scratch});
   at::assert_no_overlap(workspace, values);
   at::assert_no_overlap(workspace, out);
-  launch_filter(call, values, transpose, out, workspace);
+  for (const auto* part : {&scale_in, &scale_out, &add})
+    if (part->has_value()) at::assert_no_overlap(workspace, part->value());
+  // The message parts as stream-ordered elementwise passes, in the CPU kernel's order
+  // (scale_in * values; then (A .) * scale_out; then add + that).
+  launch_filter(call, scale_in ? values * *scale_in : values, transpose, out, workspace);
+  if (scale_out) out.mul_(*scale_out);
+  if (add) out.add_(*add);
 }
 
 }  // namespace
