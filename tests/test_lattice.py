@@ -211,6 +211,25 @@ def test_normalized_filter_of_constant_features_is_the_mean(rng):
     torch.testing.assert_close(out, values.mean(-1, keepdim=True).expand_as(out))
 
 
+@pytest.mark.parametrize("batch", [1, 3])
+def test_thread_count_does_not_change_the_lattice(batch, rng):
+    """With fewer images than threads, the build hashes each image in ranges at once and merges
+    them: the same tensors, vertex numbering included, as one thread."""
+    features = random_features(batch, 5, 200_000, rng)  # enough pixels for three ranges
+    features[:, :3] *= 0.05  # smooth, like an image, so ranges share vertices
+    threads = torch.get_num_threads()
+    built = []
+    try:
+        for count in (1, 2, 3, 7):
+            torch.set_num_threads(count)
+            lattice = PermutohedralLattice(features)
+            built.append((lattice.offsets, *lattice.tensors))
+    finally:
+        torch.set_num_threads(threads)
+    for other in built[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(built[0], other))
+
+
 @pytest.mark.parametrize("batch,channels", [(3, 21), (1, 21), (1, 1), (2, 70)])
 def test_thread_count_does_not_change_the_filter(batch, channels, rng):
     """One thread, two and three split the splat by images, channel groups (70: chunks within a

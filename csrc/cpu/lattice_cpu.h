@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <utility>
 #include <cstdint>
 #include <vector>
 
@@ -113,6 +114,9 @@ class VertexHashTable {
 // their first (pixel, corner), the numbering the CUDA build reproduces.
 class LatticeBuilder {
  public:
+  // Fewest pixels per range when an image is hashed in parallel ranges.
+  static constexpr int64_t kPixelsPerPart = 1 << 16;
+
   // features: [B][d][N] float32. Scratch `vertices` [B N][d+1] and the outputs
   // `weights` [B N][d+1] must stay alive until finish() returns.
   LatticeBuilder(const float* features, int64_t batch, int d, int64_t pixels, int32_t* vertices,
@@ -121,10 +125,11 @@ class LatticeBuilder {
         weights_(weights), ranks_(static_cast<size_t>(batch * pixels * (d + 1))) {}
 
   // Phase 1: per pixel, the simplex (remainder-0 point and ranks) and weights; then
-  // per image, the hash table of its vertices. Returns false if a feature is not
-  // finite or too large to embed (nothing else is then valid).
+  // per image, the hash table of its vertices (`threads`: how many parallel_for runs at
+  // once; the result does not depend on it). Returns false if a feature is not finite or
+  // too large to embed (nothing else is then valid).
   template <class ParallelFor>
-  bool embed_and_hash(ParallelFor&& parallel_for) {
+  bool embed_and_hash(ParallelFor&& parallel_for, int64_t threads = 1) {
     const int d1 = d_ + 1;
     float scale[kMaxFeatureDim];
     for (int i = 0; i < d_; ++i) scale[i] = elevation_scale(i, d_);
@@ -149,55 +154,48 @@ class LatticeBuilder {
     });
     if (bad.load()) return false;
 
+    // With fewer images than threads, each image's pixels are hashed in `parts` ranges at
+    // once, each into its own table; merging the tables in range order then numbers every
+    // vertex as one pass over the image would (by its first (pixel, corner)).
+    const int64_t parts = batch_ >= threads ? 1 : std::max<int64_t>(1, std::min<int64_t>((threads + batch_ - 1) / batch_,
+                                                                                          pixels_ / kPixelsPerPart));
     tables_.clear();
-    for (int64_t b = 0; b < batch_; ++b) tables_.emplace_back(d_);
-    parallel_for(0, batch_, 1, [&](int64_t begin, int64_t end) {
-      int z[kMaxFeatureDim + 2], rank[kMaxFeatureDim + 2];
-      // This pixel's corners and the previous simplex's (swapped per simplex).
-      int32_t corner_keys[2][kMaxFeatureDim + 1][kMaxFeatureDim];
-      uint64_t corner_hashes[2][kMaxFeatureDim + 1];
-      for (int64_t b = begin; b < end; ++b) {
-        VertexHashTable& table = tables_[b];
-        int current = 0;
-        for (int64_t q = b * pixels_; q < (b + 1) * pixels_; ++q) {
-          int32_t* ids = vertices_ + q * d1;
-          const bool first = q == b * pixels_;
-          bool same_simplex = !first;
-          for (int i = 0; i <= d_; ++i) {
-            same_simplex = same_simplex && z[i] == ids[i] && rank[i] == ranks_[q * d1 + i];
-            z[i] = ids[i];
-            rank[i] = ranks_[q * d1 + i];
-          }
-          if (same_simplex) {  // common in smooth regions: reuse the previous pixel's ids
-            std::copy(ids - d1, ids, ids);
-            continue;
-          }
-          auto& keys = corner_keys[current];
-          uint64_t* hashes = corner_hashes[current];
-          for (int k = 0; k <= d_; ++k) {  // all corners' slots requested before the probes
-            for (int i = 0; i < d_; ++i) keys[k][i] = vertex_coordinate(z[i], rank[i], d_, k);
-            hashes[k] = table.hash(keys[k]);
-            table.prefetch(hashes[k]);
-          }
-          // Neighbouring pixels' simplices share about half their corners: those ids come
-          // from the previous simplex, without a probe (same ids, so the same lattice).
-          const auto& previous_keys = corner_keys[1 - current];
-          const uint64_t* previous_hashes = corner_hashes[1 - current];
-          for (int k = 0; k <= d_; ++k) {
-            int32_t id = -1;
-            for (int j = 0; j <= d_ && !first; ++j) {
-              if (previous_hashes[j] == hashes[k] &&
-                  std::equal(keys[k], keys[k] + d_, previous_keys[j])) {
-                id = ids[j - d1];
-                break;
-              }
-            }
-            ids[k] = id >= 0 ? id : table.insert(keys[k], hashes[k]);  // local ids for now
-          }
-          current = 1 - current;
-        }
+    for (int64_t i = 0; i < batch_ * parts; ++i) tables_.emplace_back(d_);
+    auto range = [&](int64_t item) {  // pixels [first, last) of item = (image, part)
+      const int64_t b = item / parts, j = item % parts;
+      return std::pair<int64_t, int64_t>{b * pixels_ + j * pixels_ / parts, b * pixels_ + (j + 1) * pixels_ / parts};
+    };
+    parallel_for(0, batch_ * parts, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t item = begin; item < end; ++item) {
+        const auto [first, last] = range(item);
+        hash_pixels(tables_[item], first, last);
       }
     });
+    if (parts > 1) {
+      std::vector<std::vector<int32_t>> renumber(static_cast<size_t>(batch_ * parts));
+      parallel_for(0, batch_, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t b = begin; b < end; ++b) {
+          VertexHashTable& merged = tables_[b * parts];
+          for (int64_t item = b * parts + 1; item < (b + 1) * parts; ++item) {
+            const VertexHashTable& part = tables_[item];
+            std::vector<int32_t>& ids = renumber[item];
+            ids.resize(static_cast<size_t>(part.size()));
+            for (int32_t id = 0; id < part.size(); ++id) ids[id] = merged.insert(part.key(id));
+          }
+        }
+      });
+      parallel_for(0, batch_ * parts, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t item = begin; item < end; ++item) {
+          if (item % parts == 0) continue;
+          const auto [first, last] = range(item);
+          const std::vector<int32_t>& ids = renumber[item];
+          for (int32_t* id = vertices_ + first * d1; id < vertices_ + last * d1; ++id) *id = ids[*id];
+        }
+      });
+      std::vector<VertexHashTable> merged;
+      for (int64_t b = 0; b < batch_; ++b) merged.push_back(std::move(tables_[b * parts]));
+      tables_.swap(merged);
+    }
     ranks_.clear();
     ranks_.shrink_to_fit();
     offsets_.assign(static_cast<size_t>(batch_ + 1), 0);
@@ -266,6 +264,53 @@ class LatticeBuilder {
   }
 
  private:
+  // Local vertex ids of pixels [first, last) (global pixel indices q of one image) in `table`,
+  // numbered by first (pixel, corner), from the simplices (vertices_ holding remainder-0
+  // points, ranks_ the ranks) written by the embedding.
+  void hash_pixels(VertexHashTable& table, int64_t first, int64_t last) {
+    const int d1 = d_ + 1;
+    int z[kMaxFeatureDim + 2], rank[kMaxFeatureDim + 2];
+    // This pixel's corners and the previous simplex's (swapped per simplex).
+    int32_t corner_keys[2][kMaxFeatureDim + 1][kMaxFeatureDim];
+    uint64_t corner_hashes[2][kMaxFeatureDim + 1];
+    int current = 0;
+    for (int64_t q = first; q < last; ++q) {
+      int32_t* ids = vertices_ + q * d1;
+      bool same_simplex = q > first;
+      for (int i = 0; i <= d_; ++i) {
+        same_simplex = same_simplex && z[i] == ids[i] && rank[i] == ranks_[q * d1 + i];
+        z[i] = ids[i];
+        rank[i] = ranks_[q * d1 + i];
+      }
+      if (same_simplex) {  // common in smooth regions: reuse the previous pixel's ids
+        std::copy(ids - d1, ids, ids);
+        continue;
+      }
+      auto& keys = corner_keys[current];
+      uint64_t* hashes = corner_hashes[current];
+      for (int k = 0; k <= d_; ++k) {  // all corners' slots requested before the probes
+        for (int i = 0; i < d_; ++i) keys[k][i] = vertex_coordinate(z[i], rank[i], d_, k);
+        hashes[k] = table.hash(keys[k]);
+        table.prefetch(hashes[k]);
+      }
+      // Neighbouring pixels' simplices share about half their corners: those ids come
+      // from the previous simplex, without a probe (same ids, so the same lattice).
+      const auto& previous_keys = corner_keys[1 - current];
+      const uint64_t* previous_hashes = corner_hashes[1 - current];
+      for (int k = 0; k <= d_; ++k) {
+        int32_t id = -1;
+        for (int j = 0; j <= d_ && q > first && id < 0; ++j) {
+          if (previous_hashes[j] != hashes[k]) continue;
+          bool equal = true;
+          for (int i = 0; i < d_; ++i) equal = equal && keys[k][i] == previous_keys[j][i];
+          if (equal) id = ids[j - d1];
+        }
+        ids[k] = id >= 0 ? id : table.insert(keys[k], hashes[k]);  // local ids for now
+      }
+      current = 1 - current;
+    }
+  }
+
   const float* features_;
   int64_t batch_;
   int d_;
@@ -327,7 +372,15 @@ template <typename scalar_t>
 struct PixelScale {
   const scalar_t* data = nullptr;
   int64_t batch_stride = 0, pixel_stride = 0;
-  scalar_t at(int64_t b, int64_t p) const { return data[b * batch_stride + p * pixel_stride]; }
+  // The factors of pixels p0 .. p0 + count - 1 of image b, into factors (a tile's worth).
+  void load(int64_t b, int64_t p0, int64_t count, scalar_t* factors) const {
+    const scalar_t* first = data + b * batch_stride + p0 * pixel_stride;
+    if (pixel_stride == 0) {
+      std::fill(factors, factors + count, *first);
+    } else {
+      std::copy(first, first + count, factors);
+    }
+  }
 };
 
 // out = add + scale_out * (A (scale_in * in)), each part optional: a mean-field message
@@ -360,16 +413,17 @@ void lattice_filter_chunk(const LatticeView& lat, const scalar_t* in, scalar_t* 
   // Calls f(q0, count, tile) per tile of one image's pixels, tile[t * c + ch] holding
   // channel c0 + ch of pixel q0 + t (q = b N + p).
   auto for_each_input_tile = [&](int64_t tile_begin, int64_t tile_end, auto&& f) {
-    scalar_t tile[kTilePixels * kMaxChunkChannels];
+    scalar_t tile[kTilePixels * kMaxChunkChannels], factors[kTilePixels];
     for (int64_t i = tile_begin; i < tile_end; ++i) {
       const int64_t b = i / tiles_per_image, p0 = (i % tiles_per_image) * kTilePixels;
       const int64_t count = std::min(kTilePixels, pixels - p0);
+      if (affine.scale_in.data != nullptr) affine.scale_in.load(b, p0, count, factors);
       for (int64_t ch = 0; ch < c; ++ch) {
         const scalar_t* src = in + ((b * channels + c0 + ch) * pixels + p0);
         if (affine.scale_in.data == nullptr) {
           for (int64_t t = 0; t < count; ++t) tile[t * c + ch] = src[t];
         } else {
-          for (int64_t t = 0; t < count; ++t) tile[t * c + ch] = src[t] * affine.scale_in.at(b, p0 + t);
+          for (int64_t t = 0; t < count; ++t) tile[t * c + ch] = src[t] * factors[t];
         }
       }
       f(b * pixels + p0, count, tile);
@@ -436,7 +490,7 @@ void lattice_filter_chunk(const LatticeView& lat, const scalar_t* in, scalar_t* 
 
   const scalar_t alpha = static_cast<scalar_t>(slice_scale(lat.d));
   parallel_for(0, lat.batch * tiles_per_image, 16, [&](int64_t begin, int64_t end) {
-    scalar_t tile[kTilePixels * kMaxChunkChannels];
+    scalar_t tile[kTilePixels * kMaxChunkChannels], factors[kTilePixels];
     for (int64_t i = begin; i < end; ++i) {
       const int64_t b = i / tiles_per_image, p0 = (i % tiles_per_image) * kTilePixels;
       const int64_t count = std::min(kTilePixels, pixels - p0);
@@ -450,14 +504,21 @@ void lattice_filter_chunk(const LatticeView& lat, const scalar_t* in, scalar_t* 
           for (int64_t ch = 0; ch < c; ++ch) acc[ch] += w * val[ch];
         }
       }
+      const bool scaled = affine.scale_out.data != nullptr;
+      if (scaled) affine.scale_out.load(b, p0, count, factors);
       for (int64_t ch = 0; ch < c; ++ch) {
         const int64_t row = (b * channels + c0 + ch) * pixels + p0;
         scalar_t* dst = out + row;
-        for (int64_t t = 0; t < count; ++t) dst[t] = alpha * tile[t * c + ch];
-        if (affine.scale_out.data != nullptr)
-          for (int64_t t = 0; t < count; ++t) dst[t] = dst[t] * affine.scale_out.at(b, p0 + t);
-        if (affine.add != nullptr)
-          for (int64_t t = 0; t < count; ++t) dst[t] = affine.add[row + t] + dst[t];
+        const scalar_t* add = affine.add == nullptr ? nullptr : affine.add + row;
+        if (!scaled && add == nullptr) {
+          for (int64_t t = 0; t < count; ++t) dst[t] = alpha * tile[t * c + ch];
+        } else if (add == nullptr) {
+          for (int64_t t = 0; t < count; ++t) dst[t] = (alpha * tile[t * c + ch]) * factors[t];
+        } else if (!scaled) {
+          for (int64_t t = 0; t < count; ++t) dst[t] = add[t] + alpha * tile[t * c + ch];
+        } else {
+          for (int64_t t = 0; t < count; ++t) dst[t] = add[t] + (alpha * tile[t * c + ch]) * factors[t];
+        }
       }
     }
   });

@@ -24,7 +24,7 @@ lattice_build_cpu(const at::Tensor& features_in) {
   const at::Tensor &vertices = call.vertices, &weights = call.weights;
   cpu::LatticeBuilder builder(features.data_ptr<float>(), batch, d, pixels,
                               vertices.data_ptr<int32_t>(), weights.data_ptr<float>());
-  TORCH_CHECK_VALUE(builder.embed_and_hash(cpu::AtenParallelFor{}),
+  TORCH_CHECK_VALUE(builder.embed_and_hash(cpu::AtenParallelFor{}, at::get_num_threads()),
                     "lattice_build: features must be finite and within +-", kMaxFeatureMagnitude,
                     " (check images for NaN/Inf and sigmas for tiny values)");
   const std::vector<int64_t>& offsets = builder.offsets();

@@ -27,12 +27,12 @@ struct Built {
 };
 
 template <class PF>
-Built build(const std::vector<float>& features, int64_t batch, int d, int64_t pixels, PF pf) {
+Built build(const std::vector<float>& features, int64_t batch, int d, int64_t pixels, PF pf, int64_t threads = 1) {
   Built out;
   out.vertices.resize(batch * pixels * (d + 1));
   out.weights.resize(batch * pixels * (d + 1));
   LatticeBuilder builder(features.data(), batch, d, pixels, out.vertices.data(), out.weights.data());
-  CHECK(builder.embed_and_hash(pf));
+  CHECK(builder.embed_and_hash(pf, threads));
   out.offsets = builder.offsets();
   const int64_t m = out.offsets.back();
   out.neighbours.resize(m * (d + 1) * 2);

@@ -96,6 +96,38 @@ void test_filter_adjoint_and_paths() {
   }
 }
 
+// Hashing an image in ranges (as with more threads than images) and merging numbers the
+// vertices exactly as one pass does.
+void test_ranged_hashing_numbers_like_one_pass() {
+  const int d = 3;
+  const int64_t pixels = 3 * LatticeBuilder::kPixelsPerPart + 123;
+  std::mt19937 gen(5);
+  std::uniform_real_distribution<float> uniform(0.0f, 30.0f);
+  for (int64_t batch : {1, 2}) {
+    std::vector<float> features(batch * d * pixels);
+    for (auto& f : features) f = uniform(gen);
+    const Built one = build(features, batch, d, pixels, Serial{});
+    for (int64_t threads : {2, 4, 9}) {
+      const Built ranged = build(features, batch, d, pixels, Serial{}, threads);
+      CHECK(one.offsets == ranged.offsets && one.vertices == ranged.vertices && one.weights == ranged.weights &&
+            one.neighbours == ranged.neighbours && one.splat_ptr == ranged.splat_ptr &&
+            one.splat_index == ranged.splat_index);
+    }
+  }
+}
+
+void test_small_divisor() {
+  std::mt19937 gen(6);
+  for (uint32_t d = 1; d <= wsloss::kMaxFeatureDim + 1; ++d) {
+    const wsloss::cpu::SmallDivisor divisor(d);
+    auto exact = [&](uint32_t n) { return divisor.divide(n) == n / d; };
+    bool ok = true;
+    for (uint32_t n = 0; n < 100000; ++n) ok = ok && exact(n) && exact(0x7FFFFFFFu - n);
+    for (int i = 0; i < 100000; ++i) ok = ok && exact(gen() & 0x7FFFFFFFu);
+    CHECK(ok);
+  }
+}
+
 void test_constant_features_average() {
   const int64_t pixels = 50;
   const int d = 4;
@@ -128,6 +160,8 @@ int main() {
   test_embedding_properties();
   test_hash_table_growth();
   test_filter_adjoint_and_paths();
+  test_ranged_hashing_numbers_like_one_pass();
+  test_small_divisor();
   test_constant_features_average();
   test_non_finite_features_rejected();
   if (failures == 0) std::printf("all lattice core tests passed\n");
