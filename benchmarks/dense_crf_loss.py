@@ -24,7 +24,8 @@ import workloads  # noqa: E402
 import wsloss  # noqa: E402
 
 
-def timed(fn, repeats, device):
+def timed(fn, repeats, device, warm_up=True):
+    """Median seconds of `repeats` calls, after one warm-up call unless warm_up=False."""
     def once():
         if device == "cuda":
             torch.cuda.synchronize()
@@ -34,7 +35,8 @@ def timed(fn, repeats, device):
             torch.cuda.synchronize()
         return time.perf_counter() - start
 
-    once()  # warm-up
+    if warm_up:
+        once()
     return statistics.median(once() for _ in range(repeats))
 
 

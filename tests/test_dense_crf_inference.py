@@ -64,10 +64,12 @@ def test_equals_the_dense_mean_field_for_any_number_of_image_channels(channels, 
 @pytest.mark.parametrize("normalization", ["symmetric", "after"])
 def test_approximates_the_exact_gaussian_mean_field_far_closer_than_the_crf_moves(normalization, rng):
     """The lattice approximates c W; normalization cancels c and leaves its shape error
-    (DESIGN §1: 6-15% per filtering), which mean field carries into Q. Measured over 20
-    seeds (20 x 24 images, K = 5, 10 iterations): relative L2 error of Q 0.07 median,
-    0.17 worst; mean |dQ| 0.008 median, 0.018 worst; labels agree on 98% median, 96% worst
-    (the flips sit on label boundaries). The CRF moves Q several times further than that."""
+    (DESIGN §1: 6-15% per filtering), which mean field carries into Q. Measured over seeds
+    0-2999 for each normalization (20 x 24 images, K = 5, 10 iterations): relative L2 error of
+    Q 0.078 median, 0.25 at the 99th percentile, 0.37 worst; at most 0.56 of how far the CRF
+    moves Q; mean |dQ| 0.033 worst; labels agree on 92% or more (the flips sit on label
+    boundaries). The bounds sit above those worst cases, so that a fresh seed fails only
+    when the lattice or mean field is wrong (a wrong kernel moves Q about as far as the CRF)."""
     images = random_photo(2, 20, 24, rng)
     probs = unaries(rng, 2, 5, 20, 24, scale=2.0)
     exact = reference(probs, images, iterations=10, exact=True, normalization=normalization)
@@ -77,7 +79,7 @@ def test_approximates_the_exact_gaussian_mean_field_far_closer_than_the_crf_move
     agree = (got.argmax(1) == exact.argmax(1)).double().mean().item()
     print(f"relative L2 {error:.4f} (the CRF moved Q by {moved:.4f}), mean |dQ| {(got - exact).abs().mean():.5f}, "
           f"labels agree {agree:.4f}")
-    assert error < 0.25 and error < moved / 2 and (got - exact).abs().mean() < 0.03 and agree > 0.93
+    assert error < 0.45 and error < 0.7 * moved and (got - exact).abs().mean() < 0.045 and agree > 0.88
 
 
 def test_equals_pydensecrf_for_every_normalization_and_compatibility(rng):
