@@ -322,23 +322,6 @@ class LatticeBuilder {
   std::vector<int64_t> offsets_;
 };
 
-// n / d for n < 2^31 and d in 1..kMaxFeatureDim + 1 by one multiply and shift (a division
-// costs tens of cycles, once per splat entry in the gather). With L = 31 + ceil(log2 d) and
-// m = ceil(2^L / d) = (2^L + e) / d, e < d: n m / 2^L = n / d + n e / (d 2^L) and n e < 2^L,
-// so the floor is exact; n m < 2^63.
-class SmallDivisor {
- public:
-  explicit SmallDivisor(uint32_t d) {
-    while ((uint32_t{1} << (shift_ - 31)) < d) ++shift_;
-    magic_ = ((uint64_t{1} << shift_) + d - 1) / d;
-  }
-  uint32_t divide(uint32_t n) const { return static_cast<uint32_t>((n * magic_) >> shift_); }
-
- private:
-  int shift_ = 31;
-  uint64_t magic_ = 0;
-};
-
 // Pixels per tile: a tile's values (all channels of a chunk) stay in L1 while they are
 // transposed between the channel-planar tensors and the vertex-major lattice rows.
 constexpr int64_t kTilePixels = 64;
@@ -453,7 +436,6 @@ void lattice_filter_chunk(const LatticeView& lat, const scalar_t* in, scalar_t* 
         std::copy(tile, tile + count * c, pixel_major + q0 * c);
       });
     });
-    const SmallDivisor per_pixel(static_cast<uint32_t>(d1));
     parallel_for(0, num_vertices, vertex_grain, [&](int64_t begin, int64_t end) {
       for (int64_t v = begin; v < end; ++v) {
         scalar_t* acc = lattice_a + v * c;
@@ -461,7 +443,7 @@ void lattice_filter_chunk(const LatticeView& lat, const scalar_t* in, scalar_t* 
         for (int32_t s = lat.splat_ptr[v]; s < lat.splat_ptr[v + 1]; ++s) {
           const int32_t slot = lat.splat_index[s];
           const scalar_t w = static_cast<scalar_t>(lat.weights[slot]);
-          const scalar_t* row = pixel_major + static_cast<int64_t>(per_pixel.divide(static_cast<uint32_t>(slot))) * c;
+          const scalar_t* row = pixel_major + static_cast<int64_t>(slot / d1) * c;
           for (int64_t ch = 0; ch < c; ++ch) acc[ch] += w * row[ch];
         }
       }

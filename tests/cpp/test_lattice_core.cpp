@@ -116,18 +116,6 @@ void test_ranged_hashing_numbers_like_one_pass() {
   }
 }
 
-void test_small_divisor() {
-  std::mt19937 gen(6);
-  for (uint32_t d = 1; d <= wsloss::kMaxFeatureDim + 1; ++d) {
-    const wsloss::cpu::SmallDivisor divisor(d);
-    auto exact = [&](uint32_t n) { return divisor.divide(n) == n / d; };
-    bool ok = true;
-    for (uint32_t n = 0; n < 100000; ++n) ok = ok && exact(n) && exact(0x7FFFFFFFu - n);
-    for (int i = 0; i < 100000; ++i) ok = ok && exact(gen() & 0x7FFFFFFFu);
-    CHECK(ok);
-  }
-}
-
 void test_constant_features_average() {
   const int64_t pixels = 50;
   const int d = 4;
@@ -161,7 +149,6 @@ int main() {
   test_hash_table_growth();
   test_filter_adjoint_and_paths();
   test_ranged_hashing_numbers_like_one_pass();
-  test_small_divisor();
   test_constant_features_average();
   test_non_finite_features_rejected();
   if (failures == 0) std::printf("all lattice core tests passed\n");
