@@ -112,15 +112,13 @@ WSLOSS_HD void lattice_embed(const float* feature, int64_t stride, const float* 
     }
   }
 
-  float b[kMaxFeatureDim + 2];
-  for (int i = 0; i <= d + 1; ++i) b[i] = 0.0f;
-  for (int i = 0; i <= d; ++i) {
-    const float v = mul_rn(sub_rn(elevated[i], static_cast<float>(z[i])), down_factor);
-    b[d - rank[i]] = add_rn(b[d - rank[i]], v);
-    b[d + 1 - rank[i]] = sub_rn(b[d + 1 - rank[i]], v);
-  }
-  b[0] = add_rn(b[0], add_rn(1.0f, b[d + 1]));
-  for (int i = 0; i <= d; ++i) bary[i] = b[i];
+  // Barycentric weights (DESIGN §1 step 6): b[j] = v(rank d - j) - v(rank d + 1 - j) for j = 1..d
+  // and b[0] = v(rank d) + (1 - v(rank 0)), with v = (elevated - z) / (d + 1) per coordinate;
+  // each a single rounding of the same operands as accumulating them in coordinate order.
+  float by_rank[kMaxFeatureDim + 1];
+  for (int i = 0; i <= d; ++i) by_rank[rank[i]] = mul_rn(sub_rn(elevated[i], static_cast<float>(z[i])), down_factor);
+  bary[0] = add_rn(by_rank[d], add_rn(1.0f, -by_rank[0]));
+  for (int j = 1; j <= d; ++j) bary[j] = sub_rn(by_rank[d - j], by_rank[d + 1 - j]);
 }
 
 // DESIGN §1 step 7: a coordinate of the k-th vertex of a pixel's simplex, from that

@@ -23,18 +23,19 @@ def _divide(values: torch.Tensor, sigma: float) -> torch.Tensor:
     return values / torch.full((), sigma, dtype=torch.float32, device=values.device)
 
 
-def _position_features(images: torch.Tensor, divisors: Sequence[float]) -> torch.Tensor:
-    """Pixel (voxel) indices divided per axis, float32, B x <axes> x <spatial>, innermost axis first:
-    (x / divisors[-1], y / divisors[-2]) for images, then z / divisors[0] for volumes. The x-first
+def _position_features(images: torch.Tensor, divisors: Sequence[float], extra: int = 0) -> torch.Tensor:
+    """Pixel (voxel) indices divided per axis, float32, B x (<axes> + extra) x <spatial>, innermost axis
+    first: (x / divisors[-1], y / divisors[-2]) for images, then z / divisors[0] for volumes; `extra`
+    channels after them left for the caller to fill (one allocation: volumes are large). The x-first
     order is rloss's for images; a lattice is not invariant to permuted features, so it stays."""
     batch, spatial = images.shape[0], tuple(images.shape[2:])
-    axes = []
-    for axis in reversed(range(len(spatial))):
+    features = torch.empty((batch, len(spatial) + extra) + spatial, dtype=torch.float32, device=images.device)
+    for channel, axis in enumerate(reversed(range(len(spatial)))):
         coordinate = _divide(torch.arange(spatial[axis], dtype=torch.float32, device=images.device), divisors[axis])
         view = [1] * len(spatial)
         view[axis] = spatial[axis]
-        axes.append(coordinate.reshape(view).expand(spatial))
-    return torch.stack(axes).expand((batch, len(spatial)) + spatial).contiguous()
+        features[:, channel].copy_(coordinate.reshape(view))
+    return features
 
 
 def spatial_features(images: torch.Tensor, sigma_xy: float, spacing: Spacing = None) -> torch.Tensor:
@@ -70,8 +71,10 @@ def bilateral_features(images: torch.Tensor, sigma_rgb: float, sigma_xy: float,
 def _bilateral_features(images: torch.Tensor, sigma_rgb: float, divisors: Sequence[float]) -> torch.Tensor:
     """bilateral_features with the positions divided by `divisors` (one per axis, outermost
     first): the dense losses' downscaled grid divides by sigma_xy * scale_factor / spacing."""
-    colours = _divide(images.to(torch.float32), sigma_rgb)
-    return torch.cat((_position_features(images, divisors), colours), dim=1)
+    axes = images.dim() - 2
+    features = _position_features(images, divisors, extra=images.shape[1])
+    features[:, axes:] = _divide(images.to(torch.float32), sigma_rgb)  # a copy, differentiable as torch.cat was
+    return features
 
 
 class _Lattice:

@@ -31,7 +31,7 @@ class VertexHashTable {
   // Starts small (a compact table stays in cache; smooth images have few vertices).
   explicit VertexHashTable(int d) : d_(d), slots_(4096) {}
 
-  int32_t size() const { return static_cast<int32_t>(keys_.size() / d_); }
+  int32_t size() const { return count_; }
   const int32_t* key(int32_t id) const { return keys_.data() + static_cast<int64_t>(id) * d_; }
 
   // Id of the key, inserting it if absent; `h` = hash(key).
@@ -43,9 +43,8 @@ class VertexHashTable {
     for (size_t i = h & mask;; i = (i + 1) & mask) {
       Slot& slot = slots_[i];
       if (slot.id < 0) {
-        slot = {tag, size()};
-        keys_.resize(keys_.size() + d_);
-        std::copy(key, key + d_, keys_.end() - d_);
+        slot = {tag, count_++};
+        keys_.insert(keys_.end(), key, key + d_);
         return slot.id;
       }
       if (slot.tag == tag && equal(slot.id, key)) return slot.id;
@@ -105,6 +104,7 @@ class VertexHashTable {
   }
 
   int d_;
+  int32_t count_ = 0;  // keys_.size() / d_, kept: a division per insert shows in the build's time
   std::vector<Slot> slots_;
   std::vector<int32_t> keys_;
 };
@@ -122,38 +122,17 @@ class LatticeBuilder {
   LatticeBuilder(const float* features, int64_t batch, int d, int64_t pixels, int32_t* vertices,
                  float* weights)
       : features_(features), batch_(batch), d_(d), pixels_(pixels), vertices_(vertices),
-        weights_(weights), ranks_(static_cast<size_t>(batch * pixels * (d + 1))) {}
+        weights_(weights) {}
 
-  // Phase 1: per pixel, the simplex (remainder-0 point and ranks) and weights; then
-  // per image, the hash table of its vertices (`threads`: how many parallel_for runs at
-  // once; the result does not depend on it). Returns false if a feature is not finite or
-  // too large to embed (nothing else is then valid).
+  // Phase 1: per image, the simplex (remainder-0 point and ranks) and weights of each pixel
+  // and the hash table of its vertices (`threads`: how many parallel_for runs at once; the
+  // result does not depend on it). Returns false if a feature is not finite or too large to
+  // embed (nothing else is then valid).
   template <class ParallelFor>
   bool embed_and_hash(ParallelFor&& parallel_for, int64_t threads = 1) {
-    const int d1 = d_ + 1;
     float scale[kMaxFeatureDim];
     for (int i = 0; i < d_; ++i) scale[i] = elevation_scale(i, d_);
-    std::atomic<bool> bad{false};
-    parallel_for(0, batch_ * pixels_, 1024, [&](int64_t begin, int64_t end) {
-      int z[kMaxFeatureDim + 2], rank[kMaxFeatureDim + 2];
-      for (int64_t q = begin; q < end; ++q) {
-        const int64_t b = q / pixels_, p = q % pixels_;
-        const float* f = features_ + b * d_ * pixels_ + p;
-        bool ok = true;
-        for (int i = 0; i < d_; ++i) ok = ok && feature_in_range(f[i * pixels_]);  // NaN fails too
-        if (!ok) {
-          bad.store(true, std::memory_order_relaxed);
-          continue;
-        }
-        lattice_embed(f, pixels_, scale, d_, z, rank, weights_ + q * d1);
-        for (int i = 0; i <= d_; ++i) {
-          vertices_[q * d1 + i] = z[i];
-          ranks_[q * d1 + i] = static_cast<int8_t>(rank[i]);
-        }
-      }
-    });
-    if (bad.load()) return false;
-
+    const int d1 = d_ + 1;
     // With fewer images than threads, each image's pixels are hashed in `parts` ranges at
     // once, each into its own table; merging the tables in range order then numbers every
     // vertex as one pass over the image would (by its first (pixel, corner)).
@@ -165,12 +144,25 @@ class LatticeBuilder {
       const int64_t b = item / parts, j = item % parts;
       return std::pair<int64_t, int64_t>{b * pixels_ + j * pixels_ / parts, b * pixels_ + (j + 1) * pixels_ / parts};
     };
+    std::atomic<bool> bad{false};
     parallel_for(0, batch_ * parts, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t item = begin; item < end; ++item) {
+      for (int64_t item = begin; item < end && !bad.load(std::memory_order_relaxed); ++item) {
         const auto [first, last] = range(item);
-        hash_pixels(tables_[item], first, last);
+        // The common feature dimensions fixed at compile time: the embedding's loops unroll
+        // and its small arrays stay in registers (same arithmetic, so the same lattice).
+        bool ok;
+        switch (d_) {
+          case 2: ok = embed_and_hash_pixels<2>(tables_[item], first, last, scale); break;
+          case 3: ok = embed_and_hash_pixels<3>(tables_[item], first, last, scale); break;
+          case 4: ok = embed_and_hash_pixels<4>(tables_[item], first, last, scale); break;
+          case 5: ok = embed_and_hash_pixels<5>(tables_[item], first, last, scale); break;
+          case 6: ok = embed_and_hash_pixels<6>(tables_[item], first, last, scale); break;
+          default: ok = embed_and_hash_pixels<0>(tables_[item], first, last, scale);
+        }
+        if (!ok) bad.store(true, std::memory_order_relaxed);
       }
     });
+    if (bad.load()) return false;
     if (parts > 1) {
       std::vector<std::vector<int32_t>> renumber(static_cast<size_t>(batch_ * parts));
       parallel_for(0, batch_, 1, [&](int64_t begin, int64_t end) {
@@ -196,8 +188,6 @@ class LatticeBuilder {
       for (int64_t b = 0; b < batch_; ++b) merged.push_back(std::move(tables_[b * parts]));
       tables_.swap(merged);
     }
-    ranks_.clear();
-    ranks_.shrink_to_fit();
     offsets_.assign(static_cast<size_t>(batch_ + 1), 0);
     for (int64_t b = 0; b < batch_; ++b) offsets_[b + 1] = offsets_[b] + tables_[b].size();
     return true;
@@ -264,23 +254,32 @@ class LatticeBuilder {
   }
 
  private:
-  // Local vertex ids of pixels [first, last) (global pixel indices q of one image) in `table`,
-  // numbered by first (pixel, corner), from the simplices (vertices_ holding remainder-0
-  // points, ranks_ the ranks) written by the embedding.
-  void hash_pixels(VertexHashTable& table, int64_t first, int64_t last) {
-    const int d1 = d_ + 1;
-    int z[kMaxFeatureDim + 2], rank[kMaxFeatureDim + 2];
+  // Pixels [first, last) (global pixel indices q of one image): their simplices (DESIGN §1
+  // steps 1-6; weights into weights_) and the local ids of their corners in `table`
+  // (into vertices_), numbered by first (pixel, corner). kD > 0 is d_ fixed at compile time.
+  // Returns false at the first feature that is not finite or too large to embed.
+  template <int kD>
+  bool embed_and_hash_pixels(VertexHashTable& table, int64_t first, int64_t last, const float* scale) {
+    const int d = kD > 0 ? kD : d_, d1 = d + 1;
+    const int64_t image = first / pixels_;
+    int z[kMaxFeatureDim + 2], rank[kMaxFeatureDim + 2], previous_z[kMaxFeatureDim + 1],
+        previous_rank[kMaxFeatureDim + 1];
     // This pixel's corners and the previous simplex's (swapped per simplex).
     int32_t corner_keys[2][kMaxFeatureDim + 1][kMaxFeatureDim];
     uint64_t corner_hashes[2][kMaxFeatureDim + 1];
     int current = 0;
     for (int64_t q = first; q < last; ++q) {
+      const float* f = features_ + image * d * pixels_ + (q - image * pixels_);
+      bool ok = true;
+      for (int i = 0; i < d; ++i) ok = ok && feature_in_range(f[i * pixels_]);  // NaN fails too
+      if (!ok) return false;
       int32_t* ids = vertices_ + q * d1;
+      lattice_embed(f, pixels_, scale, d, z, rank, weights_ + q * d1);
       bool same_simplex = q > first;
-      for (int i = 0; i <= d_; ++i) {
-        same_simplex = same_simplex && z[i] == ids[i] && rank[i] == ranks_[q * d1 + i];
-        z[i] = ids[i];
-        rank[i] = ranks_[q * d1 + i];
+      for (int i = 0; i <= d; ++i) {
+        same_simplex = same_simplex && z[i] == previous_z[i] && rank[i] == previous_rank[i];
+        previous_z[i] = z[i];
+        previous_rank[i] = rank[i];
       }
       if (same_simplex) {  // common in smooth regions: reuse the previous pixel's ids
         std::copy(ids - d1, ids, ids);
@@ -288,8 +287,8 @@ class LatticeBuilder {
       }
       auto& keys = corner_keys[current];
       uint64_t* hashes = corner_hashes[current];
-      for (int k = 0; k <= d_; ++k) {  // all corners' slots requested before the probes
-        for (int i = 0; i < d_; ++i) keys[k][i] = vertex_coordinate(z[i], rank[i], d_, k);
+      for (int k = 0; k <= d; ++k) {  // all corners' slots requested before the probes
+        for (int i = 0; i < d; ++i) keys[k][i] = vertex_coordinate(z[i], rank[i], d, k);
         hashes[k] = table.hash(keys[k]);
         table.prefetch(hashes[k]);
       }
@@ -297,18 +296,19 @@ class LatticeBuilder {
       // from the previous simplex, without a probe (same ids, so the same lattice).
       const auto& previous_keys = corner_keys[1 - current];
       const uint64_t* previous_hashes = corner_hashes[1 - current];
-      for (int k = 0; k <= d_; ++k) {
+      for (int k = 0; k <= d; ++k) {
         int32_t id = -1;
-        for (int j = 0; j <= d_ && q > first && id < 0; ++j) {
+        for (int j = 0; j <= d && q > first && id < 0; ++j) {
           if (previous_hashes[j] != hashes[k]) continue;
           bool equal = true;
-          for (int i = 0; i < d_; ++i) equal = equal && keys[k][i] == previous_keys[j][i];
+          for (int i = 0; i < d; ++i) equal = equal && keys[k][i] == previous_keys[j][i];
           if (equal) id = ids[j - d1];
         }
         ids[k] = id >= 0 ? id : table.insert(keys[k], hashes[k]);  // local ids for now
       }
       current = 1 - current;
     }
+    return true;
   }
 
   const float* features_;
@@ -317,7 +317,6 @@ class LatticeBuilder {
   int64_t pixels_;
   int32_t* vertices_;
   float* weights_;
-  std::vector<int8_t> ranks_;
   std::vector<VertexHashTable> tables_;
   std::vector<int64_t> offsets_;
 };
