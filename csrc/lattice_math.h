@@ -115,7 +115,7 @@ WSLOSS_HD void lattice_embed(const float* feature, int64_t stride, const float* 
   // Barycentric weights (DESIGN §1 step 6): b[j] = v(rank d - j) - v(rank d + 1 - j) for j = 1..d
   // and b[0] = v(rank d) + (1 - v(rank 0)), with v = (elevated - z) / (d + 1) per coordinate;
   // each a single rounding of the same operands as accumulating them in coordinate order.
-  float by_rank[kMaxFeatureDim + 1];
+  float by_rank[kMaxFeatureDim + 1] = {};  // every entry is set (ranks are a permutation); cleared for -Wall
   for (int i = 0; i <= d; ++i) by_rank[rank[i]] = mul_rn(sub_rn(elevated[i], static_cast<float>(z[i])), down_factor);
   bary[0] = add_rn(by_rank[d], add_rn(1.0f, -by_rank[0]));
   for (int j = 1; j <= d; ++j) bary[j] = sub_rn(by_rank[d - j], by_rank[d + 1 - j]);

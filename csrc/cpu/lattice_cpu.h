@@ -262,8 +262,8 @@ class LatticeBuilder {
   bool embed_and_hash_pixels(VertexHashTable& table, int64_t first, int64_t last, const float* scale) {
     const int d = kD > 0 ? kD : d_, d1 = d + 1;
     const int64_t image = first / pixels_;
-    int z[kMaxFeatureDim + 2], rank[kMaxFeatureDim + 2], previous_z[kMaxFeatureDim + 1],
-        previous_rank[kMaxFeatureDim + 1];
+    int z[kMaxFeatureDim + 2], rank[kMaxFeatureDim + 2];
+    int previous_z[kMaxFeatureDim + 1] = {}, previous_rank[kMaxFeatureDim + 1] = {};
     // This pixel's corners and the previous simplex's (swapped per simplex).
     int32_t corner_keys[2][kMaxFeatureDim + 1][kMaxFeatureDim];
     uint64_t corner_hashes[2][kMaxFeatureDim + 1];

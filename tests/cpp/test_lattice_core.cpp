@@ -2,6 +2,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <numeric>
 #include <random>
 #include <set>
@@ -54,6 +55,42 @@ void test_embedding_properties() {
         const long last = -sum;  // implied coordinate d
         CHECK(((last - k) % (d + 1) + (d + 1)) % (d + 1) == 0);
       }
+    }
+  }
+}
+
+// lattice_embed computes the weights from the inverse rank permutation; they must equal DESIGN §1
+// step 6's accumulation in coordinate order bit for bit, ties (integer and eighth features) included.
+void test_weights_equal_the_step_6_accumulation() {
+  std::mt19937 gen(4);
+  for (int d = 1; d <= wsloss::kMaxFeatureDim; ++d) {
+    float scale[wsloss::kMaxFeatureDim];
+    for (int i = 0; i < d; ++i) scale[i] = wsloss::elevation_scale(i, d);
+    const float down_factor = 1.0f / static_cast<float>(d + 1);
+    for (int trial = 0; trial < 20000; ++trial) {
+      float f[wsloss::kMaxFeatureDim], bary[wsloss::kMaxFeatureDim + 1];
+      int z[wsloss::kMaxFeatureDim + 2], rank[wsloss::kMaxFeatureDim + 2];
+      for (int i = 0; i < d; ++i) {
+        const int u = static_cast<int>(gen() % 512) - 256;
+        f[i] = trial % 3 == 0 ? static_cast<float>(u % 64) : trial % 3 == 1 ? u / 8.0f : u / 3.0f;
+      }
+      wsloss::lattice_embed(f, 1, scale, d, z, rank, bary);
+      // Step 2's elevation again (as lattice_embed does it), then step 6 as written.
+      float elevated[wsloss::kMaxFeatureDim + 1], sum = 0.0f;
+      for (int j = d; j > 0; --j) {
+        const float cf = f[j - 1] * scale[j - 1];
+        elevated[j] = sum - static_cast<float>(j) * cf;
+        sum += cf;
+      }
+      elevated[0] = sum;
+      float b[wsloss::kMaxFeatureDim + 2] = {};
+      for (int i = 0; i <= d; ++i) {
+        const float v = (elevated[i] - static_cast<float>(z[i])) * down_factor;
+        b[d - rank[i]] += v;
+        b[d + 1 - rank[i]] -= v;
+      }
+      b[0] += 1.0f + b[d + 1];
+      for (int k = 0; k <= d; ++k) CHECK(std::memcmp(&b[k], &bary[k], sizeof(float)) == 0);
     }
   }
 }
@@ -146,6 +183,7 @@ void test_non_finite_features_rejected() {
 int main() {
   test_scales_and_rounding();
   test_embedding_properties();
+  test_weights_equal_the_step_6_accumulation();
   test_hash_table_growth();
   test_filter_adjoint_and_paths();
   test_ranged_hashing_numbers_like_one_pass();
