@@ -37,9 +37,12 @@ inline void check_lattice_filter(const at::Tensor& vertices, const at::Tensor& w
                    "lattice_filter: lattice tensors must come from lattice_build (int32 indices, "
                    "float32 weights)");
   const int64_t d1 = vertices.size(2);
+  // The CSR is [M+1] and [B N (d+1)], or both empty (built without it, CPU).
+  const bool splat_csr = neighbours.dim() == 3 && splat_ptr.dim() == 1 &&
+                         splat_ptr.size(0) == neighbours.size(0) + 1 && splat_index.numel() == vertices.numel();
+  const bool no_splat_csr = splat_ptr.numel() == 0 && splat_index.numel() == 0;
   TORCH_CHECK_VALUE(neighbours.dim() == 3 && neighbours.size(1) == d1 && neighbours.size(2) == 2 &&
-                        splat_ptr.dim() == 1 && splat_ptr.size(0) == neighbours.size(0) + 1 &&
-                        splat_index.numel() == vertices.numel(),
+                        (splat_csr || no_splat_csr),
                     "lattice_filter: inconsistent lattice tensors: neighbours ", neighbours.sizes(),
                     ", splat_ptr ", splat_ptr.sizes(), ", splat_index ", splat_index.sizes());
   TORCH_CHECK_TYPE(values.scalar_type() == at::kFloat || values.scalar_type() == at::kDouble,
@@ -52,6 +55,12 @@ inline void check_lattice_filter(const at::Tensor& vertices, const at::Tensor& w
     TORCH_CHECK_VALUE(t->device() == vertices.device(),
                       "lattice_filter: all tensors must be on one device, got ", vertices.device(),
                       " and ", t->device());
+}
+
+// The CUDA filtering's splat gathers over the CSR, which a CPU lattice may have been built without.
+inline void check_splat_csr_present(const at::Tensor& splat_ptr) {
+  TORCH_CHECK_VALUE(splat_ptr.numel() > 0, "lattice_filter: this lattice has no splat CSR (built on the CPU with "
+                    "splat_csr=False), which the CUDA filtering needs; build the lattice on the GPU");
 }
 
 // lattice_filter_into's own arguments, after check_lattice_filter: out [B, C, N] like values
@@ -144,11 +153,19 @@ inline LatticeFilterCall lattice_filter_call(const at::Tensor& vertices, const a
 //   names (vertices), in increasing order within a vertex; hence each corner is listed once
 //   and every vertex index lies in [0, M);
 //   every neighbour lies in [0, M] (M: missing).
-// Device-agnostic ATen passes and one host sync; the wrappers call it unless told the tensors
-// come straight from lattice_build (PermutohedralLattice).
+// Without a CSR (a CPU lattice built without it), only that every vertex and neighbour index lies
+// in range. Device-agnostic ATen passes and one host sync; the wrappers call it unless told the
+// tensors come straight from lattice_build (PermutohedralLattice).
 inline void check_lattice_tensors(const LatticeFilterCall& call) {
   const int64_t corners = call.vertices.numel(), num_vertices = call.num_vertices;
   const int64_t image_corners = call.pixels * (call.d + 1);
+  if (call.splat_ptr.numel() == 0) {  // no CSR (the splat scatters): every index in range suffices
+    const bool valid = ((call.vertices >= 0) & (call.vertices < num_vertices)).all().item<bool>() &&
+                       ((call.neighbours >= 0) & (call.neighbours <= num_vertices)).all().item<bool>();
+    TORCH_CHECK_VALUE(valid, "lattice_filter: the lattice tensors are not from one lattice_build (an index out of "
+                      "range); pass the tensors of one PermutohedralLattice unchanged");
+    return;
+  }
   const at::Tensor ptr = call.splat_ptr.to(at::kLong);
   at::Tensor valid = (ptr[0] == 0) & (ptr[num_vertices] == corners) &
                      ((call.neighbours >= 0) & (call.neighbours <= num_vertices)).all();

@@ -57,9 +57,10 @@ PyObject* PyInit__C(void) {
 TORCH_LIBRARY(wsloss, m) {
   // features [B, d, N] float32 -> offsets [B+1] int64, vertices [B, N, d+1] int32,
   // weights [B, N, d+1] float32, neighbours [M, d+1, 2] int32, splat_ptr [M+1] int32,
-  // splat_index [B N (d+1)] int32.
+  // splat_index [B N (d+1)] int32; splat_csr=False (CPU only): splat_ptr and splat_index empty,
+  // for lattices whose filterings all scatter (DESIGN §5).
   m.def(
-      "lattice_build(Tensor features) -> (Tensor offsets, Tensor vertices, Tensor weights, "
+      "lattice_build(Tensor features, bool splat_csr=True) -> (Tensor offsets, Tensor vertices, Tensor weights, "
       "Tensor neighbours, Tensor splat_ptr, Tensor splat_index)");
   // values [B, C, N] float32/float64 -> A values (transpose: A^T values), [B, C, N]. validate
   // checks the lattice tensors' indices and consistency first (one host sync, check_lattice_tensors);

@@ -20,7 +20,7 @@ INDEX_TENSORS = ("vertices", "neighbours", "splat_ptr", "splat_index")
 
 def built_lattice(device, seed=0, batch=2, dim=5, pixels=40):
     g = torch.Generator().manual_seed(seed)
-    return wsloss.PermutohedralLattice((torch.randn(batch, dim, pixels, generator=g) * 2).to(device))
+    return wsloss.PermutohedralLattice((torch.randn(batch, dim, pixels, generator=g) * 2).to(device), splat_csr=True)
 
 
 def filter_both_ways(tensors, values):
@@ -46,6 +46,28 @@ def test_lattice_filter_refuses_an_index_out_of_range(device, name, value):
     filter_both_ways(tensors, torch.randn(2, 3, 40, device=device))
 
 
+@pytest.mark.parametrize("value", [10 ** 8, -1])
+@pytest.mark.parametrize("name", ["vertices", "neighbours"])
+def test_a_lattice_without_the_splat_csr_refuses_an_index_out_of_range(name, value):
+    """Built without the CSR (CPU), the tensors' indices are still checked before any is used."""
+    lattice = wsloss.PermutohedralLattice((torch.randn(2, 5, 40, generator=torch.Generator().manual_seed(0)) * 2),
+                                          splat_csr=False)
+    tensors = [t.clone() for t in lattice.tensors]
+    flat = tensors[LATTICE_TENSORS.index(name)].view(-1)
+    flat[flat.numel() // 2] = value
+    filter_both_ways(tensors, torch.randn(2, 3, 40))
+
+
+def test_half_a_splat_csr_is_refused(device):
+    """splat_ptr and splat_index are both there or both empty: one alone is a ValueError."""
+    tensors = list(built_lattice(device).tensors)
+    for index in (3, 4):
+        broken = tensors.copy()
+        broken[index] = broken[index][:0]
+        with pytest.raises(ValueError, match="inconsistent lattice tensors"):
+            ops.lattice_filter(*broken, torch.randn(2, 3, 40, device=device))
+
+
 @pytest.mark.parametrize("name", ["vertices", "splat_ptr", "splat_index"])
 def test_lattice_filter_refuses_an_index_moved_within_range(device, name):
     """A vertex or CSR entry that names another valid index breaks the CSR's bijection: refused."""
@@ -63,7 +85,7 @@ def test_lattice_filter_refuses_tensors_of_two_lattices(device, name):
     vertices, numbered and listed otherwise) is refused, not filtered into garbage."""
     first = built_lattice(device)
     features = (torch.randn(2, 5, 40, generator=torch.Generator().manual_seed(0)) * 2).to(device)
-    second = wsloss.PermutohedralLattice(features.flip(2))
+    second = wsloss.PermutohedralLattice(features.flip(2), splat_csr=True)
     assert all(a.shape == b.shape for a, b in zip(first.tensors, second.tensors))
     tensors = list(first.tensors)
     index = LATTICE_TENSORS.index(name)

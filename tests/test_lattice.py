@@ -5,7 +5,7 @@ import torch
 
 import spec_lattice
 import wsloss
-from helpers import lattice_matrices, random_photo
+from helpers import lattice_matrices, random_photo, requires_cuda
 from wsloss import PermutohedralLattice
 
 
@@ -144,7 +144,7 @@ BATCH, D, N = 3, 4, 200  # the lattice whose tensors the tests below check
 
 
 def structure_lattice(rng, device):
-    return PermutohedralLattice(random_features(BATCH, D, N, rng).to(device))
+    return PermutohedralLattice(random_features(BATCH, D, N, rng).to(device), splat_csr=True)
 
 
 def test_offsets_run_from_zero_to_the_vertex_count(rng, device):
@@ -222,8 +222,11 @@ def test_thread_count_does_not_change_the_lattice(batch, rng):
     try:
         for count in (1, 2, 3, 7):
             torch.set_num_threads(count)
-            lattice = PermutohedralLattice(features)
+            lattice = PermutohedralLattice(features, splat_csr=True)
             built.append((lattice.offsets, *lattice.tensors))
+            bare = PermutohedralLattice(features, splat_csr=False)  # the same, less the splat CSR
+            assert bare.splat_ptr.numel() == 0 and bare.splat_index.numel() == 0
+            assert all(torch.equal(a, b) for a, b in zip(built[-1][:4], (bare.offsets, *bare.tensors[:3])))
     finally:
         torch.set_num_threads(threads)
     for other in built[1:]:
@@ -233,7 +236,8 @@ def test_thread_count_does_not_change_the_lattice(batch, rng):
 @pytest.mark.parametrize("batch,channels", [(3, 21), (1, 21), (1, 1), (2, 70)])
 def test_thread_count_does_not_change_the_filter(batch, channels, rng):
     """One thread, two and three split the splat by images, channel groups (70: chunks within a
-    group) or the CSR gather; all must give the same bits."""
+    group) or the CSR gather (a lattice built without the CSR scatters instead); all must give
+    the same bits."""
     features = random_features(batch, 5, 4000, rng)
     values = torch.rand(batch, channels, 4000, generator=rng)
     threads = torch.get_num_threads()
@@ -241,12 +245,38 @@ def test_thread_count_does_not_change_the_filter(batch, channels, rng):
     try:
         for count in (1, 2, 3):
             torch.set_num_threads(count)
-            lattice = PermutohedralLattice(features)
-            results.append((lattice.filter(values), lattice.filter(values, transpose=True)))
+            for splat_csr in (True, False, None):
+                lattice = PermutohedralLattice(features, splat_csr=splat_csr)
+                results.append((lattice.filter(values), lattice.filter(values, transpose=True)))
     finally:
         torch.set_num_threads(threads)
     for forward, transposed in results[1:]:
         assert torch.equal(forward, results[0][0]) and torch.equal(transposed, results[0][1])
+
+
+def test_the_cpu_build_skips_the_splat_csr_only_where_every_filtering_scatters(rng):
+    """Default: a CPU lattice of at least as many images as threads has no CSR (its filterings
+    split by images), one of fewer images has it; CUDA lattices always have it."""
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        for batch, has_csr in ((2, True), (3, False), (4, False)):
+            lattice = PermutohedralLattice(random_features(batch, 4, 500, rng))
+            assert (lattice.splat_index.numel() > 0) == has_csr, batch
+            assert (lattice.splat_ptr.numel() > 0) == has_csr, batch
+    finally:
+        torch.set_num_threads(threads)
+
+
+@requires_cuda
+def test_cuda_lattices_always_carry_the_splat_csr(rng):
+    features = random_features(2, 4, 500, rng)
+    with pytest.raises(ValueError, match="always has its splat CSR"):
+        torch.ops.wsloss.lattice_build(features.cuda(), False)
+    bare = PermutohedralLattice(features, splat_csr=False)
+    moved = [t.cuda() for t in bare.tensors]
+    with pytest.raises(ValueError, match="no splat CSR"):
+        torch.ops.wsloss.lattice_filter(*moved, torch.rand(2, 3, 500, device="cuda"))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])

@@ -106,7 +106,7 @@ def test_dense_crf_inference_compiles_fullgraph(device, rng):
 def _opcheck_inputs(device, rng):
     """Sample arguments for every wsloss op (a new op must be added here)."""
     features = (torch.rand(2, 5, 31, generator=rng) * 3).to(device)
-    lattice = wsloss.PermutohedralLattice(features)
+    lattice = wsloss.PermutohedralLattice(features, splat_csr=True)
     images, seg, roi = (random_photo(2, 6, 7, rng).double(),
                         torch.softmax(torch.randn(2, 4, 6, 7, generator=rng, dtype=torch.float64), 1),
                         (torch.rand(2, 6, 7, generator=rng) > 0.2).double())
@@ -126,6 +126,11 @@ def _opcheck_inputs(device, rng):
                                           plain.new_empty(0)) for transpose in (False, True)]
         cases["lattice_filter_into"].append((*lattice.tensors, plain, False, torch.empty_like(plain), plain.new_empty(0),
                                              False, plain.new_ones(1, 1, 31), plain[:, :1] + 1, plain.clone()))
+    if device == "cpu":  # a CPU lattice may be built without the splat CSR (CUDA refuses to)
+        bare = wsloss.PermutohedralLattice(features, splat_csr=False)
+        cases["lattice_build"].append((features, False))
+        cases["lattice_filter"].append((*bare.tensors, values, False))
+        cases["lattice_filter_into"].append((*bare.tensors, plain, True, torch.empty_like(plain), plain.new_empty(0)))
     for neighbourhood in (4, 8):
         for bilinear in (False, True):
             options = (images, roi, 20.0, neighbourhood, bilinear)

@@ -12,7 +12,7 @@ HAS_CUDA_KERNELS = torch._C._dispatch_has_kernel_for_dispatch_key("wsloss::latti
 
 
 @torch.library.register_fake("wsloss::lattice_build")
-def _lattice_build_fake(features):
+def _lattice_build_fake(features, splat_csr=True):
     batch, dim, pixels = features.shape
     # The vertex count depends on the feature values.
     num_vertices = torch.library.get_ctx().new_dynamic_size()
@@ -22,8 +22,8 @@ def _lattice_build_fake(features):
         features.new_empty((batch, pixels, dim + 1), **as_int),
         features.new_empty((batch, pixels, dim + 1), dtype=torch.float32),
         features.new_empty((num_vertices, dim + 1, 2), **as_int),
-        features.new_empty((num_vertices + 1,), **as_int),
-        features.new_empty((batch * pixels * (dim + 1),), **as_int),
+        features.new_empty((num_vertices + 1 if splat_csr else 0,), **as_int),
+        features.new_empty((batch * pixels * (dim + 1) if splat_csr else 0,), **as_int),
     )
 
 
@@ -31,7 +31,7 @@ def _lattice_build_backward(ctx, *grads):
     # The lattice is a function of the features that wsloss never differentiates (rloss neither):
     # no gradient reaches them. Registered so that features requiring grad get this documented
     # answer rather than torch's warning about an op without an autograd kernel.
-    return None
+    return None, None
 
 
 torch.library.register_autograd("wsloss::lattice_build", _lattice_build_backward)

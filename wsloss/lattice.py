@@ -137,9 +137,16 @@ class PermutohedralLattice(_Lattice):
     for backward and reused for every channel, transposed filtering and iteration.
     ``filter`` takes values in the features' layout; ``apply`` is the low-level filtering of
     flat B x C x N values, optionally into a caller's buffer.
+
+    ``splat_csr``: whether the lattice carries the per-vertex lists of its pixels that a CPU
+    filtering with fewer images and channels than threads gathers over (and every CUDA one).
+    None (default): on CUDA, under torch.compile, and on the CPU when B < torch.get_num_threads(); else the CPU
+    filtering scatters one image per thread and the lists would cost a pass and B N (d+1) int32
+    for nothing. A lattice without them filters to the same numbers, with fewer threads where it
+    would have gathered.
     """
 
-    def __init__(self, features: torch.Tensor):
+    def __init__(self, features: torch.Tensor, splat_csr: Optional[bool] = None):
         check_tensor("features", features, dims=(3, 4, 5), floating=True)
         refuse_meta("features", features, "the lattice's size depends on the features' values")
         if features.is_cuda and not HAS_CUDA_KERNELS:
@@ -154,7 +161,10 @@ class PermutohedralLattice(_Lattice):
         self.batch, self.dim = features.shape[:2]
         self.spatial_shape = tuple(features.shape[2:])
         flat = features.reshape(self.batch, self.dim, -1).to(torch.float32).contiguous()
-        offsets, vertices, weights, neighbours, splat_ptr, splat_index = ops.lattice_build(flat)
+        if splat_csr is None:  # compiled: always (the thread count is not traced)
+            splat_csr = (torch.compiler.is_compiling() or flat.device.type != "cpu"
+                         or self.batch < torch.get_num_threads())
+        offsets, vertices, weights, neighbours, splat_ptr, splat_index = ops.lattice_build(flat, bool(splat_csr))
         super().__init__(vertices, weights, neighbours, splat_ptr, splat_index)
         self.offsets = offsets
 

@@ -7,7 +7,8 @@
 //   weights   [P][d+1] float  barycentric weights
 //   neighbours[M][d+1][2]     blur neighbours along each lattice direction; M = missing
 //   splat_ptr [M+1], splat_index[P(d+1)]  CSR of (pixel, corner) slots per vertex, for a
-//                                          race-free gather splat (CUDA; CPU with few images)
+//                                          race-free gather splat (CUDA; CPU with few images);
+//                                          optional on the CPU (empty: the splat scatters)
 // where P = B N pixels of all images and M the number of vertices of all images.
 #pragma once
 
@@ -196,15 +197,15 @@ class LatticeBuilder {
   // Vertex offset of each image (size B + 1); the last entry is M.
   const std::vector<int64_t>& offsets() const { return offsets_; }
 
-  // Phase 2: global vertex ids, blur neighbours [M][d+1][2] (missing = M) and the
-  // splat CSR (splat_ptr [M+1], splat_index [B N (d+1)], pixels in ascending order).
+  // Phase 2: global vertex ids, blur neighbours [M][d+1][2] (missing = M) and, unless
+  // splat_ptr is null, the splat CSR (splat_ptr [M+1], splat_index [B N (d+1)], pixels in
+  // ascending order).
   template <class ParallelFor>
   void finish(int32_t* neighbours, int32_t* splat_ptr, int32_t* splat_index,
               ParallelFor&& parallel_for) {
     const int d1 = d_ + 1;
     const int64_t slots_per_image = pixels_ * d1;
     const int32_t missing = static_cast<int32_t>(offsets_[batch_]);
-    splat_ptr[offsets_[batch_]] = static_cast<int32_t>(batch_ * slots_per_image);
     for (int64_t b = 0; b < batch_; ++b) {
       const VertexHashTable& table = tables_[b];
       const int64_t offset = offsets_[b];
@@ -231,6 +232,17 @@ class LatticeBuilder {
         }
       });
     }
+    if (splat_ptr == nullptr) {
+      parallel_for(0, batch_, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t b = begin; b < end; ++b) {
+          int32_t* ids = vertices_ + b * slots_per_image;
+          for (int64_t s = 0; s < slots_per_image; ++s) ids[s] += static_cast<int32_t>(offsets_[b]);
+        }
+      });
+      tables_.clear();
+      return;
+    }
+    splat_ptr[offsets_[batch_]] = static_cast<int32_t>(batch_ * slots_per_image);
     parallel_for(0, batch_, 1, [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
         const int64_t offset = offsets_[b], count = tables_[b].size();

@@ -14,7 +14,7 @@ namespace wsloss {
 namespace {
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-lattice_build_cpu(const at::Tensor& features_in) {
+lattice_build_cpu(const at::Tensor& features_in, bool splat_csr) {
   check_lattice_features(features_in);
   const LatticeBuildCall call = lattice_build_call(features_in, features_in.options());
   const at::Tensor& features = call.features;
@@ -30,10 +30,12 @@ lattice_build_cpu(const at::Tensor& features_in) {
   const std::vector<int64_t>& offsets = builder.offsets();
   const int64_t num_vertices = offsets.back();
   at::Tensor neighbours = at::empty({num_vertices, d + 1, 2}, int_options);
-  at::Tensor splat_ptr = at::empty({num_vertices + 1}, int_options);
-  at::Tensor splat_index = at::empty({batch * pixels * (d + 1)}, int_options);
-  builder.finish(neighbours.data_ptr<int32_t>(), splat_ptr.data_ptr<int32_t>(),
-                 splat_index.data_ptr<int32_t>(), cpu::AtenParallelFor{});
+  // Without the CSR (the caller's choice, when no filtering of this lattice will gather): two
+  // empty tensors, a pass and B N (d+1) int32 fewer.
+  at::Tensor splat_ptr = at::empty({splat_csr ? num_vertices + 1 : 0}, int_options);
+  at::Tensor splat_index = at::empty({splat_csr ? batch * pixels * (d + 1) : 0}, int_options);
+  builder.finish(neighbours.data_ptr<int32_t>(), splat_csr ? splat_ptr.data_ptr<int32_t>() : nullptr,
+                 splat_csr ? splat_index.data_ptr<int32_t>() : nullptr, cpu::AtenParallelFor{});
   at::Tensor offsets_tensor = at::empty({batch + 1}, features.options().dtype(at::kLong));
   std::copy(offsets.begin(), offsets.end(), offsets_tensor.data_ptr<int64_t>());
   return {offsets_tensor, vertices, weights, neighbours, splat_ptr, splat_index};
@@ -70,11 +72,12 @@ void lattice_filter_into_cpu(const at::Tensor& vertices_in, const at::Tensor& we
   //  - channel groups: else, with enough channels, one group of channels per thread, each a
   //    whole serial filtering (scatter, blur, slice) in its own lattice buffers: every thread
   //    streams the lattice once, and the vertex rows it scatters into stay in cache;
-  //  - gather: else (few images and channels), per vertex over the CSR, from a pixel-major copy.
+  //  - gather: else (few images and channels), per vertex over the CSR, from a pixel-major copy;
+  //    a lattice built without the CSR scatters here too, with fewer threads than images.
   const int64_t threads = at::get_num_threads();
   const bool by_images = batch >= threads;
   const int64_t groups = by_images || channels < threads ? 1 : threads;
-  const bool gather = !by_images && groups == 1;
+  const bool gather = !by_images && groups == 1 && call.splat_ptr.numel() > 0;
   // Channel chunks bound the scratch lattices (about 256 MB for all float buffers).
   const int64_t rows = lattice.num_vertices + 1;
   const int64_t row_budget = std::max<int64_t>(1, (int64_t{32} << 20) / rows / groups);

@@ -18,8 +18,10 @@ at::Tensor workspace(size_t bytes, const at::Tensor& like) {
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-lattice_build_cuda(const at::Tensor& features_in) {
+lattice_build_cuda(const at::Tensor& features_in, bool splat_csr) {
   check_lattice_features(features_in);
+  TORCH_CHECK_VALUE(splat_csr, "lattice_build: a CUDA lattice always has its splat CSR (its splat gathers); "
+                    "pass splat_csr=True");
   // Refused before anything is allocated: the one hash table's slots are indexed in int32.
   const int64_t capacity = cuda::table_capacity(features_in.size(2), static_cast<int>(features_in.size(1)));
   TORCH_CHECK_VALUE(features_in.size(0) * capacity < (int64_t{1} << 31),
@@ -114,6 +116,7 @@ at::Tensor lattice_filter_cuda(const at::Tensor& vertices, const at::Tensor& wei
                                const at::Tensor& splat_ptr, const at::Tensor& splat_index, const at::Tensor& values,
                                bool transpose, bool validate) {
   check_lattice_filter(vertices, weights, neighbours, splat_ptr, splat_index, values);
+  check_splat_csr_present(splat_ptr);
   const c10::cuda::CUDAGuard guard(values.device());
   const LatticeFilterCall call = lattice_filter_call(vertices, weights, neighbours, splat_ptr, splat_index, values);
   if (validate) check_lattice_tensors(call);
@@ -133,6 +136,7 @@ void lattice_filter_into_cuda(const at::Tensor& vertices, const at::Tensor& weig
                               bool validate, const std::optional<at::Tensor>& scale_in,
                               const std::optional<at::Tensor>& scale_out, const std::optional<at::Tensor>& add) {
   check_lattice_filter(vertices, weights, neighbours, splat_ptr, splat_index, values);
+  check_splat_csr_present(splat_ptr);
   check_lattice_filter_into(values, out, workspace);
   check_filter_affine(values, out, scale_in, scale_out, add);
   const c10::cuda::CUDAGuard guard(values.device());
