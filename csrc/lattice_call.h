@@ -160,9 +160,9 @@ inline void check_lattice_tensors(const LatticeFilterCall& call) {
   const int64_t corners = call.vertices.numel(), num_vertices = call.num_vertices;
   const int64_t image_corners = call.pixels * (call.d + 1);
   if (call.splat_ptr.numel() == 0) {  // no CSR (the splat scatters): every index in range suffices
-    const bool valid = ((call.vertices >= 0) & (call.vertices < num_vertices)).all().item<bool>() &&
-                       ((call.neighbours >= 0) & (call.neighbours <= num_vertices)).all().item<bool>();
-    TORCH_CHECK_VALUE(valid, "lattice_filter: the lattice tensors are not from one lattice_build (an index out of "
+    const at::Tensor valid = ((call.vertices >= 0) & (call.vertices < num_vertices)).all() &
+                             ((call.neighbours >= 0) & (call.neighbours <= num_vertices)).all();
+    TORCH_CHECK_VALUE(valid.item<bool>(), "lattice_filter: the lattice tensors are not from one lattice_build (an index out of "
                       "range); pass the tensors of one PermutohedralLattice unchanged");
     return;
   }

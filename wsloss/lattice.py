@@ -140,9 +140,9 @@ class PermutohedralLattice(_Lattice):
 
     ``splat_csr``: whether the lattice carries the per-vertex lists of its pixels that a CPU
     filtering with fewer images and channels than threads gathers over (and every CUDA one).
-    None (default): on CUDA, under torch.compile, and on the CPU when B < torch.get_num_threads(); else the CPU
-    filtering scatters one image per thread and the lists would cost a pass and B N (d+1) int32
-    for nothing. A lattice without them filters to the same numbers, with fewer threads where it
+    None (default): on CUDA, under torch.compile, and on the CPU when B < torch.get_num_threads();
+    else the CPU filtering scatters one image per thread and the lists would cost a pass and
+    B N (d+1) int32 for nothing. A lattice without them filters to the same numbers, with fewer threads where it
     would have gathered.
     """
 

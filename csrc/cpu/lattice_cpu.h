@@ -232,21 +232,15 @@ class LatticeBuilder {
         }
       });
     }
-    if (splat_ptr == nullptr) {
-      parallel_for(0, batch_, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t b = begin; b < end; ++b) {
-          int32_t* ids = vertices_ + b * slots_per_image;
-          for (int64_t s = 0; s < slots_per_image; ++s) ids[s] += static_cast<int32_t>(offsets_[b]);
-        }
-      });
-      tables_.clear();
-      return;
-    }
-    splat_ptr[offsets_[batch_]] = static_cast<int32_t>(batch_ * slots_per_image);
+    if (splat_ptr != nullptr) splat_ptr[offsets_[batch_]] = static_cast<int32_t>(batch_ * slots_per_image);
     parallel_for(0, batch_, 1, [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
         const int64_t offset = offsets_[b], count = tables_[b].size();
         int32_t* ids = vertices_ + b * slots_per_image;
+        if (splat_ptr == nullptr) {  // global ids only
+          for (int64_t s = 0; s < slots_per_image; ++s) ids[s] += static_cast<int32_t>(offset);
+          continue;
+        }
         std::vector<int32_t> fill(static_cast<size_t>(count) + 1, 0);
         for (int64_t s = 0; s < slots_per_image; ++s) ++fill[ids[s] + 1];
         int32_t position = static_cast<int32_t>(b * slots_per_image);
