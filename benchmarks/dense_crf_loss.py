@@ -7,8 +7,19 @@ small image. On CUDA also: the same step on the CPU engine (same inputs, same ru
 per-kernel split of one build and one filtering (torch.profiler), and the filter's bandwidth
 floor (bytes it must move / measured device copy bandwidth). Prints tables and writes JSON.
 
+With --rloss PATH (CPU): rloss's own DenseCRFLoss beside wsloss's, in this one run, interleaved
+(rloss step, wsloss step, rloss step, ...), each step a fresh clone of S then forward+backward, as a
+training loop's softmax output is fresh; beside them the step's floor: that clone and one more
+read of S into a fresh tensor (what a step that reads S once and writes its gradient once must
+cost), and how far the two losses and gradients agree. PATH: a folder (or several, joined by
+os.pathsep) from which `import DenseCRFLoss` gives the user's own rloss module (rloss's
+pytorch/pytorch-deeplab_v3_plus/DenseCRFLoss.py with its .cuda() calls removed) and `import
+bilateralfilter` the wrapper they built from rloss's sources. wsloss never ships or builds rloss.
+
     python benchmarks/dense_crf_loss.py [--device cuda] [--json results.json]
+    python benchmarks/dense_crf_loss.py --rloss PATH [--scales 0.5 1.0] [--repeats 5]
 """
+import importlib
 import os
 import platform
 import resource
@@ -163,6 +174,61 @@ def run_config(kind, scale, args, generator):
     return row
 
 
+def load_rloss(path):
+    """The user's rloss DenseCRFLoss class, imported from `path` (after torch: libgomp)."""
+    sys.path[:0] = path.split(os.pathsep)
+    return importlib.import_module("DenseCRFLoss").DenseCRFLoss
+
+
+def run_side_by_side(kind, scale, args, generator, rloss_class):
+    """rloss and wsloss DenseCRFLoss steps interleaved in this process, and the floor (DESIGN §2)."""
+    images = workloads.photographs(args.batch, args.size) if kind == "photographs" else workloads.noise(
+        args.batch, args.size, generator)
+    seg = workloads.segmentations(args.batch, args.classes, args.size, generator)
+    roi = torch.ones(args.batch, args.size, args.size)
+    losses = {"rloss": rloss_class(1.0, args.sigma_rgb, args.sigma_xy, scale),
+              "wsloss": wsloss.DenseCRFLoss(1.0, args.sigma_rgb, args.sigma_xy, scale)}
+
+    def step(name):
+        s = seg.clone().requires_grad_()
+        loss = losses[name](images, s, roi.clone())
+        loss.backward()
+        return loss.detach().reshape(()), s.grad
+
+    def floor():
+        s = seg.clone()
+        torch.empty_like(s).copy_(s)
+
+    (rloss_value, rloss_grad), (wsloss_value, wsloss_grad) = step("rloss"), step("wsloss")
+    floor()
+    times = {"rloss": [], "wsloss": [], "floor": []}
+    for _ in range(args.repeats):
+        for name in ("rloss", "wsloss"):
+            times[name].append(timed(lambda: step(name), 1, "cpu", warm_up=False))
+        times["floor"].append(timed(floor, 1, "cpu", warm_up=False))
+    ratios = [r / w for r, w in zip(times["rloss"], times["wsloss"])]
+    return dict(images=kind, scale_factor=scale, **{f"{name}_s": values for name, values in times.items()},
+                rloss_over_wsloss=statistics.median(ratios), ratio_range=(min(ratios), max(ratios)),
+                wsloss_over_floor=statistics.median(times["wsloss"]) / statistics.median(times["floor"]),
+                loss_relative_difference=abs(wsloss_value.double() / rloss_value.double() - 1).item(),
+                grad_max_difference=(wsloss_grad - rloss_grad).abs().max().item(),
+                grad_max=rloss_grad.abs().max().item())
+
+
+def print_side_by_side(rows, args):
+    print(f"# side by side with rloss (its own build), interleaved, {args.repeats} steps each, "
+          f"{torch.get_num_threads()} threads; step = clone of S + forward + backward; floor = that clone + one "
+          f"more read of S into a fresh tensor")
+    print(f"{'images':<12} {'scale':>5} {'rloss ms':>9} {'wsloss ms':>10} {'floor ms':>9} {'rloss/wsloss':>13} "
+          f"{'range':>11} {'wsloss/floor':>13} {'loss rel diff':>14} {'grad max diff':>14}")
+    for r in rows:
+        ms = {name: statistics.median(r[f"{name}_s"]) * 1e3 for name in ("rloss", "wsloss", "floor")}
+        print(f"{r['images']:<12} {r['scale_factor']:>5} {ms['rloss']:9.1f} {ms['wsloss']:10.1f} {ms['floor']:9.1f} "
+              f"{r['rloss_over_wsloss']:12.2f}x {r['ratio_range'][0]:5.2f}-{r['ratio_range'][1]:<5.2f} "
+              f"{r['wsloss_over_floor']:12.2f}x {r['loss_relative_difference']:14.2e} "
+              f"{r['grad_max_difference']:9.2e}/{r['grad_max']:.0e}")
+
+
 def run_exact(args, generator):
     """Exact dense reference vs the lattice on one small image (N = 64 x 64)."""
     images = workloads.photographs(1, 64).to(args.device)
@@ -184,7 +250,10 @@ def main():
     parser.add_argument("--sigma-xy", type=float, default=100.0)
     parser.add_argument("--scales", type=float, nargs="+", default=[0.5, 1.0])
     parser.add_argument("--inputs", nargs="+", default=["photographs", "noise"])
+    parser.add_argument("--rloss", metavar="PATH", help="time the user's own rloss build beside wsloss (CPU)")
     args = parser.parse_args()
+    if args.rloss and args.device != "cpu":
+        parser.error("--rloss: rloss runs on the CPU only")
     generator = torch.Generator().manual_seed(0)
 
     machine = dict(platform=platform.platform(), processor=platform.processor() or platform.machine(),
@@ -194,6 +263,13 @@ def main():
     print(f"# DenseCRFLoss forward+backward, B={args.batch}, K={args.classes}, {args.size}x{args.size}, "
           f"sigma_rgb={args.sigma_rgb}, sigma_xy={args.sigma_xy}, median of {args.repeats}")
     print("# " + ", ".join(f"{k}={v}" for k, v in machine.items() if v is not None))
+    if args.rloss:
+        rloss_class = load_rloss(args.rloss)
+        rows = [run_side_by_side(kind, scale, args, generator, rloss_class) for scale in args.scales
+                for kind in args.inputs]
+        print_side_by_side(rows, args)
+        workloads.write_json(args.json, machine=machine, args=vars(args), side_by_side=rows)
+        return
     args.copy_bandwidth = copy_bandwidth(args.device, args.repeats) if args.device == "cuda" else None
     rows = [run_config(kind, scale, args, generator) for scale in args.scales for kind in args.inputs]
     print("# step: DenseCRFLoss forward+backward; torch: the same resampling and autograd without the lattice "

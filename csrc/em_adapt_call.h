@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "em_adapt_math.h"
+#include "output_memory.h"
 
 namespace wsloss {
 
@@ -59,7 +60,7 @@ inline EmAdaptCall em_adapt_call(const at::Tensor& logits, const at::Tensor& pre
   return {logits.contiguous(),
           present.contiguous(),
           order.contiguous(),
-          at::empty({batch, pixels}, options.dtype(at::kLong)),
+          empty_output({batch, pixels}, options.dtype(at::kLong)),
           at::empty({batch, classes}, options),
           batch,
           classes,

@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "grid_crf_math.h"
+#include "output_memory.h"
 
 namespace wsloss {
 
@@ -129,7 +130,7 @@ inline GridCrfCall grid_crf_backward_call(const at::Tensor& grad_energy, const a
                                           const at::Tensor& images, const at::Tensor& rois,
                                           const at::TensorOptions& options) {
   GridCrfCall call{segmentations.contiguous(), images.contiguous(), rois.contiguous(), grad_energy.contiguous()};
-  call.out = at::empty_like(call.segmentations, options);
+  call.out = empty_output(call.segmentations.sizes(), options);
   return call;
 }
 

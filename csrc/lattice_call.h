@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "lattice_math.h"
+#include "output_memory.h"
 
 namespace wsloss {
 
@@ -120,8 +121,8 @@ inline LatticeBuildCall lattice_build_call(const at::Tensor& features_in, const 
   const at::Tensor features = features_in.contiguous();
   const int64_t batch = features.size(0), pixels = features.size(2);
   const int d = static_cast<int>(features.size(1));
-  at::Tensor vertices = at::empty({batch, pixels, d + 1}, options.dtype(at::kInt));
-  at::Tensor weights = at::empty({batch, pixels, d + 1}, options);
+  at::Tensor vertices = empty_output({batch, pixels, d + 1}, options.dtype(at::kInt));
+  at::Tensor weights = empty_output({batch, pixels, d + 1}, options);
   return {features, vertices, weights, batch, pixels, d};
 }
 

@@ -96,4 +96,14 @@ TORCH_LIBRARY(wsloss, m) {
   m.def(
       "grid_crf_backward(Tensor grad_energy, Tensor segmentations, Tensor images, Tensor rois, float sigma, "
       "int neighbourhood, bool bilinear, float[]? spacing=None) -> Tensor");
+  // The dense losses' resampling of S (DESIGN §2): values [B, C, H, W] or [B, C, D, H, W]
+  // float32/float64 downscaled as F.interpolate(mode="bilinear"/"trilinear", align_corners=False,
+  // scale_factor) computes it (one factor per spatial axis, each in (0, 1]), times rois
+  // [B, <downscaled size>] if given, in one pass.
+  m.def("resample_down(Tensor values, Tensor? rois, float[] scale_factor) -> Tensor");
+  // Its adjoint, of the masked downscale, times channel_weights [B, C] if given: grad
+  // [B, C, <downscaled size>] -> [B, C, <input_size>], one gather pass that writes each element
+  // once (deterministic on every device).
+  m.def("resample_down_backward(Tensor grad, Tensor? rois, Tensor? channel_weights, int[] input_size, "
+        "float[] scale_factor) -> Tensor");
 }

@@ -16,7 +16,6 @@ import torch.nn.functional as F
 import ddp_worker
 import wsloss
 from helpers import CUDA, random_photo
-from wsloss.functional import _DeterministicResize
 
 B, K, H, W = 2, 5, 12, 11
 
@@ -131,6 +130,10 @@ def _opcheck_inputs(device, rng):
         cases["lattice_build"].append((features, False))
         cases["lattice_filter"].append((*bare.tensors, values, False))
         cases["lattice_filter_into"].append((*bare.tensors, plain, True, torch.empty_like(plain), plain.new_empty(0)))
+    cases["resample_down"] = [(seg.clone().requires_grad_(), None, [0.5, 0.5]), (seg, roi[:, :3, :3], [0.5, 0.5]),
+                              (seg.unsqueeze(2).expand(2, 4, 3, 6, 7).clone(), None, [1.0, 0.37, 0.6])]
+    cases["resample_down_backward"] = [(seg[:, :, :3, :3].clone().requires_grad_(), roi[:, :3, :3], None, [6, 7], [0.5, 0.5]),
+                                       (seg[:, :, :3, :3].clone().requires_grad_(), None, seg[:, :, 0, 0] + 1, [6, 7], [0.5, 0.5])]
     for neighbourhood in (4, 8):
         for bilinear in (False, True):
             options = (images, roi, 20.0, neighbourhood, bilinear)
@@ -191,31 +194,78 @@ def test_half_inputs_give_the_float32_loss_of_their_rounded_values(name, dtype, 
     torch.testing.assert_close(half.grad, upcast.grad.to(dtype))
 
 
-def assert_resize_is_interpolate(values, factors, mode, rng):
-    """_DeterministicResize gives F.interpolate's values and its gradient (to 1e-12)."""
-    resized = _DeterministicResize.apply(values, factors)
+def assert_resample_is_interpolate(values, factors, rng, rois=None):
+    """wsloss::resample_down gives F.interpolate's bi/trilinear downscale (align_corners=False)
+    times the ROIs, to float rounding, and its backward F.interpolate's gradient (masked)."""
+    values = values.requires_grad_()
+    mode = "bilinear" if values.dim() == 4 else "trilinear"
+    resampled = torch.ops.wsloss.resample_down(values, rois, factors)
     expected = F.interpolate(values, scale_factor=factors[0] if len(set(factors)) == 1 else factors, mode=mode,
                              align_corners=False)
-    assert torch.equal(resized, expected)
-    grad = torch.rand(expected.shape, generator=rng, dtype=torch.float64)
-    (mine,) = torch.autograd.grad(resized, values, grad)
+    if rois is not None:
+        expected = expected * rois.unsqueeze(1)
+    tolerance = dict(rtol=1e-12, atol=1e-12) if values.dtype == torch.float64 else dict(rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(resampled, expected, **tolerance)
+    grad = torch.rand(expected.shape, generator=rng, dtype=values.dtype).to(values.device)
+    (mine,) = torch.autograd.grad(resampled, values, grad)
     (theirs,) = torch.autograd.grad(expected, values, grad)
-    torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(mine, theirs, **tolerance)
+    return resampled, mine
 
 
-@pytest.mark.parametrize("scale_factor", [0.5, 0.37, 1.6])
-def test_deterministic_resize_is_interpolate(scale_factor, rng):
-    """The deterministic path's resize (used on CUDA under use_deterministic_algorithms):
-    F.interpolate's values and, through two matrix products, its exact gradient."""
-    values = torch.rand(2, 3, 13, 18, generator=rng, dtype=torch.float64).requires_grad_()
-    assert_resize_is_interpolate(values, (scale_factor, scale_factor), "bilinear", rng)
-    assert torch.autograd.gradcheck(lambda v: _DeterministicResize.apply(v, (scale_factor, scale_factor)), (values,))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("scale_factor", [0.5, 0.37, 0.25, 0.999, 1.0, 1 / 3])
+def test_resample_down_is_interpolate_and_its_backward_a_gather(scale_factor, dtype, device, rng):
+    """The dense losses' downscale of S (DESIGN §2) against F.interpolate, odd sizes, with and
+    without ROIs; the backward writes every element (no zero fill, ROI-masked)."""
+    values = torch.rand(3, 5, 13, 18, generator=rng, dtype=dtype).to(device)
+    down = [int(13 * scale_factor), int(18 * scale_factor)]
+    rois = (torch.rand(3, *down, generator=rng) > 0.3).to(device, dtype)
+    assert_resample_is_interpolate(values, (scale_factor, scale_factor), rng)
+    assert_resample_is_interpolate(values.detach(), (scale_factor, scale_factor), rng, rois)
 
 
-def test_deterministic_resize_of_volumes_is_trilinear_interpolate_per_axis(rng):
-    """Volumes (DESIGN §10): one matrix product per axis, one factor per axis."""
-    values = torch.rand(2, 3, 5, 13, 18, generator=rng, dtype=torch.float64).requires_grad_()
-    assert_resize_is_interpolate(values, (1.0, 0.5, 0.37), "trilinear", rng)
+def test_resample_down_of_volumes_is_trilinear_interpolate_per_axis(device, rng):
+    """Volumes (DESIGN §10): one factor per axis, kept thick slices."""
+    values = torch.rand(2, 3, 7, 13, 18, generator=rng, dtype=torch.float64).to(device)
+    rois = (torch.rand(2, 7, 6, 9, generator=rng) > 0.3).to(device, torch.float64)
+    for factors in ((1.0, 0.5, 0.5), (0.5, 0.37, 0.8), (0.3, 1.0, 0.5)):
+        assert_resample_is_interpolate(values.detach().clone(), factors, rng)
+    assert_resample_is_interpolate(values.detach().clone(), (1.0, 0.5, 0.5), rng, rois)
+
+
+def test_resample_down_backward_is_deterministic_and_twice_differentiable(device, rng):
+    """The gather is bitwise reproducible (no atomics), scales each image's channels by its
+    channel_weights, and the two ops are each other's adjoints, so gradcheck and gradgradcheck hold."""
+    values = torch.rand(2, 3, 11, 14, generator=rng, dtype=torch.float64).to(device).requires_grad_()
+    rois = (torch.rand(2, 5, 7, generator=rng) > 0.3).to(device, torch.float64)
+    grad = torch.rand(2, 3, 5, 7, generator=rng, dtype=torch.float64).to(device)
+    first = torch.ops.wsloss.resample_down_backward(grad, rois, None, [11, 14], [0.5, 0.5])
+    assert torch.equal(first, torch.ops.wsloss.resample_down_backward(grad, rois, None, [11, 14], [0.5, 0.5]))
+    weights = torch.rand(2, 3, generator=rng, dtype=torch.float64).to(device)
+    weighted = torch.ops.wsloss.resample_down_backward(grad, rois, weights, [11, 14], [0.5, 0.5])
+    torch.testing.assert_close(weighted, first * weights[:, :, None, None], rtol=1e-15, atol=0)
+    with pytest.raises(ValueError, match=r"channel_weights must be \[B, C\]"):
+        torch.ops.wsloss.resample_down_backward(grad, rois, weights[:, :2], [11, 14], [0.5, 0.5])
+    resample = lambda v: torch.ops.wsloss.resample_down(v, rois, [0.5, 0.5])  # noqa: E731
+    assert torch.autograd.gradcheck(resample, (values,))
+    assert torch.autograd.gradgradcheck(resample, (values,))
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda v: torch.ops.wsloss.resample_down(v, None, [0.5]), "one factor per spatial axis"),
+    (lambda v: torch.ops.wsloss.resample_down(v, None, [0.5, 1.5]), r"in \(0, 1\]"),
+    (lambda v: torch.ops.wsloss.resample_down(v, None, [0.5, 0.01]), "to nothing"),
+    (lambda v: torch.ops.wsloss.resample_down(v, torch.ones(2, 4, 5), [0.5, 0.5]), "rois must be"),
+    (lambda v: torch.ops.wsloss.resample_down(v[0], None, [0.5, 0.5]), "values must be"),
+    (lambda v: torch.ops.wsloss.resample_down_backward(v, None, None, [8, 9, 2], [0.5, 0.5, 0.5]), "input_size"),
+    (lambda v: torch.ops.wsloss.resample_down_backward(v, None, None, [8, 9], [0.5, 0.5]), "grad must be"),
+])
+def test_resample_down_refuses_bad_arguments_naming_them(call, message):
+    with pytest.raises(ValueError, match=message):
+        call(torch.rand(2, 3, 8, 9))
+    with pytest.raises(TypeError, match="float32 or float64"):
+        torch.ops.wsloss.resample_down(torch.ones(2, 3, 8, 9, dtype=torch.int32), None, [0.5, 0.5])
 
 
 @pytest.fixture

@@ -99,3 +99,51 @@ def _grid_crf_backward(ctx, grad):
 
 
 torch.library.register_autograd("wsloss::grid_crf", _grid_crf_backward, setup_context=_grid_crf_setup_context)
+
+
+@torch.library.register_fake("wsloss::resample_down")
+def _resample_down_fake(values, rois, scale_factor):
+    down = [torch.sym_int(size * factor) for size, factor in zip(values.shape[2:], scale_factor)]
+    return values.new_empty((*values.shape[:2], *down))
+
+
+@torch.library.register_fake("wsloss::resample_down_backward")
+def _resample_down_backward_fake(grad, rois, channel_weights, input_size, scale_factor):
+    return grad.new_empty((*grad.shape[:2], *input_size))
+
+
+# The two are each other's adjoints (linear in values / grad; the masks and channel weights get
+# no gradient, as the ROIs in rloss): each one's backward is the other, so double backward holds.
+def _resample_down_setup_context(ctx, inputs, output):
+    values, rois, ctx.scale_factor = inputs
+    ctx.save_for_backward(rois)
+    ctx.input_size = values.shape[2:]
+
+
+def _resample_down_backward(ctx, grad):
+    (rois,) = ctx.saved_tensors
+    return ops.resample_down_backward(grad, rois, None, ctx.input_size, ctx.scale_factor), None, None
+
+
+torch.library.register_autograd(
+    "wsloss::resample_down", _resample_down_backward, setup_context=_resample_down_setup_context
+)
+
+
+def _resample_down_backward_setup_context(ctx, inputs, output):
+    _grad, rois, channel_weights, _input_size, ctx.scale_factor = inputs
+    ctx.save_for_backward(rois, channel_weights)
+
+
+def _resample_down_backward_backward(ctx, grad):
+    rois, channel_weights = ctx.saved_tensors
+    grad_grad = ops.resample_down(grad, rois, ctx.scale_factor)
+    if channel_weights is not None:
+        grad_grad = grad_grad * channel_weights.reshape(*channel_weights.shape, *(1,) * (grad.dim() - 2))
+    return grad_grad, None, None, None, None
+
+
+torch.library.register_autograd(
+    "wsloss::resample_down_backward", _resample_down_backward_backward,
+    setup_context=_resample_down_backward_setup_context
+)

@@ -56,13 +56,15 @@ class _DenseLossFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, segmentations, rois, terms, exact, per_mass, *lattice_tensors):
-        # segmentations and rois come in the compute dtype (_dense_loss casts them).
+    def forward(ctx, segmentations, rois, scale_factor, terms, exact, per_mass, *lattice_tensors):
+        # S at full resolution and the downscaled ROIs come in the compute dtype (_dense_loss
+        # casts them). S~ = resample(S) * ROI in one pass; the backward's last step is its adjoint,
+        # one pass that writes each element of the gradient once.
         crf, ncut, quadratic = terms
         lattice = _Lattice(*lattice_tensors)
         batch, classes = segmentations.shape[:2]
         region = rois.reshape(batch, 1, -1)
-        masked = segmentations.reshape(batch, classes, -1) * region
+        masked = ops.resample_down(segmentations, rois, scale_factor).reshape(batch, classes, -1)
         filtered = lattice.apply(masked)
         self_affinity = _rowdot(masked, filtered)  # S~_k^T A S~_k, [B, K]
         pairwise = self_affinity * -crf
@@ -81,23 +83,25 @@ class _DenseLossFunction(torch.autograd.Function):
             raw_volume = _rowdot(masked, degree)
             volume = torch.where(raw_volume != 0, raw_volume, torch.ones_like(raw_volume))
             loss = loss + ((raw_volume - self_affinity) / volume).sum() * ncut
-        ctx.save_for_backward(masked, filtered, region, degree, pair_degree, self_affinity, volume, inverse_mass,
+        ctx.save_for_backward(masked, filtered, rois, degree, pair_degree, self_affinity, volume, inverse_mass,
                               *lattice_tensors)
-        ctx.terms, ctx.exact, ctx.shape = terms, exact, segmentations.shape
+        ctx.terms, ctx.exact, ctx.scale_factor = terms, exact, scale_factor
+        ctx.input_size, ctx.shape = segmentations.shape[2:], (batch, classes) + rois.shape[1:]
         return loss / batch
 
     @staticmethod
     def backward(ctx, grad_loss):
         if torch.is_grad_enabled():  # create_graph: the saved A S~ carries no graph, never return zero
             raise RuntimeError("wsloss's dense losses support no double backward (create_graph=True)")
-        masked, filtered, region, degree, pair_degree, self_affinity, volume, inverse_mass, *lattice_tensors = \
+        masked, filtered, rois, degree, pair_degree, self_affinity, volume, inverse_mass, *lattice_tensors = \
             ctx.saved_tensors
         crf, ncut, quadratic = ctx.terms
-        batch = masked.shape[0]
+        batch, classes = masked.shape[:2]
+        step = grad_loss / batch
         if ctx.exact:  # d/dS of S^T A S is (A + A^T) S
-            symmetric = filtered + _Lattice(*lattice_tensors).apply(masked, transpose=True)
-        else:
-            symmetric = filtered * 2
+            symmetric, twice = filtered + _Lattice(*lattice_tensors).apply(masked, transpose=True), 1
+        else:  # 2 A S~, the 2 left to the scale where no other term needs 2 A S~ itself
+            symmetric, twice = (filtered * 2, 1) if ncut else (filtered, 2)
         coefficient = -crf - 2 * quadratic
         if inverse_mass is not None:
             inverse_mass = inverse_mass.unsqueeze(2)  # [B, 1, 1] against [B, K, N]
@@ -111,58 +115,24 @@ class _DenseLossFunction(torch.autograd.Function):
                 grad.addcmul_(symmetric, pair_scale)
             elif coefficient:
                 grad.add_(symmetric, alpha=coefficient)
+            grad.mul_(step)
+        elif not quadratic:  # the dense CRF loss: c_bk A S~ resampled back in one pass
+            weights = (pair_scale * twice * step).to(masked.dtype).reshape(-1, 1).expand(batch, classes).contiguous()
+            return (ops.resample_down_backward(symmetric.reshape(ctx.shape), rois, weights, ctx.input_size,
+                                               ctx.scale_factor),) + (None,) * (5 + len(lattice_tensors))
         else:
-            grad = symmetric.mul_(pair_scale)
+            grad = symmetric * (pair_scale * twice * step)
         if quadratic:
             scaled_degree = pair_degree if inverse_mass is None else pair_degree * inverse_mass
-            grad.addcmul_(masked, scaled_degree, value=2 * quadratic)
-        grad.mul_(region).mul_(grad_loss / batch)
-        return (grad.reshape(ctx.shape), None, None, None, None) + (None,) * len(lattice_tensors)
+            grad.addcmul_(masked, scaled_degree * step, value=2 * quadratic)
+        grad = ops.resample_down_backward(grad.reshape(ctx.shape), rois, None, ctx.input_size, ctx.scale_factor)
+        return (grad,) + (None,) * (5 + len(lattice_tensors))
 
 
-def _linear_matrix(size: int, scale_factor: float, like: torch.Tensor) -> torch.Tensor:
-    """The [floor(size * scale_factor), size] matrix of F.interpolate's (bi/tri)linear resampling
-    along one axis (align_corners=False, source index (i + 0.5) / scale_factor - 0.5, clamped)."""
-    source = (torch.arange(int(size * scale_factor), dtype=like.dtype, device=like.device) + 0.5) / scale_factor
-    source = (source - 0.5).clamp_min(0)
-    low = source.floor().clamp_max(size - 1)
-    high = (low + 1).clamp_max(size - 1)
-    fraction = (source - low).unsqueeze(1)
-    columns = torch.arange(size, dtype=like.dtype, device=like.device)
-    return (columns == low.unsqueeze(1)) * (1 - fraction) + (columns == high.unsqueeze(1)) * fraction
-
-
-def _interpolate(values: torch.Tensor, scale_factor: Tuple[float, ...], linear: bool) -> torch.Tensor:
-    """F.interpolate by one factor per spatial axis: (bi/tri)linear (align_corners=False) or
-    nearest. Equal factors go in as one number, as rloss passes them."""
-    factor = scale_factor[0] if len(set(scale_factor)) == 1 else scale_factor
-    if not linear:
-        return F.interpolate(values, scale_factor=factor)
-    mode = "bilinear" if values.dim() == 4 else "trilinear"
-    return F.interpolate(values, scale_factor=factor, mode=mode, align_corners=False)
-
-
-class _DeterministicResize(torch.autograd.Function):
-    """Linear F.interpolate whose backward is the adjoint as one matrix product per axis,
-    not CUDA's atomic scatter (which torch refuses under use_deterministic_algorithms)."""
-
-    @staticmethod
-    def forward(ctx, values, scale_factor):
-        ctx.save_for_backward(*(_linear_matrix(size, factor, values)
-                                for size, factor in zip(values.shape[2:], scale_factor)))
-        return _interpolate(values, scale_factor, linear=True)
-
-    @staticmethod
-    def backward(ctx, grad):
-        for axis, matrix in enumerate(ctx.saved_tensors, start=2):
-            grad = torch.matmul(grad.movedim(axis, -1), matrix).movedim(-1, axis)
-        return grad, None
-
-
-def _resize_linear(values: torch.Tensor, scale_factor: Tuple[float, ...]) -> torch.Tensor:
-    if values.is_cuda and values.requires_grad and torch.are_deterministic_algorithms_enabled():
-        return _DeterministicResize.apply(values, scale_factor)
-    return _interpolate(values, scale_factor, linear=True)
+def _interpolate(values: torch.Tensor, scale_factor: Tuple[float, ...]) -> torch.Tensor:
+    """F.interpolate by one factor per spatial axis, nearest (images and ROIs). Equal factors go
+    in as one number, as rloss passes them."""
+    return F.interpolate(values, scale_factor=scale_factor[0] if len(set(scale_factor)) == 1 else scale_factor)
 
 
 def _region(rois: Optional[torch.Tensor], segmentations: torch.Tensor) -> torch.Tensor:
@@ -312,19 +282,20 @@ def _downscaled_lattice(inputs: _DenseInputs) -> Tuple[torch.Tensor, torch.Tenso
     """rloss's resampling by scale_factor (nearest for images and ROIs, bi/trilinear for S) and the
     lattice over the downscaled images' bilateral features (positions in physical units: a
     downscaled pixel spans spacing / scale_factor); then the input flags, read after the build's
-    one host sync. Runs under full_precision."""
-    images, segmentations, rois, scale_factor = inputs.images, inputs.segmentations, inputs.rois, inputs.scale_factor
+    one host sync. Returns the downscaled ROIs and the lattice (S is resampled by the loss itself,
+    _DenseLossFunction). Runs under full_precision."""
+    images, rois, scale_factor = inputs.images, inputs.rois, inputs.scale_factor
     if any(factor != 1.0 for factor in scale_factor):
         # A non-finite pixel that the resampling drops still poisons the features, so that the
-        # build refuses it without a host sync of its own.
-        poison = torch.where(torch.isfinite(images).all(), 0.0, math.nan)
-        images = _interpolate(images, scale_factor, linear=False) + poison
-        segmentations = _resize_linear(segmentations, scale_factor)
-        rois = _interpolate(rois.unsqueeze(1), scale_factor, linear=False).squeeze(1)
+        # build refuses it without a host sync of its own. One reduction: a sum is non-finite
+        # where a value is (or where it overflows, from values the build would refuse anyway).
+        poison = torch.where(torch.isfinite(images.sum()), 0.0, math.nan)
+        images = _interpolate(images, scale_factor) + poison
+        rois = _interpolate(rois.unsqueeze(1), scale_factor).squeeze(1)
     divisors = [inputs.sigma_xy * factor / step for factor, step in zip(scale_factor, inputs.spacing)]
     lattice = PermutohedralLattice(_bilateral_features(images, inputs.sigma_rgb, divisors))
     _check_input_flags(inputs.flags)
-    return segmentations, rois, lattice
+    return rois, lattice
 
 
 def _dense_loss(images, segmentations, rois, terms, sigma_rgb, sigma_xy, scale_factor, gradient,
@@ -334,9 +305,9 @@ def _dense_loss(images, segmentations, rois, terms, sigma_rgb, sigma_xy, scale_f
     check_choice("gradient", gradient, GRADIENTS)
     check_choice("reduction", reduction, REDUCTIONS)
     with full_precision(inputs.segmentations.device):
-        segmentations, rois, lattice = _downscaled_lattice(inputs)
-        return _DenseLossFunction.apply(segmentations, rois, terms, gradient == "exact", reduction == "mean",
-                                        *lattice.tensors)
+        rois, lattice = _downscaled_lattice(inputs)
+        return _DenseLossFunction.apply(inputs.segmentations, rois, inputs.scale_factor, terms, gradient == "exact",
+                                        reduction == "mean", *lattice.tensors)
 
 
 def affinity_mass(images: torch.Tensor, rois: Optional[torch.Tensor], sigma_rgb: float, sigma_xy: float,
@@ -354,7 +325,7 @@ def affinity_mass(images: torch.Tensor, rois: Optional[torch.Tensor], sigma_rgb:
     ones = torch.ones((batch, 1) + tuple(images.shape[2:]), dtype=torch.float32, device=images.device)
     inputs = _dense_inputs(images, ones, rois, sigma_rgb, sigma_xy, scale_factor, spacing)
     with full_precision(images.device), torch.no_grad():
-        _, rois, lattice = _downscaled_lattice(inputs)
+        rois, lattice = _downscaled_lattice(inputs)
         region = rois.reshape(batch, 1, -1)
         return _rowdot(region, lattice.apply(region)).squeeze(1)
 

@@ -29,11 +29,11 @@ lattice_build_cpu(const at::Tensor& features_in, bool splat_csr) {
                     " (check images for NaN/Inf and sigmas for tiny values)");
   const std::vector<int64_t>& offsets = builder.offsets();
   const int64_t num_vertices = offsets.back();
-  at::Tensor neighbours = at::empty({num_vertices, d + 1, 2}, int_options);
+  at::Tensor neighbours = empty_output({num_vertices, d + 1, 2}, int_options);
   // Without the CSR (the caller's choice, when no filtering of this lattice will gather): two
   // empty tensors, a pass and B N (d+1) int32 fewer.
   at::Tensor splat_ptr = at::empty({splat_csr ? num_vertices + 1 : 0}, int_options);
-  at::Tensor splat_index = at::empty({splat_csr ? batch * pixels * (d + 1) : 0}, int_options);
+  at::Tensor splat_index = empty_output({splat_csr ? batch * pixels * (d + 1) : 0}, int_options);
   builder.finish(neighbours.data_ptr<int32_t>(), splat_csr ? splat_ptr.data_ptr<int32_t>() : nullptr,
                  splat_csr ? splat_index.data_ptr<int32_t>() : nullptr, cpu::AtenParallelFor{});
   at::Tensor offsets_tensor = at::empty({batch + 1}, features.options().dtype(at::kLong));
@@ -44,7 +44,8 @@ lattice_build_cpu(const at::Tensor& features_in, bool splat_csr) {
 // out = A values (transpose: A^T values) into the caller's `out` ([B, C, N], values'
 // dtype, contiguous); `workspace` (1-D, values' dtype) is grown when too small and kept, so
 // a caller filtering again and again touches no fresh memory (fresh pages cost as much as
-// the filtering itself on some machines).
+// the filtering itself on some machines). An undefined workspace (a one-shot filtering): the
+// scratch comes fresh from empty_output and goes with the call.
 void lattice_filter_into_cpu(const at::Tensor& vertices_in, const at::Tensor& weights_in,
                              const at::Tensor& neighbours_in, const at::Tensor& splat_ptr_in,
                              const at::Tensor& splat_index_in, const at::Tensor& values, bool transpose,
@@ -53,7 +54,7 @@ void lattice_filter_into_cpu(const at::Tensor& vertices_in, const at::Tensor& we
                              const std::optional<at::Tensor>& scale_out = std::nullopt,
                              const std::optional<at::Tensor>& add = std::nullopt) {
   check_lattice_filter(vertices_in, weights_in, neighbours_in, splat_ptr_in, splat_index_in, values);
-  check_lattice_filter_into(values, out, workspace);
+  if (workspace.defined()) check_lattice_filter_into(values, out, workspace);
   check_filter_affine(values, out, scale_in, scale_out, add);
   const LatticeFilterCall call =
       lattice_filter_call(vertices_in, weights_in, neighbours_in, splat_ptr_in, splat_index_in, values);
@@ -84,11 +85,12 @@ void lattice_filter_into_cpu(const at::Tensor& vertices_in, const at::Tensor& we
   const int64_t group_channels = (channels + groups - 1) / groups;
   const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>({group_channels, cpu::kMaxChunkChannels, row_budget}));
   const int64_t scratch = groups * 2 * rows * chunk + (gather ? batch * pixels * chunk : 0);
-  if (workspace.numel() < scratch) workspace.resize_({scratch});
-  at::assert_no_overlap(workspace, in);
-  at::assert_no_overlap(workspace, out);
+  const at::Tensor scratch_tensor = workspace.defined() ? workspace : empty_output({scratch}, values.options());
+  if (scratch_tensor.numel() < scratch) scratch_tensor.resize_({scratch});
+  at::assert_no_overlap(scratch_tensor, in);
+  at::assert_no_overlap(scratch_tensor, out);
   for (const auto* part : {&scale_in, &scale_out, &add})
-    if (part->has_value()) at::assert_no_overlap(workspace, part->value());
+    if (part->has_value()) at::assert_no_overlap(scratch_tensor, part->value());
   AT_DISPATCH_FLOATING_TYPES(in.scalar_type(), "lattice_filter_cpu", [&] {
     // Contiguous copies of the optional parts, alive for the whole filtering.
     const at::Tensor in_scale = scale_in ? scale_in->contiguous() : at::Tensor();
@@ -109,7 +111,7 @@ void lattice_filter_into_cpu(const at::Tensor& vertices_in, const at::Tensor& we
                                       pixel_major, parallel_for, affine);
       }
     };
-    scalar_t* buffers = workspace.data_ptr<scalar_t>();
+    scalar_t* buffers = scratch_tensor.data_ptr<scalar_t>();
     if (groups == 1) {
       filter_channels(0, channels, buffers, cpu::AtenParallelFor{});
       return;
@@ -127,9 +129,8 @@ at::Tensor lattice_filter_cpu(const at::Tensor& vertices, const at::Tensor& weig
                               const at::Tensor& splat_ptr, const at::Tensor& splat_index, const at::Tensor& values,
                               bool transpose, bool validate) {
   // lattice_filter_into checks values (and everything else) before touching out.
-  at::Tensor out = at::empty(values.sizes(), values.options().memory_format(at::MemoryFormat::Contiguous));
-  lattice_filter_into_cpu(vertices, weights, neighbours, splat_ptr, splat_index, values, transpose, out,
-                          at::empty({0}, values.options()), validate);
+  at::Tensor out = empty_output(values.sizes(), values.options());
+  lattice_filter_into_cpu(vertices, weights, neighbours, splat_ptr, splat_index, values, transpose, out, at::Tensor(), validate);
   return out;
 }
 
