@@ -106,4 +106,7 @@ TORCH_LIBRARY(wsloss, m) {
   // once (deterministic on every device).
   m.def("resample_down_backward(Tensor grad, Tensor? rois, Tensor? channel_weights, int[] input_size, "
         "float[] scale_factor) -> Tensor");
+  // The dense losses' reductions: a [B, K, N], b [B, K or 1, N] float32/float64 -> [B, K] float64,
+  // sum_n a[b, k, n] b[b, k or 0, n] with every product and sum in float64.
+  m.def("row_dot(Tensor a, Tensor b) -> Tensor");
 }

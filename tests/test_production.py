@@ -134,6 +134,7 @@ def _opcheck_inputs(device, rng):
                               (seg.unsqueeze(2).expand(2, 4, 3, 6, 7).clone(), None, [1.0, 0.37, 0.6])]
     cases["resample_down_backward"] = [(seg[:, :, :3, :3].clone().requires_grad_(), roi[:, :3, :3], None, [6, 7], [0.5, 0.5]),
                                        (seg[:, :, :3, :3].clone().requires_grad_(), None, seg[:, :, 0, 0] + 1, [6, 7], [0.5, 0.5])]
+    cases["row_dot"] = [(seg.flatten(2), seg.flatten(2)), (seg.flatten(2).float(), roi.flatten(1)[:, None].float())]
     for neighbourhood in (4, 8):
         for bilinear in (False, True):
             options = (images, roi, 20.0, neighbourhood, bilinear)

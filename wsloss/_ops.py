@@ -101,6 +101,11 @@ def _grid_crf_backward(ctx, grad):
 torch.library.register_autograd("wsloss::grid_crf", _grid_crf_backward, setup_context=_grid_crf_setup_context)
 
 
+@torch.library.register_fake("wsloss::row_dot")
+def _row_dot_fake(a, b):
+    return a.new_empty(a.shape[:2], dtype=torch.float64)
+
+
 @torch.library.register_fake("wsloss::resample_down")
 def _resample_down_fake(values, rois, scale_factor):
     down = [torch.sym_int(size * factor) for size, factor in zip(values.shape[2:], scale_factor)]

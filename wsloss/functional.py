@@ -33,13 +33,6 @@ REDUCTIONS = ("sum", "mean")
 RELAXATIONS = ("quadratic", "bilinear")
 
 
-def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """sum_n a[b, k, n] * b[b, k or 0, n] -> [B, K], without materializing the product."""
-    if b.shape[1] == 1:
-        return torch.bmm(a, b.transpose(1, 2)).squeeze(2)
-    return torch.matmul(a.unsqueeze(2), b.unsqueeze(3)).flatten(1)
-
-
 class _DenseLossFunction(torch.autograd.Function):
     """(1/B) sum_b sum_k of crf * -S~^T A S~ (DESIGN §2), ncut * S~^T A (r - S~) / (d^T S~) with
     d = A r, and quadratic * sum_pq A_pq r_p r_q (S_p - S_q)^2 = (S~^2)^T (A r + A^T r) - 2 S~^T A S~
@@ -52,7 +45,8 @@ class _DenseLossFunction(torch.autograd.Function):
     all-zero ROI) contributes 0 to the normalized cut, with zero gradient.
 
     The lattice comes as its tensors (PermutohedralLattice.tensors), which backward needs saved,
-    and is filtered through a view of them (_Lattice).
+    and is filtered through a view of them (_Lattice). The per-class sums (row_dot) and the loss
+    are accumulated in float64 and the loss returned in the compute dtype.
     """
 
     @staticmethod
@@ -66,28 +60,28 @@ class _DenseLossFunction(torch.autograd.Function):
         region = rois.reshape(batch, 1, -1)
         masked = ops.resample_down(segmentations, rois, scale_factor).reshape(batch, classes, -1)
         filtered = lattice.apply(masked)
-        self_affinity = _rowdot(masked, filtered)  # S~_k^T A S~_k, [B, K]
+        self_affinity = ops.row_dot(masked, filtered)  # S~_k^T A S~_k, [B, K], float64
         pairwise = self_affinity * -crf
         degree = volume = pair_degree = inverse_mass = None
         if ncut or quadratic or per_mass:
             degree = lattice.apply(region)
         if quadratic:  # A is not symmetric: the pairwise sum needs the column sums A^T r too
             pair_degree = degree + lattice.apply(region, transpose=True)
-            pairwise = pairwise + (_rowdot(masked * masked, pair_degree) - 2 * self_affinity) * quadratic
+            pairwise = pairwise + (ops.row_dot(masked * masked, pair_degree) - 2 * self_affinity) * quadratic
         if per_mass:
-            mass = _rowdot(region, degree)  # r^T A r, [B, 1]
+            mass = ops.row_dot(region, degree)  # r^T A r, [B, 1]
             inverse_mass = torch.where(mass > 0, 1 / mass, torch.zeros_like(mass))
             pairwise = pairwise * inverse_mass
         loss = pairwise.sum()
         if ncut:
-            raw_volume = _rowdot(masked, degree)
+            raw_volume = ops.row_dot(masked, degree)
             volume = torch.where(raw_volume != 0, raw_volume, torch.ones_like(raw_volume))
             loss = loss + ((raw_volume - self_affinity) / volume).sum() * ncut
         ctx.save_for_backward(masked, filtered, rois, degree, pair_degree, self_affinity, volume, inverse_mass,
                               *lattice_tensors)
         ctx.terms, ctx.exact, ctx.scale_factor = terms, exact, scale_factor
         ctx.input_size, ctx.shape = segmentations.shape[2:], (batch, classes) + rois.shape[1:]
-        return loss / batch
+        return (loss / batch).to(masked.dtype)
 
     @staticmethod
     def backward(ctx, grad_loss):
@@ -95,6 +89,10 @@ class _DenseLossFunction(torch.autograd.Function):
             raise RuntimeError("wsloss's dense losses support no double backward (create_graph=True)")
         masked, filtered, rois, degree, pair_degree, self_affinity, volume, inverse_mass, *lattice_tensors = \
             ctx.saved_tensors
+        # The float64 sums in the compute dtype, where they scale [B, K, N] tensors.
+        self_affinity, volume, inverse_mass = (None if t is None else t.to(masked.dtype)
+                                               for t in (self_affinity, volume, inverse_mass))
+
         crf, ncut, quadratic = ctx.terms
         batch, classes = masked.shape[:2]
         step = grad_loss / batch
@@ -327,7 +325,7 @@ def affinity_mass(images: torch.Tensor, rois: Optional[torch.Tensor], sigma_rgb:
     with full_precision(images.device), torch.no_grad():
         rois, lattice = _downscaled_lattice(inputs)
         region = rois.reshape(batch, 1, -1)
-        return _rowdot(region, lattice.apply(region)).squeeze(1)
+        return ops.row_dot(region, lattice.apply(region)).squeeze(1).to(torch.float32)
 
 
 def dense_crf_loss(
