@@ -488,3 +488,15 @@ def test_import_wsloss_leaves_reference_unimported_until_its_first_use(tmp_path)
             "assert wsloss.reference.dense_crf is wsloss.exact.dense_crf")
     checked = subprocess.run([sys.executable, "-c", lazy], capture_output=True, text=True, cwd=tmp_path)
     assert checked.returncode == 0, checked.stderr
+
+
+def test_large_cpu_outputs_reuse_the_memory_of_freed_ones():
+    """CPU outputs of 8 MiB and more come from wsloss's pool of freed ones (docs/DESIGN.md §2,
+    fresh memory): the next output of the same size takes the freed block, already mapped."""
+    values = torch.rand(1, 2, 1100, 1100)  # 9.7 MB
+    first = torch.ops.wsloss.resample_down(values, None, [1.0, 1.0])
+    pointer = first.data_ptr()
+    del first
+    second = torch.ops.wsloss.resample_down(values, None, [1.0, 1.0])
+    assert second.data_ptr() == pointer
+    assert torch.equal(second, values)
