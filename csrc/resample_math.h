@@ -89,9 +89,7 @@ WSLOSS_HD T resample_down_element(const ResampleShape<T>& s, const T* values, co
   const int64_t zs[2] = {tz.low, tz.high}, ys[2] = {ty.low, ty.high};
   const T wz[2] = {tz.low_weight, tz.high_weight}, wy[2] = {ty.low_weight, ty.high_weight};
   T sum = T(0);
-  WSLOSS_UNROLL
   for (int a = 0; a < 2; ++a) {
-    WSLOSS_UNROLL
     for (int b = 0; b < 2; ++b) {
       const T* row = volume + (zs[a] * s.in[1] + ys[b]) * s.in[2];
       sum += wz[a] * wy[b] * (tx.low_weight * row[tx.low] + tx.high_weight * row[tx.high]);

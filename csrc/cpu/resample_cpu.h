@@ -50,7 +50,7 @@ void resample_down(const ResampleShape<T>& s, const T* values, const T* rois, T*
         for (int64_t x = 0; x < s.out[2]; ++x) {
           const LinearTaps<T>& tx = x_taps[x];
           T sum = T(0);
-          for (int k = 0; k < taps; ++k)  // resample_down_element's order
+          for (int k = 0; k < taps; ++k)  // resample_down_element's order: the same bits
             sum += weight[k] * (tx.low_weight * src[k][tx.low] + tx.high_weight * src[k][tx.high]);
           dst[x] = sum;
         }
