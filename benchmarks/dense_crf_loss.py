@@ -88,6 +88,29 @@ def kernel_split_ms(fn, repeats):
     return totals
 
 
+LAUNCHES = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx")
+SYNCS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize")
+
+
+def launches_and_syncs(fn, prepare=lambda: None):
+    """The CUDA kernel launches and host synchronizations of one call of fn (torch.profiler's
+    runtime API events on any thread, autograd's included, within the call's time range), after
+    prepare() outside the measured range."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    prepare()
+    fn()
+    prepare()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        with record_function("wsloss_measured_call"):
+            fn()
+    events = prof.events()
+    span = next(e for e in events if e.name == "wsloss_measured_call").time_range
+    inside = [e.name for e in events if span.start <= e.time_range.start and e.time_range.end <= span.end]
+    return sum(name in LAUNCHES for name in inside), sum(name in SYNCS for name in inside)
+
+
 def copy_bandwidth(device, repeats):
     """Bytes per second of a large device-to-device copy (read + write)."""
     source = torch.empty(2**28, dtype=torch.uint8, device=device)
@@ -171,6 +194,13 @@ def run_config(kind, scale, args, generator):
             loss_fn(cpu_images, s, cpu_roi).backward()
 
         row["cpu_step_s"] = timed(cpu_step, max(1, min(args.repeats, 3)), "cpu")
+        row["step_launches"], row["step_syncs"] = launches_and_syncs(step)
+        held = {}
+
+        def forward():
+            held["loss"] = loss_fn(images, seg.detach().requires_grad_(), roi)
+
+        row["backward_launches"], row["backward_syncs"] = launches_and_syncs(lambda: held["loss"].backward(), forward)
     return row
 
 
@@ -178,6 +208,17 @@ def load_rloss(path):
     """The user's rloss DenseCRFLoss class, imported from `path` (after torch: libgomp)."""
     sys.path[:0] = path.split(os.pathsep)
     return importlib.import_module("DenseCRFLoss").DenseCRFLoss
+
+
+def rloss_float64_sum(loss, seg, scale):
+    """rloss's own loss summed in float64: -sum S~ (A S~) / B over the A S~ its autograd node keeps
+    (ctx.AS) and its S~ (F.interpolate, all-ones ROIs), so that how far rloss's float32 dot
+    product is from its own products is told apart from how far wsloss's products are from rloss's."""
+    node = loss.grad_fn
+    while not hasattr(node, "AS"):
+        node = next(n for n, _ in node.next_functions if n is not None)
+    small = torch.nn.functional.interpolate(seg, scale_factor=scale, mode="bilinear", align_corners=False)
+    return -(small.double() * torch.from_numpy(node.AS).double()).sum() / seg.shape[0]
 
 
 def run_side_by_side(kind, scale, args, generator, rloss_class):
@@ -193,13 +234,14 @@ def run_side_by_side(kind, scale, args, generator, rloss_class):
         s = seg.clone().requires_grad_()
         loss = losses[name](images, s, roi.clone())
         loss.backward()
-        return loss.detach().reshape(()), s.grad
+        return loss, s.grad
 
     def floor():
         s = seg.clone()
         torch.empty_like(s).copy_(s)
 
     (rloss_value, rloss_grad), (wsloss_value, wsloss_grad) = step("rloss"), step("wsloss")
+    rloss_sum = rloss_float64_sum(rloss_value, seg, scale)
     floor()
     times = {"rloss": [], "wsloss": [], "floor": []}
     for _ in range(args.repeats):
@@ -211,6 +253,8 @@ def run_side_by_side(kind, scale, args, generator, rloss_class):
                 rloss_over_wsloss=statistics.median(ratios), ratio_range=(min(ratios), max(ratios)),
                 wsloss_over_floor=statistics.median(times["wsloss"]) / statistics.median(times["floor"]),
                 loss_relative_difference=abs(wsloss_value.double() / rloss_value.double() - 1).item(),
+                rloss_summation_error=abs(rloss_value.double() / rloss_sum - 1).item(),
+                loss_difference_to_rloss_float64_sum=abs(wsloss_value.double() / rloss_sum - 1).item(),
                 grad_max_difference=(wsloss_grad - rloss_grad).abs().max().item(),
                 grad_max=rloss_grad.abs().max().item())
 
@@ -218,14 +262,17 @@ def run_side_by_side(kind, scale, args, generator, rloss_class):
 def print_side_by_side(rows, args):
     print(f"# side by side with rloss (its own build), interleaved, {args.repeats} steps each, "
           f"{torch.get_num_threads()} threads; step = clone of S + forward + backward; floor = that clone + one "
-          f"more read of S into a fresh tensor")
+          f"more read of S into a fresh tensor; loss rel diff: wsloss against rloss; rloss sum err: rloss's loss "
+          f"against the float64 sum of its own products; vs its f64 sum: wsloss against that sum")
     print(f"{'images':<12} {'scale':>5} {'rloss ms':>9} {'wsloss ms':>10} {'floor ms':>9} {'rloss/wsloss':>13} "
-          f"{'range':>11} {'wsloss/floor':>13} {'loss rel diff':>14} {'grad max diff':>14}")
+          f"{'range':>11} {'wsloss/floor':>13} {'loss rel diff':>14} {'rloss sum err':>14} {'vs its f64 sum':>15} "
+          f"{'grad max diff':>14}")
     for r in rows:
         ms = {name: statistics.median(r[f"{name}_s"]) * 1e3 for name in ("rloss", "wsloss", "floor")}
         print(f"{r['images']:<12} {r['scale_factor']:>5} {ms['rloss']:9.1f} {ms['wsloss']:10.1f} {ms['floor']:9.1f} "
               f"{r['rloss_over_wsloss']:12.2f}x {r['ratio_range'][0]:5.2f}-{r['ratio_range'][1]:<5.2f} "
               f"{r['wsloss_over_floor']:12.2f}x {r['loss_relative_difference']:14.2e} "
+              f"{r['rloss_summation_error']:14.2e} {r['loss_difference_to_rloss_float64_sum']:15.2e} "
               f"{r['grad_max_difference']:9.2e}/{r['grad_max']:.0e}")
 
 
@@ -284,6 +331,10 @@ def main():
         print(f"# CUDA kernel split (ms, median of {args.repeats}, torch.profiler); copy bandwidth "
               f"{args.copy_bandwidth / 1e9:.0f} GB/s; floor: the bytes one filtering must move / copy bandwidth")
         parts = [p for p, _ in KERNEL_PARTS] + ["other"]
+        print("# launches / host syncs of one step (forward+backward) and of its backward alone (torch.profiler)")
+        for r in rows:
+            print(f"{r['images']:<12} {r['scale_factor']:>5} step {r['step_launches']} launches, {r['step_syncs']} "
+                  f"syncs; backward {r['backward_launches']} launches, {r['backward_syncs']} syncs")
         print(f"{'images':<12} {'scale':>5} {'op':>7} " + " ".join(f"{p:>7}" for p in parts)
               + f" {'floor ms':>9} {'x floor':>8} {'cpu step ms':>12} {'cpu/cuda':>9}")
         for r in rows:
