@@ -125,13 +125,13 @@ def _resample_down_setup_context(ctx, inputs, output):
     ctx.input_size = values.shape[2:]
 
 
-def _resample_down_backward(ctx, grad):
+def _resample_down_grad(ctx, grad):
     (rois,) = ctx.saved_tensors
     return ops.resample_down_backward(grad, rois, None, ctx.input_size, ctx.scale_factor), None, None
 
 
 torch.library.register_autograd(
-    "wsloss::resample_down", _resample_down_backward, setup_context=_resample_down_setup_context
+    "wsloss::resample_down", _resample_down_grad, setup_context=_resample_down_setup_context
 )
 
 
@@ -140,7 +140,7 @@ def _resample_down_backward_setup_context(ctx, inputs, output):
     ctx.save_for_backward(rois, channel_weights)
 
 
-def _resample_down_backward_backward(ctx, grad):
+def _resample_down_backward_grad(ctx, grad):
     rois, channel_weights = ctx.saved_tensors
     grad_grad = ops.resample_down(grad, rois, ctx.scale_factor)
     if channel_weights is not None:
@@ -149,6 +149,6 @@ def _resample_down_backward_backward(ctx, grad):
 
 
 torch.library.register_autograd(
-    "wsloss::resample_down_backward", _resample_down_backward_backward,
+    "wsloss::resample_down_backward", _resample_down_backward_grad,
     setup_context=_resample_down_backward_setup_context
 )

@@ -92,7 +92,6 @@ class _DenseLossFunction(torch.autograd.Function):
         # The float64 sums in the compute dtype, where they scale [B, K, N] tensors.
         self_affinity, volume, inverse_mass = (None if t is None else t.to(masked.dtype)
                                                for t in (self_affinity, volume, inverse_mass))
-
         crf, ncut, quadratic = ctx.terms
         batch, classes = masked.shape[:2]
         step = grad_loss / batch
