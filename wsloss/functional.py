@@ -275,7 +275,7 @@ def _dense_inputs(images, segmentations, rois, sigma_rgb, sigma_xy, scale_factor
     return _DenseInputs(images, segmentations, rois, sigma_rgb, sigma_xy, scale_factor, spacing, flags)
 
 
-def _downscaled_lattice(inputs: _DenseInputs) -> Tuple[torch.Tensor, torch.Tensor, PermutohedralLattice]:
+def _downscaled_lattice(inputs: _DenseInputs) -> Tuple[torch.Tensor, PermutohedralLattice]:
     """rloss's resampling by scale_factor (nearest for images and ROIs, bi/trilinear for S) and the
     lattice over the downscaled images' bilateral features (positions in physical units: a
     downscaled pixel spans spacing / scale_factor); then the input flags, read after the build's
