@@ -57,10 +57,9 @@ WSLOSS_HD int adjoint_taps(int64_t x, T ratio, int64_t in_size, int64_t out_size
   int count = 0;
   for (int64_t i = first; i <= last && count < kMaxAdjointTaps; ++i) {
     const LinearTaps<T> taps = linear_taps(i, ratio, in_size, out_size);
-    const T weight = (taps.low == x ? taps.low_weight : T(0)) + (taps.high == x ? taps.high_weight : T(0));
     if (taps.low != x && taps.high != x) continue;
     outputs[count] = i;
-    weights[count] = weight;
+    weights[count] = (taps.low == x ? taps.low_weight : T(0)) + (taps.high == x ? taps.high_weight : T(0));
     ++count;
   }
   return count;

@@ -130,7 +130,8 @@ at::Tensor lattice_filter_cpu(const at::Tensor& vertices, const at::Tensor& weig
                               bool transpose, bool validate) {
   // lattice_filter_into checks values (and everything else) before touching out.
   at::Tensor out = empty_output(values.sizes(), values.options());
-  lattice_filter_into_cpu(vertices, weights, neighbours, splat_ptr, splat_index, values, transpose, out, at::Tensor(), validate);
+  lattice_filter_into_cpu(vertices, weights, neighbours, splat_ptr, splat_index, values, transpose, out, at::Tensor(),
+                          validate);
   return out;
 }
 

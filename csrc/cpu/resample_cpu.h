@@ -5,6 +5,7 @@
 // run it; parallel_for(begin, end, grain, f) runs the rows.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
