@@ -65,6 +65,19 @@ class VertexHashTable {
 
   // Starts loading the slot where a key of hash h begins its probe.
   void prefetch(uint64_t h) const { __builtin_prefetch(&slots_[h & (slots_.size() - 1)]); }
+  // Starts loading the stored key that a probe for hash h compares first (after prefetch(h)
+  // for a batch of keys: their slot misses overlap, then their key misses).
+  void prefetch_key(uint64_t h) const {
+    const uint32_t tag = static_cast<uint32_t>(h >> 32);
+    const size_t mask = slots_.size() - 1;
+    for (size_t i = h & mask; slots_[i].id >= 0; i = (i + 1) & mask) {
+      if (slots_[i].tag != tag) continue;
+      const int32_t* stored = key(slots_[i].id);
+      __builtin_prefetch(stored);
+      __builtin_prefetch(stored + d_ - 1);  // a key may straddle two cache lines
+      return;
+    }
+  }
 
   uint64_t hash(const int32_t* key) const {
     // Independent products (no serial dependency between coordinates), then one mix.
@@ -197,8 +210,8 @@ class LatticeBuilder {
   // Vertex offset of each image (size B + 1); the last entry is M.
   const std::vector<int64_t>& offsets() const { return offsets_; }
 
-  // Phase 2: global vertex ids, blur neighbours [M][d+1][2] (missing = M) and, unless
-  // splat_ptr is null, the splat CSR (splat_ptr [M+1], splat_index [B N (d+1)], pixels in
+  // Phase 2: global vertex ids, blur neighbours [M][d+1][2] (v - e_j at 2j, v + e_j at 2j+1; missing = M)
+  // and, unless splat_ptr is null, the splat CSR (splat_ptr [M+1], splat_index [B N (d+1)], pixels in
   // ascending order).
   template <class ParallelFor>
   void finish(int32_t* neighbours, int32_t* splat_ptr, int32_t* splat_index,
@@ -206,28 +219,39 @@ class LatticeBuilder {
     const int d1 = d_ + 1;
     const int64_t slots_per_image = pixels_ * d1;
     const int32_t missing = static_cast<int32_t>(offsets_[batch_]);
+    // v - e_j is missing unless the search from it below finds v as its v' + e_j.
+    parallel_for(0, missing, 4096, [&](int64_t begin, int64_t end) {
+      for (int64_t v = begin; v < end; ++v)
+        for (int j = 0; j < d1; ++j) neighbours[(v * d1 + j) * 2] = missing;
+    });
     for (int64_t b = 0; b < batch_; ++b) {
       const VertexHashTable& table = tables_[b];
       const int64_t offset = offsets_[b];
       parallel_for(0, table.size(), 2048, [&](int64_t begin, int64_t end) {
-        // All 2(d+1) neighbour keys of a vertex first, their slots prefetched, then the
-        // probes: the lookups are independent cache misses, and so they overlap.
-        int32_t keys[2 * (kMaxFeatureDim + 1)][kMaxFeatureDim];
-        uint64_t hashes[2 * (kMaxFeatureDim + 1)];
+        // Only the d+1 keys v + e_j are looked up (u = v + e_j gives u - e_j = v: half the
+        // probes). All of them first, their slots then their stored keys prefetched, then
+        // the probes: the lookups are independent cache misses, and so they overlap.
+        int32_t keys[kMaxFeatureDim + 1][kMaxFeatureDim];
+        uint64_t hashes[kMaxFeatureDim + 1];
         for (int64_t v = begin; v < end; ++v) {
           const int32_t* own = table.key(static_cast<int32_t>(v));
-          // Slot 2j: v - e_j, slot 2j+1: v + e_j, e_j = (-1, ..., d at j, ..., -1);
-          // coordinate d is implied.
-          for (int n = 0; n < 2 * d1; ++n) {
-            const int j = n / 2, step = n % 2 == 0 ? 1 : -1;
-            for (int i = 0; i < d_; ++i) keys[n][i] = own[i] + (i == j ? -d_ * step : step);
-            hashes[n] = table.hash(keys[n]);
-            table.prefetch(hashes[n]);
+          // e_j = (-1, ..., d at j, ..., -1); coordinate d is implied.
+          for (int j = 0; j < d1; ++j) {
+            for (int i = 0; i < d_; ++i) keys[j][i] = own[i] + (i == j ? d_ : -1);
+            hashes[j] = table.hash(keys[j]);
+            table.prefetch(hashes[j]);
           }
+          for (int j = 0; j < d1; ++j) table.prefetch_key(hashes[j]);
           int32_t* out = neighbours + (offset + v) * d1 * 2;
-          for (int n = 0; n < 2 * d1; ++n) {
-            const int32_t id = table.find(keys[n], hashes[n]);
-            out[n] = id < 0 ? missing : static_cast<int32_t>(offset + id);
+          for (int j = 0; j < d1; ++j) {
+            const int32_t u = table.find(keys[j], hashes[j]);
+            if (u < 0) {
+              out[2 * j + 1] = missing;
+              continue;
+            }
+            out[2 * j + 1] = static_cast<int32_t>(offset + u);
+            // Each (u, j) has one v = u - e_j, so no two writes meet.
+            neighbours[((offset + u) * d1 + j) * 2] = static_cast<int32_t>(offset + v);
           }
         }
       });
@@ -298,6 +322,7 @@ class LatticeBuilder {
         hashes[k] = table.hash(keys[k]);
         table.prefetch(hashes[k]);
       }
+      for (int k = 0; k <= d; ++k) table.prefetch_key(hashes[k]);
       // Neighbouring pixels' simplices share about half their corners: those ids come
       // from the previous simplex, without a probe (same ids, so the same lattice).
       const auto& previous_keys = corner_keys[1 - current];
