@@ -14,8 +14,8 @@
 
 #include <algorithm>
 #include <atomic>
-#include <utility>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "../lattice_math.h"
@@ -27,6 +27,8 @@ namespace cpu {
 // image. Grows (doubling, rehash) at half load, so it never overflows. Each slot
 // keeps 32 more bits of the key's hash, so that probing past other keys and looking
 // up absent keys (most blur neighbours of sparse lattices) rarely reads a stored key.
+// The key operations take the dimension as kD > 0 where the caller knows it at compile time
+// (their loops unroll; kD = 0: the table's own d).
 class VertexHashTable {
  public:
   // Starts small (a compact table stays in cache; smooth images have few vertices).
@@ -37,6 +39,7 @@ class VertexHashTable {
 
   // Id of the key, inserting it if absent; `h` = hash(key).
   int32_t insert(const int32_t* key) { return insert(key, hash(key)); }
+  template <int kD = 0>
   int32_t insert(const int32_t* key, uint64_t h) {
     if (2 * (static_cast<int64_t>(size()) + 1) > static_cast<int64_t>(slots_.size())) grow();
     const uint32_t tag = static_cast<uint32_t>(h >> 32);
@@ -48,23 +51,27 @@ class VertexHashTable {
         keys_.insert(keys_.end(), key, key + d_);
         return slot.id;
       }
-      if (slot.tag == tag && equal(slot.id, key)) return slot.id;
+      if (slot.tag == tag && equal<kD>(slot.id, key)) return slot.id;
     }
   }
 
   // Id of the key, or -1 if absent.
   int32_t find(const int32_t* key) const { return find(key, hash(key)); }
+  template <int kD = 0>
   int32_t find(const int32_t* key, uint64_t h) const {
     const uint32_t tag = static_cast<uint32_t>(h >> 32);
     const size_t mask = slots_.size() - 1;
     for (size_t i = h & mask;; i = (i + 1) & mask) {
       const Slot& slot = slots_[i];
-      if (slot.id < 0 || (slot.tag == tag && equal(slot.id, key))) return slot.id;
+      if (slot.id < 0 || (slot.tag == tag && equal<kD>(slot.id, key))) return slot.id;
     }
   }
 
   // Starts loading the slot where a key of hash h begins its probe.
   void prefetch(uint64_t h) const { __builtin_prefetch(&slots_[h & (slots_.size() - 1)]); }
+  // True when the table outgrows the L2 cache, where its probes miss unless prefetched (a
+  // smaller table's prefetches only cost instructions).
+  bool large() const { return slots_.size() >= (size_t{1} << 17); }
   // Starts loading the stored key that a probe for hash h compares first (after prefetch(h)
   // for a batch of keys: their slot misses overlap, then their key misses).
   void prefetch_key(uint64_t h) const {
@@ -79,7 +86,9 @@ class VertexHashTable {
     }
   }
 
+  template <int kD = 0>
   uint64_t hash(const int32_t* key) const {
+    const int d = kD > 0 ? kD : d_;
     // Independent products (no serial dependency between coordinates), then one mix.
     static constexpr uint64_t kOdd[kMaxFeatureDim] = {
         0x9E3779B97F4A7C15ull, 0xC2B2AE3D27D4EB4Full, 0x165667B19E3779F9ull, 0xD6E8FEB86659FD93ull,
@@ -87,7 +96,7 @@ class VertexHashTable {
         0x2545F4914F6CDD1Dull, 0x9FB21C651E98DF25ull, 0xDB4F0B9175AE2165ull, 0x8CB92BA72F3D8DD7ull,
         0xA0761D6478BD642Full, 0xE7037ED1A0B428DBull, 0x8EBC6AF09C88C6E3ull, 0x589965CC75374CC3ull};
     uint64_t h = 0;
-    for (int i = 0; i < d_; ++i) h += static_cast<uint64_t>(static_cast<uint32_t>(key[i])) * kOdd[i];
+    for (int i = 0; i < d; ++i) h += static_cast<uint64_t>(static_cast<uint32_t>(key[i])) * kOdd[i];
     h ^= h >> 32;
     h *= 0xD6E8FEB86659FD93ull;
     return h ^ (h >> 29);
@@ -99,11 +108,13 @@ class VertexHashTable {
     int32_t id = -1;
   };
 
+  template <int kD>
   bool equal(int32_t id, const int32_t* key) const {
+    const int d = kD > 0 ? kD : d_;
     const int32_t* stored = this->key(id);
-    for (int i = 0; i < d_; ++i)
-      if (stored[i] != key[i]) return false;
-    return true;
+    bool same = true;  // no early exit: the compares of an unrolled loop beat its branches
+    for (int i = 0; i < d; ++i) same &= stored[i] == key[i];
+    return same;
   }
   void grow() {
     std::vector<Slot> slots(slots_.size() * 2);
@@ -229,29 +240,36 @@ class LatticeBuilder {
       const int64_t offset = offsets_[b];
       parallel_for(0, table.size(), 2048, [&](int64_t begin, int64_t end) {
         // Only the d+1 keys v + e_j are looked up (u = v + e_j gives u - e_j = v: half the
-        // probes). All of them first, their slots then their stored keys prefetched, then
-        // the probes: the lookups are independent cache misses, and so they overlap.
-        int32_t keys[kMaxFeatureDim + 1][kMaxFeatureDim];
-        uint64_t hashes[kMaxFeatureDim + 1];
-        for (int64_t v = begin; v < end; ++v) {
-          const int32_t* own = table.key(static_cast<int32_t>(v));
-          // e_j = (-1, ..., d at j, ..., -1); coordinate d is implied.
-          for (int j = 0; j < d1; ++j) {
-            for (int i = 0; i < d_; ++i) keys[j][i] = own[i] + (i == j ? d_ : -1);
-            hashes[j] = table.hash(keys[j]);
-            table.prefetch(hashes[j]);
-          }
-          for (int j = 0; j < d1; ++j) table.prefetch_key(hashes[j]);
-          int32_t* out = neighbours + (offset + v) * d1 * 2;
-          for (int j = 0; j < d1; ++j) {
-            const int32_t u = table.find(keys[j], hashes[j]);
-            if (u < 0) {
-              out[2 * j + 1] = missing;
-              continue;
+        // probes). A block of vertices' keys first, a large table's slots then stored keys
+        // prefetched, then the probes: the lookups are independent cache misses, and a block
+        // keeps enough of them in flight to overlap.
+        constexpr int kBlock = 8;
+        int32_t keys[kBlock][kMaxFeatureDim + 1][kMaxFeatureDim];
+        uint64_t hashes[kBlock][kMaxFeatureDim + 1];
+        for (int64_t first = begin; first < end; first += kBlock) {
+          const int count = static_cast<int>(std::min<int64_t>(kBlock, end - first));
+          for (int n = 0; n < count; ++n) {
+            const int32_t* own = table.key(static_cast<int32_t>(first + n));
+            // e_j = (-1, ..., d at j, ..., -1); coordinate d is implied.
+            for (int j = 0; j < d1; ++j) {
+              for (int i = 0; i < d_; ++i) keys[n][j][i] = own[i] + (i == j ? d_ : -1);
+              hashes[n][j] = table.hash(keys[n][j]);
             }
-            out[2 * j + 1] = static_cast<int32_t>(offset + u);
-            // Each (u, j) has one v = u - e_j, so no two writes meet.
-            neighbours[((offset + u) * d1 + j) * 2] = static_cast<int32_t>(offset + v);
+          }
+          if (table.large()) {
+            for (int n = 0; n < count; ++n)
+              for (int j = 0; j < d1; ++j) table.prefetch(hashes[n][j]);
+            for (int n = 0; n < count; ++n)
+              for (int j = 0; j < d1; ++j) table.prefetch_key(hashes[n][j]);
+          }
+          for (int n = 0; n < count; ++n) {
+            const int64_t v = offset + first + n;
+            for (int j = 0; j < d1; ++j) {
+              const int32_t u = table.find(keys[n][j], hashes[n][j]);
+              neighbours[(v * d1 + j) * 2 + 1] = u < 0 ? missing : static_cast<int32_t>(offset + u);
+              // Each (u, j) has one v = u - e_j, so no two writes meet.
+              if (u >= 0) neighbours[((offset + u) * d1 + j) * 2] = static_cast<int32_t>(v);
+            }
           }
         }
       });
@@ -317,12 +335,14 @@ class LatticeBuilder {
       }
       auto& keys = corner_keys[current];
       uint64_t* hashes = corner_hashes[current];
-      for (int k = 0; k <= d; ++k) {  // all corners' slots requested before the probes
+      for (int k = 0; k <= d; ++k) {  // all keys first: a large table's slots are requested before the probes
         for (int i = 0; i < d; ++i) keys[k][i] = vertex_coordinate(z[i], rank[i], d, k);
-        hashes[k] = table.hash(keys[k]);
-        table.prefetch(hashes[k]);
+        hashes[k] = table.template hash<kD>(keys[k]);
       }
-      for (int k = 0; k <= d; ++k) table.prefetch_key(hashes[k]);
+      if (table.large()) {
+        for (int k = 0; k <= d; ++k) table.prefetch(hashes[k]);
+        for (int k = 0; k <= d; ++k) table.prefetch_key(hashes[k]);
+      }
       // Neighbouring pixels' simplices share about half their corners: those ids come
       // from the previous simplex, without a probe (same ids, so the same lattice).
       const auto& previous_keys = corner_keys[1 - current];
@@ -335,7 +355,7 @@ class LatticeBuilder {
           for (int i = 0; i < d; ++i) equal = equal && keys[k][i] == previous_keys[j][i];
           if (equal) id = ids[j - d1];
         }
-        ids[k] = id >= 0 ? id : table.insert(keys[k], hashes[k]);  // local ids for now
+        ids[k] = id >= 0 ? id : table.template insert<kD>(keys[k], hashes[k]);  // local ids for now
       }
       current = 1 - current;
     }
