@@ -15,10 +15,12 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "../lattice_math.h"
+#include "parallel_for.h"
 
 namespace wsloss {
 namespace cpu {
@@ -425,23 +427,53 @@ struct FilterAffine {
   const scalar_t* add = nullptr;
 };
 
-// One filtering of channels [c0, c0 + c) (c <= kMaxChunkChannels) of channel-planar
-// values in/out [B][C][N]: out = alpha W B_d ... B_0 W^T in (transpose: blur order
-// reversed), docs/DESIGN.md §1 steps 8-10. `lattice_a`, `lattice_b` hold (M + 1) c scratch values;
-// row M stays zero and stands for every missing neighbour. The splat is a scatter with
-// one image per thread when there are at least `threads` images, else a gather over the
-// CSR, which needs `pixel_major` scratch of B N c values; both add each vertex's
-// contributions in the same (pixel, corner) order, so they give identical results.
-// kChannels > 0 fixes c at compile time, so that the channel loops unroll into vector
-// operations (same arithmetic per channel, so the same results).
+// Images [image_begin, image_end) of a batched lattice and their vertices [vertex_begin, vertex_end)
+// (an image's vertices are numbered consecutively, see LatticeBuilder).
+struct LatticeRange {
+  int64_t image_begin, image_end, vertex_begin, vertex_end;
+};
+
+// True when each image's corners and its vertices' blur neighbours lie in its own vertex range
+// [first_vertex[b], first_vertex[b + 1]) (or are missing, M): a built lattice's are, and only
+// then may images be filtered apart (lattice_filter_images).
+template <class ParallelFor>
+bool images_own_their_vertices(const LatticeView& lat, const std::vector<int64_t>& first_vertex,
+                               ParallelFor&& parallel_for) {
+  const int d1 = lat.d + 1;
+  std::atomic<bool> own{true};
+  parallel_for(0, lat.batch, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end && own.load(std::memory_order_relaxed); ++b) {
+      const int64_t lo = first_vertex[b], hi = first_vertex[b + 1];
+      bool inside = true;
+      for (int64_t s = b * lat.pixels * d1; s < (b + 1) * lat.pixels * d1; ++s)
+        inside &= lat.vertices[s] >= lo && lat.vertices[s] < hi;
+      for (int64_t s = lo * d1 * 2; s < hi * d1 * 2; ++s)
+        inside &= (lat.neighbours[s] >= lo && lat.neighbours[s] < hi) || lat.neighbours[s] == lat.num_vertices;
+      if (!inside) own.store(false, std::memory_order_relaxed);
+    }
+  });
+  return own.load();
+}
+
+// One filtering of channels [c0, c0 + c) (c <= kMaxChunkChannels) of the images in `part` of
+// channel-planar values in/out [B][C][N]: out = alpha W B_d ... B_0 W^T in (transpose: blur
+// order reversed), docs/DESIGN.md §1 steps 8-10. `lattice_a`, `lattice_b` hold M + 1 rows of
+// `stride` >= c scratch values; row M is zero (the caller's) and stands for every missing
+// neighbour. The splat is a scatter with one image per thread when there are at least
+// `threads` images, else a gather over the CSR, which needs `pixel_major` scratch of B N c
+// values; both add each vertex's contributions in the same (pixel, corner) order, so they
+// give identical results. kChannels > 0 fixes c at compile time, so that the channel loops
+// unroll into vector operations (same arithmetic per channel, so the same results).
 template <int kChannels, typename scalar_t, class ParallelFor>
-void lattice_filter_chunk(const LatticeView& lat, const scalar_t* in, scalar_t* out, int64_t channels,
-                          int64_t c0, int64_t chunk, bool transpose, scalar_t* lattice_a, scalar_t* lattice_b,
-                          scalar_t* pixel_major, const FilterAffine<scalar_t>& affine, ParallelFor&& parallel_for) {
+void lattice_filter_chunk(const LatticeView& lat, const LatticeRange& part, const scalar_t* in, scalar_t* out,
+                          int64_t channels, int64_t c0, int64_t chunk, int64_t stride, bool transpose,
+                          scalar_t* lattice_a, scalar_t* lattice_b, scalar_t* pixel_major,
+                          const FilterAffine<scalar_t>& affine, ParallelFor&& parallel_for) {
   const int64_t c = kChannels > 0 ? kChannels : chunk;
   const int d1 = lat.d + 1;
-  const int64_t pixels = lat.pixels, num_vertices = lat.num_vertices;
+  const int64_t pixels = lat.pixels;
   const int64_t tiles_per_image = (pixels + kTilePixels - 1) / kTilePixels;
+  const int64_t tile_begin = part.image_begin * tiles_per_image, tile_end = part.image_end * tiles_per_image;
   const int64_t vertex_grain = std::max<int64_t>(64, 8192 / c);
   // Calls f(q0, count, tile) per tile of one image's pixels, tile[t * c + ch] holding
   // channel c0 + ch of pixel q0 + t (q = b N + p).
@@ -463,32 +495,30 @@ void lattice_filter_chunk(const LatticeView& lat, const scalar_t* in, scalar_t* 
     }
   };
 
-  std::fill(lattice_a + num_vertices * c, lattice_a + (num_vertices + 1) * c, scalar_t(0));
-  std::fill(lattice_b + num_vertices * c, lattice_b + (num_vertices + 1) * c, scalar_t(0));
   if (pixel_major == nullptr) {
-    std::fill(lattice_a, lattice_a + num_vertices * c, scalar_t(0));
-    parallel_for(0, lat.batch, 1, [&](int64_t image_begin, int64_t image_end) {
+    std::fill(lattice_a + part.vertex_begin * stride, lattice_a + part.vertex_end * stride, scalar_t(0));
+    parallel_for(part.image_begin, part.image_end, 1, [&](int64_t image_begin, int64_t image_end) {
       for_each_input_tile(image_begin * tiles_per_image, image_end * tiles_per_image,
                           [&](int64_t q0, int64_t count, const scalar_t* tile) {
                             for (int64_t t = 0; t < count; ++t) {
                               const int64_t q = q0 + t;
                               for (int k = 0; k < d1; ++k) {
                                 const scalar_t w = static_cast<scalar_t>(lat.weights[q * d1 + k]);
-                                scalar_t* row = lattice_a + static_cast<int64_t>(lat.vertices[q * d1 + k]) * c;
+                                scalar_t* row = lattice_a + static_cast<int64_t>(lat.vertices[q * d1 + k]) * stride;
                                 for (int64_t ch = 0; ch < c; ++ch) row[ch] += w * tile[t * c + ch];
                               }
                             }
                           });
     });
   } else {
-    parallel_for(0, lat.batch * tiles_per_image, 16, [&](int64_t begin, int64_t end) {
+    parallel_for(tile_begin, tile_end, 16, [&](int64_t begin, int64_t end) {
       for_each_input_tile(begin, end, [&](int64_t q0, int64_t count, const scalar_t* tile) {
         std::copy(tile, tile + count * c, pixel_major + q0 * c);
       });
     });
-    parallel_for(0, num_vertices, vertex_grain, [&](int64_t begin, int64_t end) {
+    parallel_for(part.vertex_begin, part.vertex_end, vertex_grain, [&](int64_t begin, int64_t end) {
       for (int64_t v = begin; v < end; ++v) {
-        scalar_t* acc = lattice_a + v * c;
+        scalar_t* acc = lattice_a + v * stride;
         for (int64_t ch = 0; ch < c; ++ch) acc[ch] = scalar_t(0);
         for (int32_t s = lat.splat_ptr[v]; s < lat.splat_ptr[v + 1]; ++s) {
           const int32_t slot = lat.splat_index[s];
@@ -502,18 +532,18 @@ void lattice_filter_chunk(const LatticeView& lat, const scalar_t* in, scalar_t* 
 
   for (int step = 0; step <= lat.d; ++step) {
     const int j = transpose ? lat.d - step : step;
-    parallel_for(0, num_vertices, vertex_grain, [&](int64_t begin, int64_t end) {
+    parallel_for(part.vertex_begin, part.vertex_end, vertex_grain, [&](int64_t begin, int64_t end) {
       for (int64_t v = begin; v < end; ++v) {
         const int32_t* nb = lat.neighbours + (v * d1 + j) * 2;
         if (v + kPrefetchDistance < end) {
           const int32_t* ahead = nb + kPrefetchDistance * d1 * 2;
-          prefetch_row(lattice_a + static_cast<int64_t>(ahead[0]) * c, c);
-          prefetch_row(lattice_a + static_cast<int64_t>(ahead[1]) * c, c);
+          prefetch_row(lattice_a + static_cast<int64_t>(ahead[0]) * stride, c);
+          prefetch_row(lattice_a + static_cast<int64_t>(ahead[1]) * stride, c);
         }
-        const scalar_t* own = lattice_a + v * c;
-        const scalar_t* n1 = lattice_a + static_cast<int64_t>(nb[0]) * c;
-        const scalar_t* n2 = lattice_a + static_cast<int64_t>(nb[1]) * c;
-        scalar_t* res = lattice_b + v * c;
+        const scalar_t* own = lattice_a + v * stride;
+        const scalar_t* n1 = lattice_a + static_cast<int64_t>(nb[0]) * stride;
+        const scalar_t* n2 = lattice_a + static_cast<int64_t>(nb[1]) * stride;
+        scalar_t* res = lattice_b + v * stride;
         for (int64_t ch = 0; ch < c; ++ch) res[ch] = own[ch] + scalar_t(0.5) * (n1[ch] + n2[ch]);
       }
     });
@@ -521,7 +551,7 @@ void lattice_filter_chunk(const LatticeView& lat, const scalar_t* in, scalar_t* 
   }
 
   const scalar_t alpha = static_cast<scalar_t>(slice_scale(lat.d));
-  parallel_for(0, lat.batch * tiles_per_image, 16, [&](int64_t begin, int64_t end) {
+  parallel_for(tile_begin, tile_end, 16, [&](int64_t begin, int64_t end) {
     scalar_t tile[kTilePixels * kMaxChunkChannels], factors[kTilePixels];
     for (int64_t i = begin; i < end; ++i) {
       const int64_t b = i / tiles_per_image, p0 = (i % tiles_per_image) * kTilePixels;
@@ -532,7 +562,7 @@ void lattice_filter_chunk(const LatticeView& lat, const scalar_t* in, scalar_t* 
         for (int64_t ch = 0; ch < c; ++ch) acc[ch] = scalar_t(0);
         for (int k = 0; k < d1; ++k) {
           const scalar_t w = static_cast<scalar_t>(lat.weights[q * d1 + k]);
-          const scalar_t* val = lattice_a + static_cast<int64_t>(lat.vertices[q * d1 + k]) * c;
+          const scalar_t* val = lattice_a + static_cast<int64_t>(lat.vertices[q * d1 + k]) * stride;
           for (int64_t ch = 0; ch < c; ++ch) acc[ch] += w * val[ch];
         }
       }
@@ -556,15 +586,13 @@ void lattice_filter_chunk(const LatticeView& lat, const scalar_t* in, scalar_t* 
   });
 }
 
-template <typename scalar_t, class ParallelFor>
-void lattice_filter(const LatticeView& lat, const scalar_t* in, scalar_t* out, int64_t channels,
-                    int64_t c0, int64_t c, bool transpose, scalar_t* lattice_a, scalar_t* lattice_b,
-                    scalar_t* pixel_major, ParallelFor&& parallel_for, const FilterAffine<scalar_t>& affine = {}) {
+// Calls f(std::integral_constant<int, n>) with n = c for the common channel counts, else n = 0.
+template <class F>
+void with_fixed_channels(int64_t c, F&& f) {
   switch (c) {
 #define WSLOSS_FILTER_FIXED(n) \
   case n:                      \
-    return lattice_filter_chunk<n>(lat, in, out, channels, c0, c, transpose, lattice_a, lattice_b, pixel_major, \
-                                   affine, parallel_for);
+    return f(std::integral_constant<int, n>{});
     WSLOSS_FILTER_FIXED(1)
     WSLOSS_FILTER_FIXED(2)
     WSLOSS_FILTER_FIXED(3)
@@ -577,9 +605,37 @@ void lattice_filter(const LatticeView& lat, const scalar_t* in, scalar_t* out, i
     WSLOSS_FILTER_FIXED(32)
 #undef WSLOSS_FILTER_FIXED
     default:
-      return lattice_filter_chunk<0>(lat, in, out, channels, c0, c, transpose, lattice_a, lattice_b, pixel_major,
-                                     affine, parallel_for);
+      return f(std::integral_constant<int, 0>{});
   }
+}
+
+// The filtering of channels [c0, c0 + c) of every image, on the threads of parallel_for, with
+// scratch lattices of (M + 1) c values (lattice_filter_chunk).
+template <typename scalar_t, class ParallelFor>
+void lattice_filter(const LatticeView& lat, const scalar_t* in, scalar_t* out, int64_t channels,
+                    int64_t c0, int64_t c, bool transpose, scalar_t* lattice_a, scalar_t* lattice_b,
+                    scalar_t* pixel_major, ParallelFor&& parallel_for, const FilterAffine<scalar_t>& affine = {}) {
+  const int64_t m = lat.num_vertices;
+  std::fill(lattice_a + m * c, lattice_a + (m + 1) * c, scalar_t(0));
+  std::fill(lattice_b + m * c, lattice_b + (m + 1) * c, scalar_t(0));
+  with_fixed_channels(c, [&](auto fixed) {
+    lattice_filter_chunk<decltype(fixed)::value>(lat, LatticeRange{0, lat.batch, 0, m}, in, out, channels, c0, c, c,
+                                                 transpose, lattice_a, lattice_b, pixel_major, affine, parallel_for);
+  });
+}
+
+// The filtering of channels [c0, c0 + c) of the images in `part` alone, on the calling thread,
+// in scratch lattices of M + 1 rows of `stride` >= c values whose row M the caller zeroed:
+// the rows of one image, a few channels wide, stay in cache through the blur, where the
+// rows of all images would stream from memory (d + 1 times). Same results as lattice_filter.
+template <typename scalar_t>
+void lattice_filter_images(const LatticeView& lat, const LatticeRange& part, const scalar_t* in, scalar_t* out,
+                           int64_t channels, int64_t c0, int64_t c, int64_t stride, bool transpose,
+                           scalar_t* lattice_a, scalar_t* lattice_b, const FilterAffine<scalar_t>& affine = {}) {
+  with_fixed_channels(c, [&](auto fixed) {
+    lattice_filter_chunk<decltype(fixed)::value>(lat, part, in, out, channels, c0, c, stride, transpose, lattice_a,
+                                                 lattice_b, static_cast<scalar_t*>(nullptr), affine, SerialFor{});
+  });
 }
 
 }  // namespace cpu

@@ -4,6 +4,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <vector>
 
 #include "../lattice_call.h"
 #include "aten_parallel_for.h"
@@ -67,16 +68,30 @@ void lattice_filter_into_cpu(const at::Tensor& vertices_in, const at::Tensor& we
                                  call.splat_index.data_ptr<int32_t>(), batch,
                                  pixels,                               call.num_vertices,
                                  call.d};
-  // How the threads share the splat. All three add each vertex's contributions in the same
+  // How the threads share the work. All three add each vertex's contributions in the same
   // (pixel, corner) order, so they give identical results for any thread count:
-  //  - images: one image per thread (a scatter), when there are enough images;
+  //  - images: when there are enough images, one image per thread, a whole serial filtering
+  //    (scatter, blur, slice) of each: its blur passes touch its own lattice rows only, with
+  //    no barrier between them (about 30% faster than a blur of all images at once with
+  //    200,000 vertices an image, 2 threads);
   //  - channel groups: else, with enough channels, one group of channels per thread, each a
   //    whole serial filtering (scatter, blur, slice) in its own lattice buffers: every thread
   //    streams the lattice once, and the vertex rows it scatters into stay in cache;
   //  - gather: else (few images and channels), per vertex over the CSR, from a pixel-major copy;
   //    a lattice built without the CSR scatters here too, with fewer threads than images.
   const int64_t threads = at::get_num_threads();
-  const bool by_images = batch >= threads;
+  // First vertex of each image, then M: an image's first vertex is its first pixel's first corner
+  // (kept in [previous image's, M], so that even a malformed lattice's ranges stay in the buffers).
+  std::vector<int64_t> first_vertex;
+  for (int64_t b = 0; b < batch && batch >= threads; ++b) {
+    const int64_t first = pixels > 0 ? lattice.vertices[b * pixels * (lattice.d + 1)] : lattice.num_vertices;
+    first_vertex.push_back(std::clamp<int64_t>(first, b > 0 ? first_vertex.back() : 0, lattice.num_vertices));
+  }
+  first_vertex.push_back(lattice.num_vertices);
+  // The lattice of a caller that validates may not be one the build made: its images are
+  // filtered apart only where they own their vertices.
+  const bool by_images =
+      batch >= threads && (!validate || cpu::images_own_their_vertices(lattice, first_vertex, cpu::AtenParallelFor{}));
   const int64_t groups = by_images || channels < threads ? 1 : threads;
   const bool gather = !by_images && groups == 1 && call.splat_ptr.numel() > 0;
   // Channel chunks bound the scratch lattices (about 256 MB for all float buffers).
@@ -112,6 +127,21 @@ void lattice_filter_into_cpu(const at::Tensor& vertices_in, const at::Tensor& we
       }
     };
     scalar_t* buffers = scratch_tensor.data_ptr<scalar_t>();
+    if (by_images) {
+      std::fill(buffers + (rows - 1) * chunk, buffers + rows * chunk, scalar_t(0));
+      std::fill(buffers + (2 * rows - 1) * chunk, buffers + 2 * rows * chunk, scalar_t(0));
+      at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t b = begin; b < end; ++b) {
+          const cpu::LatticeRange part{b, b + 1, first_vertex[b], first_vertex[b + 1]};
+          for (int64_t c0 = 0; c0 < channels; c0 += chunk) {
+            cpu::lattice_filter_images<scalar_t>(lattice, part, in.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
+                                                 channels, c0, std::min(chunk, channels - c0), chunk, transpose,
+                                                 buffers, buffers + rows * chunk, affine);
+          }
+        }
+      });
+      return;
+    }
     if (groups == 1) {
       filter_channels(0, channels, buffers, cpu::AtenParallelFor{});
       return;
