@@ -201,6 +201,27 @@ def test_hash_table_grows_without_losing_or_duplicating_a_vertex(rng):
     assert torch.allclose((lattice.filter(x) * y).sum(), (x * lattice.filter(y, transpose=True)).sum(), rtol=1e-12)
 
 
+@pytest.mark.parametrize("d", [2, 5, 6, 7])
+def test_vertex_ids_number_each_images_keys_by_first_pixel_and_corner(d, rng):
+    """Smooth, image-like features whose simplices recur rows apart (the build reuses the ids of
+    simplices it has seen for d <= 6): each image's ids are the spec's keys numbered by their first
+    (pixel, corner), whatever path found them."""
+    batch, height, width = 2, 40, 90
+    rows, cols = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    position = torch.stack([rows, cols]).reshape(2, -1).float() / 8
+    phase = torch.rand(batch, d, 1, generator=rng) * 6
+    colour = torch.sin(position.sum(0) / 3 + phase) * 2 + torch.rand(batch, d, height * width, generator=rng) * 0.05
+    features = torch.cat([position.expand(batch, 2, -1), colour[:, : d - 2]], 1)
+    lattice = PermutohedralLattice(features)
+    for b in range(batch):
+        ids, expected = {}, []
+        for p in range(height * width):
+            for key in spec_lattice.embed(features[b, :, p].numpy(), d)[0]:
+                expected.append(ids.setdefault(key, len(ids)))
+        assert len(ids) < height * width  # simplices recur: the ids of seen simplices are reused
+        assert (lattice.vertices[b].reshape(-1) - lattice.offsets[b]).tolist() == expected
+
+
 # Inputs: constant features, threads, dtypes, layouts.
 
 

@@ -136,6 +136,72 @@ class VertexHashTable {
   std::vector<int32_t> keys_;
 };
 
+// The corner ids of recently hashed simplices, by remainder-0 point and ranks, in a direct-mapped
+// table (a new simplex overwrites an older one of the same index): a smooth image has 3 to 7
+// times fewer distinct simplices than pixels, and a pixel whose simplex is cached skips the
+// hashing of its corners (the same ids, so the same lattice). kD = 0 (d > 6): no cache. Where
+// fewer than one simplex in 8 is found (noise), it switches itself off.
+template <int kD>
+class SimplexCache {
+ public:
+  struct Entry {
+    uint64_t ranks = ~uint64_t{0};  // 4 bits a rank; all ones: empty
+    int32_t z[kD + 1];
+    int32_t ids[kD + 1];
+  };
+
+  explicit SimplexCache(int64_t pixels) {
+    if (kD == 0) return;
+    size_t size = 64;
+    while (size < kMaxEntries && static_cast<int64_t>(size) * 8 < pixels) size *= 2;
+    entries_.resize(size);
+  }
+
+  // The entry that holds or would hold this simplex; null while switched off.
+  Entry* find(const int* z, const int* rank) {
+    if (entries_.empty()) return nullptr;
+    if (++lookups_ == kProbation) {
+      if (hits_ * 8 < lookups_) {
+        entries_.clear();
+        return nullptr;
+      }
+      lookups_ = hits_ = 0;
+    }
+    uint64_t h = pack_ranks(rank) * 0x9E3779B97F4A7C15ull;
+    for (int i = 0; i <= kD; ++i) h += static_cast<uint64_t>(static_cast<int64_t>(z[i])) * kZMultipliers[i];
+    h ^= h >> 31;
+    h *= 0xBF58476D1CE4E5B9ull;
+    return &entries_[(h >> 20) & (entries_.size() - 1)];
+  }
+  bool holds(const Entry& entry, const int* z, const int* rank) {
+    bool same = entry.ranks == pack_ranks(rank);
+    for (int i = 0; i <= kD; ++i) same &= entry.z[i] == z[i];
+    hits_ += same;
+    return same;
+  }
+  void store(Entry& entry, const int* z, const int* rank, const int32_t* ids) {
+    entry.ranks = pack_ranks(rank);
+    std::copy(z, z + kD + 1, entry.z);
+    std::copy(ids, ids + kD + 1, entry.ids);
+  }
+
+ private:
+  static constexpr size_t kMaxEntries = 8192;
+  static constexpr int64_t kProbation = 4096;  // lookups between checks of the hit rate
+  static constexpr uint64_t kZMultipliers[7] = {0xC2B2AE3D27D4EB4Full, 0x165667B19E3779F9ull,
+                                                0xD6E8FEB86659FD93ull, 0xFF51AFD7ED558CCDull,
+                                                0xC4CEB9FE1A85EC53ull, 0x94D049BB133111EBull,
+                                                0x2545F4914F6CDD1Dull};
+  static uint64_t pack_ranks(const int* rank) {
+    uint64_t bits = 0;
+    for (int i = 0; i <= kD; ++i) bits |= static_cast<uint64_t>(rank[i]) << (4 * i);
+    return bits;
+  }
+
+  std::vector<Entry> entries_;
+  int64_t lookups_ = 0, hits_ = 0;
+};
+
 // Builds a batched lattice in two phases so that the caller can size the per-vertex
 // outputs once the vertex count is known. Vertices are numbered per image in order of
 // their first (pixel, corner), the numbering the CUDA build reproduces.
@@ -314,10 +380,13 @@ class LatticeBuilder {
     const int64_t image = first / pixels_;
     int z[kMaxFeatureDim + 2], rank[kMaxFeatureDim + 2];
     int previous_z[kMaxFeatureDim + 1] = {}, previous_rank[kMaxFeatureDim + 1] = {};
-    // This pixel's corners and the previous simplex's (swapped per simplex).
+    // This pixel's corners and the previous hashed simplex's (swapped per simplex); the latter
+    // are the previous pixel's corners only while `previous_hashed`.
     int32_t corner_keys[2][kMaxFeatureDim + 1][kMaxFeatureDim];
     uint64_t corner_hashes[2][kMaxFeatureDim + 1];
     int current = 0;
+    bool previous_hashed = false;
+    SimplexCache<kD> cache(last - first);
     for (int64_t q = first; q < last; ++q) {
       const float* f = features_ + image * d * pixels_ + (q - image * pixels_);
       bool ok = true;
@@ -333,6 +402,12 @@ class LatticeBuilder {
       }
       if (same_simplex) {  // common in smooth regions: reuse the previous pixel's ids
         std::copy(ids - d1, ids, ids);
+        continue;
+      }
+      typename SimplexCache<kD>::Entry* entry = cache.find(z, rank);
+      if (entry != nullptr && cache.holds(*entry, z, rank)) {  // a simplex seen before: its ids
+        std::copy(entry->ids, entry->ids + d1, ids);
+        previous_hashed = false;
         continue;
       }
       auto& keys = corner_keys[current];
@@ -351,7 +426,7 @@ class LatticeBuilder {
       const uint64_t* previous_hashes = corner_hashes[1 - current];
       for (int k = 0; k <= d; ++k) {
         int32_t id = -1;
-        for (int j = 0; j <= d && q > first && id < 0; ++j) {
+        for (int j = 0; j <= d && previous_hashed && id < 0; ++j) {
           if (previous_hashes[j] != hashes[k]) continue;
           bool equal = true;
           for (int i = 0; i < d; ++i) equal = equal && keys[k][i] == previous_keys[j][i];
@@ -359,7 +434,9 @@ class LatticeBuilder {
         }
         ids[k] = id >= 0 ? id : table.template insert<kD>(keys[k], hashes[k]);  // local ids for now
       }
+      if (entry != nullptr) cache.store(*entry, z, rank, ids);
       current = 1 - current;
+      previous_hashed = true;
     }
     return true;
   }
