@@ -241,17 +241,9 @@ class LatticeBuilder {
     parallel_for(0, batch_ * parts, 1, [&](int64_t begin, int64_t end) {
       for (int64_t item = begin; item < end && !bad.load(std::memory_order_relaxed); ++item) {
         const auto [first, last] = range(item);
-        // The common feature dimensions fixed at compile time: the embedding's loops unroll
-        // and its small arrays stay in registers (same arithmetic, so the same lattice).
-        bool ok;
-        switch (d_) {
-          case 2: ok = embed_and_hash_pixels<2>(tables_[item], first, last, scale); break;
-          case 3: ok = embed_and_hash_pixels<3>(tables_[item], first, last, scale); break;
-          case 4: ok = embed_and_hash_pixels<4>(tables_[item], first, last, scale); break;
-          case 5: ok = embed_and_hash_pixels<5>(tables_[item], first, last, scale); break;
-          case 6: ok = embed_and_hash_pixels<6>(tables_[item], first, last, scale); break;
-          default: ok = embed_and_hash_pixels<0>(tables_[item], first, last, scale);
-        }
+        const bool ok = with_fixed_dim(d_, [&](auto fixed) {
+          return embed_and_hash_pixels<decltype(fixed)::value>(tables_[item], first, last, scale);
+        });
         if (!ok) bad.store(true, std::memory_order_relaxed);
       }
     });
@@ -307,39 +299,9 @@ class LatticeBuilder {
       const VertexHashTable& table = tables_[b];
       const int64_t offset = offsets_[b];
       parallel_for(0, table.size(), 2048, [&](int64_t begin, int64_t end) {
-        // Only the d+1 keys v + e_j are looked up (u = v + e_j gives u - e_j = v: half the
-        // probes). A block of vertices' keys first, a large table's slots then stored keys
-        // prefetched, then the probes: the lookups are independent cache misses, and a block
-        // keeps enough of them in flight to overlap.
-        constexpr int kBlock = 8;
-        int32_t keys[kBlock][kMaxFeatureDim + 1][kMaxFeatureDim];
-        uint64_t hashes[kBlock][kMaxFeatureDim + 1];
-        for (int64_t first = begin; first < end; first += kBlock) {
-          const int count = static_cast<int>(std::min<int64_t>(kBlock, end - first));
-          for (int n = 0; n < count; ++n) {
-            const int32_t* own = table.key(static_cast<int32_t>(first + n));
-            // e_j = (-1, ..., d at j, ..., -1); coordinate d is implied.
-            for (int j = 0; j < d1; ++j) {
-              for (int i = 0; i < d_; ++i) keys[n][j][i] = own[i] + (i == j ? d_ : -1);
-              hashes[n][j] = table.hash(keys[n][j]);
-            }
-          }
-          if (table.large()) {
-            for (int n = 0; n < count; ++n)
-              for (int j = 0; j < d1; ++j) table.prefetch(hashes[n][j]);
-            for (int n = 0; n < count; ++n)
-              for (int j = 0; j < d1; ++j) table.prefetch_key(hashes[n][j]);
-          }
-          for (int n = 0; n < count; ++n) {
-            const int64_t v = offset + first + n;
-            for (int j = 0; j < d1; ++j) {
-              const int32_t u = table.find(keys[n][j], hashes[n][j]);
-              neighbours[(v * d1 + j) * 2 + 1] = u < 0 ? missing : static_cast<int32_t>(offset + u);
-              // Each (u, j) has one v = u - e_j, so no two writes meet.
-              if (u >= 0) neighbours[((offset + u) * d1 + j) * 2] = static_cast<int32_t>(v);
-            }
-          }
-        }
+        with_fixed_dim(d_, [&](auto fixed) {
+          find_neighbours<decltype(fixed)::value>(table, offset, begin, end, missing, neighbours);
+        });
       });
     }
     if (splat_ptr != nullptr) splat_ptr[offsets_[batch_]] = static_cast<int32_t>(batch_ * slots_per_image);
@@ -370,6 +332,62 @@ class LatticeBuilder {
   }
 
  private:
+  // f(std::integral_constant<int, kD>) with kD = d for the common feature dimensions 2 to 6, else
+  // kD = 0: fixed at compile time, the embedding's and the keys' loops unroll and small arrays
+  // stay in registers (same arithmetic, so the same lattice).
+  template <class F>
+  static auto with_fixed_dim(int d, F&& f) {
+    switch (d) {
+      case 2: return f(std::integral_constant<int, 2>{});
+      case 3: return f(std::integral_constant<int, 3>{});
+      case 4: return f(std::integral_constant<int, 4>{});
+      case 5: return f(std::integral_constant<int, 5>{});
+      case 6: return f(std::integral_constant<int, 6>{});
+      default: return f(std::integral_constant<int, 0>{});
+    }
+  }
+
+  // The + neighbours of vertices [begin, end) of one image's table (its first global id
+  // `offset`), and, for each found u = v + e_j, u's - neighbour v (see finish).
+  template <int kD>
+  void find_neighbours(const VertexHashTable& table, int64_t offset, int64_t begin, int64_t end, int32_t missing,
+                       int32_t* neighbours) const {
+    const int d = kD > 0 ? kD : d_, d1 = d + 1;
+    // Only the d+1 keys v + e_j are looked up (u = v + e_j gives u - e_j = v: half the probes).
+    // A block of vertices' keys first, a large table's slots then stored keys prefetched, then
+    // the probes: the lookups are independent cache misses, and a block keeps enough of them in
+    // flight to overlap.
+    constexpr int kBlock = 8;
+    int32_t keys[kBlock][kMaxFeatureDim + 1][kMaxFeatureDim];
+    uint64_t hashes[kBlock][kMaxFeatureDim + 1];
+    for (int64_t first = begin; first < end; first += kBlock) {
+      const int count = static_cast<int>(std::min<int64_t>(kBlock, end - first));
+      for (int n = 0; n < count; ++n) {
+        const int32_t* own = table.key(static_cast<int32_t>(first + n));
+        // e_j = (-1, ..., d at j, ..., -1); coordinate d is implied.
+        for (int j = 0; j < d1; ++j) {
+          for (int i = 0; i < d; ++i) keys[n][j][i] = own[i] + (i == j ? d : -1);
+          hashes[n][j] = table.template hash<kD>(keys[n][j]);
+        }
+      }
+      if (table.large()) {
+        for (int n = 0; n < count; ++n)
+          for (int j = 0; j < d1; ++j) table.prefetch(hashes[n][j]);
+        for (int n = 0; n < count; ++n)
+          for (int j = 0; j < d1; ++j) table.prefetch_key(hashes[n][j]);
+      }
+      for (int n = 0; n < count; ++n) {
+        const int64_t v = offset + first + n;
+        for (int j = 0; j < d1; ++j) {
+          const int32_t u = table.template find<kD>(keys[n][j], hashes[n][j]);
+          neighbours[(v * d1 + j) * 2 + 1] = u < 0 ? missing : static_cast<int32_t>(offset + u);
+          // Each (u, j) has one v = u - e_j, so no two writes meet.
+          if (u >= 0) neighbours[((offset + u) * d1 + j) * 2] = static_cast<int32_t>(v);
+        }
+      }
+    }
+  }
+
   // Pixels [first, last) (global pixel indices q of one image): their simplices (DESIGN §1
   // steps 1-6; weights into weights_) and the local ids of their corners in `table`
   // (into vertices_), numbered by first (pixel, corner). kD > 0 is d_ fixed at compile time.
