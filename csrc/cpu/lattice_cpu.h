@@ -281,9 +281,9 @@ class LatticeBuilder {
   // Vertex offset of each image (size B + 1); the last entry is M.
   const std::vector<int64_t>& offsets() const { return offsets_; }
 
-  // Phase 2: global vertex ids, blur neighbours [M][d+1][2] (v - e_j at 2j, v + e_j at 2j+1; missing = M)
-  // and, unless splat_ptr is null, the splat CSR (splat_ptr [M+1], splat_index [B N (d+1)], pixels in
-  // ascending order).
+  // Phase 2: global vertex ids, blur neighbours [M][d+1][2] (v - e_j at 2j, v + e_j at
+  // 2j+1; missing = M) and, unless splat_ptr is null, the splat CSR (splat_ptr [M+1],
+  // splat_index [B N (d+1)], pixels in ascending order).
   template <class ParallelFor>
   void finish(int32_t* neighbours, int32_t* splat_ptr, int32_t* splat_index,
               ParallelFor&& parallel_for) {
@@ -430,7 +430,8 @@ class LatticeBuilder {
       }
       auto& keys = corner_keys[current];
       uint64_t* hashes = corner_hashes[current];
-      for (int k = 0; k <= d; ++k) {  // all keys first: a large table's slots are requested before the probes
+      // All keys first: a large table's slots are requested before the probes.
+      for (int k = 0; k <= d; ++k) {
         for (int i = 0; i < d; ++i) keys[k][i] = vertex_coordinate(z[i], rank[i], d, k);
         hashes[k] = table.template hash<kD>(keys[k]);
       }
