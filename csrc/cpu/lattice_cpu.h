@@ -151,7 +151,7 @@ class SimplexCache {
   };
 
   explicit SimplexCache(int64_t pixels) {
-    if (kD == 0) return;
+    if constexpr (kD == 0) return;
     size_t size = 64;
     while (size < kMaxEntries && static_cast<int64_t>(size) * 8 < pixels) size *= 2;
     entries_.resize(size);
@@ -705,6 +705,13 @@ void with_fixed_channels(int64_t c, F&& f) {
   }
 }
 
+// Zeroes row M, the row of every missing neighbour, of both scratch lattices (rows of `stride`).
+template <typename scalar_t>
+void clear_missing_rows(scalar_t* lattice_a, scalar_t* lattice_b, int64_t num_vertices, int64_t stride) {
+  std::fill(lattice_a + num_vertices * stride, lattice_a + (num_vertices + 1) * stride, scalar_t(0));
+  std::fill(lattice_b + num_vertices * stride, lattice_b + (num_vertices + 1) * stride, scalar_t(0));
+}
+
 // The filtering of channels [c0, c0 + c) of every image, on the threads of parallel_for, with
 // scratch lattices of (M + 1) c values (lattice_filter_chunk).
 template <typename scalar_t, class ParallelFor>
@@ -712,8 +719,7 @@ void lattice_filter(const LatticeView& lat, const scalar_t* in, scalar_t* out, i
                     int64_t c0, int64_t c, bool transpose, scalar_t* lattice_a, scalar_t* lattice_b,
                     scalar_t* pixel_major, ParallelFor&& parallel_for, const FilterAffine<scalar_t>& affine = {}) {
   const int64_t m = lat.num_vertices;
-  std::fill(lattice_a + m * c, lattice_a + (m + 1) * c, scalar_t(0));
-  std::fill(lattice_b + m * c, lattice_b + (m + 1) * c, scalar_t(0));
+  clear_missing_rows(lattice_a, lattice_b, m, c);
   with_fixed_channels(c, [&](auto fixed) {
     lattice_filter_chunk<decltype(fixed)::value>(lat, LatticeRange{0, lat.batch, 0, m}, in, out, channels, c0, c, c,
                                                  transpose, lattice_a, lattice_b, pixel_major, affine, parallel_for);
@@ -721,7 +727,8 @@ void lattice_filter(const LatticeView& lat, const scalar_t* in, scalar_t* out, i
 }
 
 // The filtering of channels [c0, c0 + c) of the images in `part` alone, on the calling thread,
-// in scratch lattices of M + 1 rows of `stride` >= c values whose row M the caller zeroed:
+// in scratch lattices of M + 1 rows of `stride` >= c values whose row M the caller zeroed
+// (clear_missing_rows):
 // the rows of one image, a few channels wide, stay in cache through the blur, where the
 // rows of all images would stream from memory (d + 1 times). Same results as lattice_filter.
 template <typename scalar_t>

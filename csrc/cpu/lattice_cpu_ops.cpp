@@ -83,9 +83,11 @@ void lattice_filter_into_cpu(const at::Tensor& vertices_in, const at::Tensor& we
   // First vertex of each image, then M: an image's first vertex is its first pixel's first corner
   // (kept in [previous image's, M], so that even a malformed lattice's ranges stay in the buffers).
   std::vector<int64_t> first_vertex;
-  for (int64_t b = 0; b < batch && batch >= threads; ++b) {
-    const int64_t first = pixels > 0 ? lattice.vertices[b * pixels * (lattice.d + 1)] : lattice.num_vertices;
-    first_vertex.push_back(std::clamp<int64_t>(first, b > 0 ? first_vertex.back() : 0, lattice.num_vertices));
+  if (batch >= threads) {
+    for (int64_t b = 0; b < batch; ++b) {
+      const int64_t first = pixels > 0 ? lattice.vertices[b * pixels * (lattice.d + 1)] : lattice.num_vertices;
+      first_vertex.push_back(std::clamp<int64_t>(first, b > 0 ? first_vertex.back() : 0, lattice.num_vertices));
+    }
   }
   first_vertex.push_back(lattice.num_vertices);
   // The lattice of a caller that validates may not be one the build made: its images are
@@ -128,8 +130,7 @@ void lattice_filter_into_cpu(const at::Tensor& vertices_in, const at::Tensor& we
     };
     scalar_t* buffers = scratch_tensor.data_ptr<scalar_t>();
     if (by_images) {
-      std::fill(buffers + (rows - 1) * chunk, buffers + rows * chunk, scalar_t(0));
-      std::fill(buffers + (2 * rows - 1) * chunk, buffers + 2 * rows * chunk, scalar_t(0));
+      cpu::clear_missing_rows(buffers, buffers + rows * chunk, lattice.num_vertices, chunk);
       at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
         for (int64_t b = begin; b < end; ++b) {
           const cpu::LatticeRange part{b, b + 1, first_vertex[b], first_vertex[b + 1]};
