@@ -275,6 +275,22 @@ def test_thread_count_does_not_change_the_filter(batch, channels, rng):
         assert torch.equal(forward, results[0][0]) and torch.equal(transposed, results[0][1])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("splat_csr", [True, False])
+def test_each_channel_filters_as_it_would_alone(dtype, splat_csr, rng):
+    """A C-channel filtering is C one-channel ones, bit for bit: channel counts below, at and
+    between the vector lanes the rows are padded to (4), two chunks (33), and pixel counts
+    that are no multiple of the 4 x 4 transposes or the 64-pixel tiles; both splats."""
+    for batch, pixels in ((1, 67), (3, 4001)):
+        lattice = PermutohedralLattice(random_features(batch, 5, pixels, rng), splat_csr=splat_csr)
+        for channels in (2, 3, 4, 5, 7, 9, 21, 33):
+            values = torch.rand(batch, channels, pixels, generator=rng, dtype=dtype)
+            for transpose in (False, True):
+                alone = torch.cat([lattice.filter(values[:, ch:ch + 1], transpose=transpose)
+                                   for ch in range(channels)], dim=1)
+                assert torch.equal(lattice.filter(values, transpose=transpose), alone), (batch, channels, transpose)
+
+
 def test_the_cpu_build_skips_the_splat_csr_only_where_every_filtering_scatters(rng):
     """Default: a CPU lattice of at least as many images as threads has no CSR (its filterings
     split by images), one of fewer images has it; CUDA lattices always have it."""

@@ -101,7 +101,8 @@ void lattice_filter_into_cpu(const at::Tensor& vertices_in, const at::Tensor& we
   const int64_t row_budget = std::max<int64_t>(1, (int64_t{32} << 20) / rows / groups);
   const int64_t group_channels = (channels + groups - 1) / groups;
   const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>({group_channels, cpu::kMaxChunkChannels, row_budget}));
-  const int64_t scratch = groups * 2 * rows * chunk + (gather ? batch * pixels * chunk : 0);
+  const int64_t lanes = cpu::padded_channels(chunk);  // a scratch row's width
+  const int64_t scratch = groups * 2 * rows * lanes + (gather ? batch * pixels * lanes : 0);
   const at::Tensor scratch_tensor = workspace.defined() ? workspace : empty_output({scratch}, values.options());
   if (scratch_tensor.numel() < scratch) scratch_tensor.resize_({scratch});
   at::assert_no_overlap(scratch_tensor, in);
@@ -121,23 +122,23 @@ void lattice_filter_into_cpu(const at::Tensor& vertices_in, const at::Tensor& we
                                              addend.defined() ? addend.data_ptr<scalar_t>() : nullptr};
     // Channels [begin, end) in chunks, with the lattice buffers at `buffers`.
     auto filter_channels = [&](int64_t begin, int64_t end, scalar_t* buffers, auto&& parallel_for) {
-      scalar_t* pixel_major = gather ? buffers + 2 * rows * chunk : nullptr;
+      scalar_t* pixel_major = gather ? buffers + 2 * rows * lanes : nullptr;
       for (int64_t c0 = begin; c0 < end; c0 += chunk) {
         cpu::lattice_filter<scalar_t>(lattice, in.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), channels, c0,
-                                      std::min(chunk, end - c0), transpose, buffers, buffers + rows * chunk,
+                                      std::min(chunk, end - c0), transpose, buffers, buffers + rows * lanes,
                                       pixel_major, parallel_for, affine);
       }
     };
     scalar_t* buffers = scratch_tensor.data_ptr<scalar_t>();
     if (by_images) {
-      cpu::clear_missing_rows(buffers, buffers + rows * chunk, lattice.num_vertices, chunk);
+      cpu::clear_missing_rows(buffers, buffers + rows * lanes, lattice.num_vertices, lanes);
       at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
         for (int64_t b = begin; b < end; ++b) {
           const cpu::LatticeRange part{b, b + 1, first_vertex[b], first_vertex[b + 1]};
           for (int64_t c0 = 0; c0 < channels; c0 += chunk) {
             cpu::lattice_filter_images<scalar_t>(lattice, part, in.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
-                                                 channels, c0, std::min(chunk, channels - c0), chunk, transpose,
-                                                 buffers, buffers + rows * chunk, affine);
+                                                 channels, c0, std::min(chunk, channels - c0), lanes, transpose,
+                                                 buffers, buffers + rows * lanes, affine);
           }
         }
       });
@@ -149,7 +150,7 @@ void lattice_filter_into_cpu(const at::Tensor& vertices_in, const at::Tensor& we
     }
     at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
       for (int64_t g = begin; g < end; ++g) {
-        filter_channels(g * channels / groups, (g + 1) * channels / groups, buffers + g * 2 * rows * chunk,
+        filter_channels(g * channels / groups, (g + 1) * channels / groups, buffers + g * 2 * rows * lanes,
                         cpu::SerialFor{});
       }
     });
