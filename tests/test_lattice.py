@@ -30,6 +30,23 @@ def test_lattice_matrix_and_its_transpose_equal_the_spec_step_by_step(d, rng):
         np.testing.assert_allclose(matrix, expected, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("d", [2, 5, 7])
+def test_lattice_of_features_near_the_range_limit_equals_the_spec(d, rng):
+    """Features up to the 1e7 limit, where the elevated coordinates pass 2^22 and the rounding
+    leaves the magic-number path, mixed pixel by pixel with small ones (the build embeds 4
+    pixels at a time and takes such groups the scalar way); n = 41: a last partial group."""
+    n = 41
+    features = random_features(1, d, n, rng, spread=2.0)
+    large = torch.rand(1, 1, n, generator=rng) < 0.3
+    features = torch.where(large, (torch.rand(1, d, n, generator=rng) * 2 - 1) * 1e7, features)
+    lattice = PermutohedralLattice(features)
+    for transpose in (False, True):
+        expected, vertices = spec_lattice.lattice_matrix(features[0].numpy(), transpose)
+        assert lattice.num_vertices == vertices
+        matrix = lattice_matrices(lattice, transpose)[0].cpu().numpy()
+        np.testing.assert_allclose(matrix, expected, rtol=1e-12, atol=1e-14)
+
+
 def test_spec_scale_factors_for_d5_are_the_designs_float32_values():
     """DESIGN §1 step 2 lists the d = 5 scale factors, one ulp off the correctly rounded ones."""
     assert spec_lattice.scales(5) == [np.float32(v) for v in (3.4641018, 2.0, 1.4142137, 1.0954452, 0.89442724)]

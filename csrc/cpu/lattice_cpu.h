@@ -207,6 +207,90 @@ class SimplexCache {
   int64_t lookups_ = 0, hits_ = 0;
 };
 
+// lattice_embed (DESIGN §1 steps 3-6) of 4 consecutive pixels at once, one per lane of
+// GCC/Clang vectors: the same float32 operations lane by lane, the same comparisons and
+// integer steps, so bit for bit the same z, ranks and weights (about a third of the
+// build's time was the scalar embedding). Pixel t's features are feature[i * stride + t];
+// weights[t * (d + 1) + k] receives its weights. Returns false, with nothing written, when a
+// lane needs the scalar path: a feature out of range (or NaN), or a value that
+// round_half_even rounds without the magic number.
+template <int kD>
+bool lattice_embed4(const float* feature, int64_t stride, const float* scale, int d_runtime,
+                    int (*z_out)[kMaxFeatureDim + 2], int (*rank_out)[kMaxFeatureDim + 2], float* weights) {
+  typedef float F4 __attribute__((vector_size(16)));
+  typedef int32_t I4 __attribute__((vector_size(16)));
+  const int d = kD > 0 ? kD : d_runtime, d1 = d + 1;
+  auto load = [](const float* src) {
+    F4 v;
+    std::memcpy(&v, src, sizeof(v));
+    return v;
+  };
+  // |v| <= limit in every lane, NaN failing: on the bits, which order like the magnitudes.
+  auto within = [](F4 v, float limit) {
+    int32_t limit_bits;
+    std::memcpy(&limit_bits, &limit, sizeof(limit_bits));
+    const I4 inside = ((I4)v & 0x7fffffff) <= limit_bits;
+    return (inside[0] & inside[1] & inside[2] & inside[3]) != 0;
+  };
+  F4 elevated[kMaxFeatureDim + 1];
+  F4 sum = {};
+  for (int j = d; j > 0; --j) {
+    const F4 f = load(feature + (j - 1) * stride);
+    if (!within(f, kMaxFeatureMagnitude)) return false;  // feature_in_range
+    const F4 cf = f * scale[j - 1];
+    elevated[j] = sum - static_cast<float>(j) * cf;
+    sum = sum + cf;
+  }
+  elevated[0] = sum;
+
+  const float down_factor = 1.0f / static_cast<float>(d1);
+  constexpr float kMagic = 12582912.0f;  // as round_half_even
+  I4 z[kMaxFeatureDim + 1], rank[kMaxFeatureDim + 1];
+  I4 remainder_sum = {};
+  for (int i = 0; i <= d; ++i) {
+    const F4 v = elevated[i] * down_factor;
+    if (!within(v, 4194303.5f)) return false;  // |v| < 2^22
+    const I4 r = __builtin_convertvector((v + kMagic) - kMagic, I4);
+    z[i] = r * d1;
+    remainder_sum += r;
+    rank[i] = I4{};
+  }
+  F4 delta[kMaxFeatureDim + 1];
+  for (int i = 0; i <= d; ++i) delta[i] = elevated[i] - __builtin_convertvector(z[i], F4);
+  for (int i = 0; i < d; ++i) {
+    for (int j = i + 1; j <= d; ++j) {
+      const I4 smaller = delta[i] < delta[j];  // -1 where true
+      rank[i] -= smaller;
+      rank[j] += 1 + smaller;
+    }
+  }
+  for (int i = 0; i <= d; ++i) {
+    rank[i] += remainder_sum;
+    const I4 shift = ((rank[i] < 0) & d1) - ((rank[i] > d) & d1);
+    rank[i] += shift;
+    z[i] += shift;
+  }
+  F4 by_rank[kMaxFeatureDim + 1] = {};
+  for (int i = 0; i <= d; ++i) {
+    const F4 v = (elevated[i] - __builtin_convertvector(z[i], F4)) * down_factor;
+    for (int r = 0; r <= d; ++r) {
+      const I4 here = rank[i] == r;
+      by_rank[r] = (F4)(((I4)v & here) | ((I4)by_rank[r] & ~here));
+    }
+  }
+  F4 bary[kMaxFeatureDim + 1];
+  bary[0] = by_rank[d] + (1.0f - by_rank[0]);
+  for (int j = 1; j <= d; ++j) bary[j] = by_rank[d - j] - by_rank[d + 1 - j];
+  for (int t = 0; t < 4; ++t) {
+    for (int i = 0; i <= d; ++i) {
+      z_out[t][i] = z[i][t];
+      rank_out[t][i] = rank[i][t];
+      weights[t * d1 + i] = bary[i][t];
+    }
+  }
+  return true;
+}
+
 // Builds a batched lattice in two phases so that the caller can size the per-vertex
 // outputs once the vertex count is known. Vertices are numbered per image in order of
 // their first (pixel, corner), the numbering the CUDA build reproduces.
@@ -410,13 +494,25 @@ class LatticeBuilder {
     int current = 0;
     bool previous_hashed = false;
     SimplexCache<kD> cache(last - first);
+    int block_z[4][kMaxFeatureDim + 2], block_rank[4][kMaxFeatureDim + 2];
+    bool block_embedded = false;
     for (int64_t q = first; q < last; ++q) {
       const float* f = features_ + image * d * pixels_ + (q - image * pixels_);
-      bool ok = true;
-      for (int i = 0; i < d; ++i) ok = ok && feature_in_range(f[i * pixels_]);  // NaN fails too
-      if (!ok) return false;
+      const int lane = static_cast<int>((q - first) % 4);
+      if (lane == 0) {
+        block_embedded = last - q >= 4 && lattice_embed4<kD>(f, pixels_, scale, d, block_z, block_rank,
+                                                              weights_ + q * d1);
+      }
+      if (block_embedded) {
+        std::copy(block_z[lane], block_z[lane] + d1, z);
+        std::copy(block_rank[lane], block_rank[lane] + d1, rank);
+      } else {
+        bool ok = true;
+        for (int i = 0; i < d; ++i) ok = ok && feature_in_range(f[i * pixels_]);  // NaN fails too
+        if (!ok) return false;
+        lattice_embed(f, pixels_, scale, d, z, rank, weights_ + q * d1);
+      }
       int32_t* ids = vertices_ + q * d1;
-      lattice_embed(f, pixels_, scale, d, z, rank, weights_ + q * d1);
       bool same_simplex = q > first;
       for (int i = 0; i <= d; ++i) {
         same_simplex = same_simplex && z[i] == previous_z[i] && rank[i] == previous_rank[i];
