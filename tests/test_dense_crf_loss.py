@@ -129,6 +129,36 @@ def test_batch_gradient_is_each_images_own_gradient_over_the_batch_size(rng, dev
         torch.testing.assert_close(grad[b], g[b] / 5, rtol=1e-6, atol=1e-9)
 
 
+@pytest.mark.parametrize("gradient", ["reference", "exact"])
+def test_no_rois_at_scale_1_is_an_all_ones_roi_bit_for_bit(gradient, rng, device):
+    """Without ROIs at scale 1 the loss filters S itself, not a masked copy: the same bits as an
+    all-ones ROI, loss and gradient."""
+    images, seg, _ = (t.to(device) for t in float32_batch(rng, batch=3, classes=5))
+    loss_fn = DenseCRFLoss(1.0, 15.0, 10.0, 1.0, gradient=gradient)
+    results = []
+    for rois in (None, torch.ones_like(seg[:, 0])):
+        s = seg.clone().requires_grad_()
+        loss = loss_fn(images, s, rois)
+        (grad,) = torch.autograd.grad(loss, s)
+        results.append((loss, grad))
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
+def test_segmentations_changed_in_place_after_the_forward_leave_the_gradient_of_the_forwards(rng, device):
+    """The reference gradient needs A S, not S: a training loop may reuse S's memory before the
+    backward (no ROIs, scale 1: the loss reads S itself)."""
+    images, seg, _ = (t.to(device) for t in float32_batch(rng, batch=2, classes=3))
+    loss_fn = DenseCRFLoss(1.0, 15.0, 10.0, 1.0)
+    s = seg.clone().requires_grad_()
+    (expected,) = torch.autograd.grad(loss_fn(images, s), s)
+    leaf = seg.clone().requires_grad_()
+    probs = leaf * 1.0  # a non-leaf, as a network's softmax output
+    loss = loss_fn(images, probs)
+    probs.detach().zero_()
+    (grad,) = torch.autograd.grad(loss, leaf)
+    assert torch.equal(grad, expected)
+
+
 def test_loss_is_about_c_times_the_exact_dense_loss(rng):
     """The lattice loss approximates c times the exact dense loss (docs/DESIGN.md §1: c ~ 0.43-0.65)."""
     images, seg, roi = float32_batch(rng, batch=2, height=30, width=36)

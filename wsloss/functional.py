@@ -50,15 +50,19 @@ class _DenseLossFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, segmentations, rois, scale_factor, terms, exact, per_mass, *lattice_tensors):
+    def forward(ctx, segmentations, rois, scale_factor, terms, exact, per_mass, unmasked, *lattice_tensors):
         # S at full resolution and the downscaled ROIs come in the compute dtype (_dense_loss
         # casts them). S~ = resample(S) * ROI in one pass; the backward's last step is its adjoint,
-        # one pass that writes each element of the gradient once.
+        # one pass that writes each element of the gradient once. unmasked (scale 1, no ROIs given):
+        # S~ is S itself, not copied.
         crf, ncut, quadratic = terms
         lattice = _Lattice(*lattice_tensors)
         batch, classes = segmentations.shape[:2]
         region = rois.reshape(batch, 1, -1)
-        masked = ops.resample_down(segmentations, rois, scale_factor).reshape(batch, classes, -1)
+        if unmasked:
+            masked = segmentations.reshape(batch, classes, -1)
+        else:
+            masked = ops.resample_down(segmentations, rois, scale_factor).reshape(batch, classes, -1)
         filtered = lattice.apply(masked)
         self_affinity = ops.row_dot(masked, filtered)  # S~_k^T A S~_k, [B, K], float64
         pairwise = self_affinity * -crf
@@ -77,8 +81,10 @@ class _DenseLossFunction(torch.autograd.Function):
             raw_volume = ops.row_dot(masked, degree)
             volume = torch.where(raw_volume != 0, raw_volume, torch.ones_like(raw_volume))
             loss = loss + ((raw_volume - self_affinity) / volume).sum() * ncut
-        ctx.save_for_backward(masked, filtered, rois, degree, pair_degree, self_affinity, volume, inverse_mass,
-                              *lattice_tensors)
+        # S~ only where the backward reads it: unmasked, it is the caller's S, whose in-place
+        # changes after the forward would otherwise fail the backward.
+        ctx.save_for_backward(masked if exact or quadratic else None, filtered, rois, degree, pair_degree,
+                              self_affinity, volume, inverse_mass, *lattice_tensors)
         ctx.terms, ctx.exact, ctx.scale_factor = terms, exact, scale_factor
         ctx.input_size, ctx.shape = segmentations.shape[2:], (batch, classes) + rois.shape[1:]
         return (loss / batch).to(masked.dtype)
@@ -90,10 +96,10 @@ class _DenseLossFunction(torch.autograd.Function):
         masked, filtered, rois, degree, pair_degree, self_affinity, volume, inverse_mass, *lattice_tensors = \
             ctx.saved_tensors
         # The float64 sums in the compute dtype, where they scale [B, K, N] tensors.
-        self_affinity, volume, inverse_mass = (None if t is None else t.to(masked.dtype)
+        self_affinity, volume, inverse_mass = (None if t is None else t.to(filtered.dtype)
                                                for t in (self_affinity, volume, inverse_mass))
         crf, ncut, quadratic = ctx.terms
-        batch, classes = masked.shape[:2]
+        batch, classes = filtered.shape[:2]
         step = grad_loss / batch
         if ctx.exact:  # d/dS of S^T A S is (A + A^T) S
             symmetric, twice = filtered + _Lattice(*lattice_tensors).apply(masked, transpose=True), 1
@@ -114,16 +120,16 @@ class _DenseLossFunction(torch.autograd.Function):
                 grad.add_(symmetric, alpha=coefficient)
             grad.mul_(step)
         elif not quadratic:  # the dense CRF loss: c_bk A S~ resampled back in one pass
-            weights = (pair_scale * twice * step).to(masked.dtype).reshape(-1, 1).expand(batch, classes).contiguous()
+            weights = (pair_scale * twice * step).to(filtered.dtype).reshape(-1, 1).expand(batch, classes).contiguous()
             return (ops.resample_down_backward(symmetric.reshape(ctx.shape), rois, weights, ctx.input_size,
-                                               ctx.scale_factor),) + (None,) * (5 + len(lattice_tensors))
+                                               ctx.scale_factor),) + (None,) * (6 + len(lattice_tensors))
         else:
             grad = symmetric * (pair_scale * twice * step)
         if quadratic:
             scaled_degree = pair_degree if inverse_mass is None else pair_degree * inverse_mass
             grad.addcmul_(masked, scaled_degree * step, value=2 * quadratic)
         grad = ops.resample_down_backward(grad.reshape(ctx.shape), rois, None, ctx.input_size, ctx.scale_factor)
-        return (grad,) + (None,) * (5 + len(lattice_tensors))
+        return (grad,) + (None,) * (6 + len(lattice_tensors))
 
 
 def _interpolate(values: torch.Tensor, scale_factor: Tuple[float, ...]) -> torch.Tensor:
@@ -302,9 +308,10 @@ def _dense_loss(images, segmentations, rois, terms, sigma_rgb, sigma_xy, scale_f
     check_choice("gradient", gradient, GRADIENTS)
     check_choice("reduction", reduction, REDUCTIONS)
     with full_precision(inputs.segmentations.device):
-        rois, lattice = _downscaled_lattice(inputs)
-        return _DenseLossFunction.apply(inputs.segmentations, rois, inputs.scale_factor, terms, gradient == "exact",
-                                        reduction == "mean", *lattice.tensors)
+        region, lattice = _downscaled_lattice(inputs)
+        unmasked = rois is None and all(factor == 1.0 for factor in inputs.scale_factor)
+        return _DenseLossFunction.apply(inputs.segmentations, region, inputs.scale_factor, terms, gradient == "exact",
+                                        reduction == "mean", unmasked, *lattice.tensors)
 
 
 def affinity_mass(images: torch.Tensor, rois: Optional[torch.Tensor], sigma_rgb: float, sigma_xy: float,
