@@ -16,18 +16,23 @@ def random_features(batch, d, n, generator, spread=3.0):
 # The matrix A against the spec and the exact Gaussian.
 
 
-@pytest.mark.parametrize("d", [1, 2, 3, 5, 8, 16])
-def test_lattice_matrix_and_its_transpose_equal_the_spec_step_by_step(d, rng):
-    n = 40
-    features = random_features(1, d, n, rng, spread=2.0)
-    # Quantized features make remainder ties (DESIGN §1 steps 4-5) common.
-    features[:, :, : n // 2] = torch.round(features[:, :, : n // 2] * 4) / 4
+def assert_lattice_matches_the_spec(features):
+    """The lattice of one image's features, its matrix and its transpose, against the spec's."""
     lattice = PermutohedralLattice(features)
     for transpose in (False, True):
         expected, vertices = spec_lattice.lattice_matrix(features[0].numpy(), transpose)
         assert lattice.num_vertices == vertices
         matrix = lattice_matrices(lattice, transpose)[0].cpu().numpy()
         np.testing.assert_allclose(matrix, expected, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("d", [1, 2, 3, 5, 8, 16])
+def test_lattice_matrix_and_its_transpose_equal_the_spec_step_by_step(d, rng):
+    n = 40
+    features = random_features(1, d, n, rng, spread=2.0)
+    # Quantized features make remainder ties (DESIGN §1 steps 4-5) common.
+    features[:, :, : n // 2] = torch.round(features[:, :, : n // 2] * 4) / 4
+    assert_lattice_matches_the_spec(features)
 
 
 @pytest.mark.parametrize("d", [2, 5, 7])
@@ -39,12 +44,7 @@ def test_lattice_of_features_near_the_range_limit_equals_the_spec(d, rng):
     features = random_features(1, d, n, rng, spread=2.0)
     large = torch.rand(1, 1, n, generator=rng) < 0.3
     features = torch.where(large, (torch.rand(1, d, n, generator=rng) * 2 - 1) * 1e7, features)
-    lattice = PermutohedralLattice(features)
-    for transpose in (False, True):
-        expected, vertices = spec_lattice.lattice_matrix(features[0].numpy(), transpose)
-        assert lattice.num_vertices == vertices
-        matrix = lattice_matrices(lattice, transpose)[0].cpu().numpy()
-        np.testing.assert_allclose(matrix, expected, rtol=1e-12, atol=1e-14)
+    assert_lattice_matches_the_spec(features)
 
 
 def test_spec_scale_factors_for_d5_are_the_designs_float32_values():

@@ -20,7 +20,7 @@
 #include <utility>
 #include <vector>
 
-#if defined(__SSE__) || defined(_M_X64)
+#ifdef __SSE__
 #include <xmmintrin.h>
 #endif
 
@@ -577,8 +577,8 @@ constexpr int64_t kTilePixels = 64;
 // Most channels filtered in one pass over the lattice (the caller loops over chunks).
 constexpr int64_t kMaxChunkChannels = 32;
 // Tile and scratch lattice rows hold c channels padded to a multiple of this many lanes
-// (zeros), so that every channel loop is whole vector operations, no scalar tail (21
-// channels: 24 lanes, 6 SSE or 3 AVX operations, where 5 + 1 scalar took most of the time).
+// (zeros), so that every channel loop is whole vector operations with no scalar tail (21
+// channels: 24 lanes, 6 float vectors).
 constexpr int64_t kChannelLanes = 4;
 // Fewer channels than lanes stay unpadded (scalar loops): one channel padded to four made
 // the rows, and the filtering, twice as slow.
@@ -619,7 +619,7 @@ template <typename scalar_t>
 inline void transpose_block(const scalar_t* src, int64_t src_stride, scalar_t* dst, int64_t dst_stride,
                             int64_t rows, int64_t cols) {
   int64_t done_rows = 0;
-#if defined(__SSE__) || defined(_M_X64)
+#ifdef __SSE__
   if constexpr (std::is_same_v<scalar_t, float>) {
     const int64_t block_cols = cols / 4 * 4;
     done_rows = rows / 4 * 4;
