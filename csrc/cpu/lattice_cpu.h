@@ -485,7 +485,6 @@ class LatticeBuilder {
   bool embed_and_hash_pixels(VertexHashTable& table, int64_t first, int64_t last, const float* scale) {
     const int d = kD > 0 ? kD : d_, d1 = d + 1;
     const int64_t image = first / pixels_;
-    int z[kMaxFeatureDim + 2], rank[kMaxFeatureDim + 2];
     int previous_z[kMaxFeatureDim + 1] = {}, previous_rank[kMaxFeatureDim + 1] = {};
     // This pixel's corners and the previous hashed simplex's (swapped per simplex); the latter
     // are the previous pixel's corners only while `previous_hashed`.
@@ -494,6 +493,7 @@ class LatticeBuilder {
     int current = 0;
     bool previous_hashed = false;
     SimplexCache<kD> cache(last - first);
+    // The simplices of a group of 4 pixels (lattice_embed4), or of one (lattice_embed into its lane).
     int block_z[4][kMaxFeatureDim + 2], block_rank[4][kMaxFeatureDim + 2];
     bool block_embedded = false;
     for (int64_t q = first; q < last; ++q) {
@@ -503,10 +503,9 @@ class LatticeBuilder {
         block_embedded = last - q >= 4 && lattice_embed4<kD>(f, pixels_, scale, d, block_z, block_rank,
                                                               weights_ + q * d1);
       }
-      if (block_embedded) {
-        std::copy(block_z[lane], block_z[lane] + d1, z);
-        std::copy(block_rank[lane], block_rank[lane] + d1, rank);
-      } else {
+      int* z = block_z[lane];
+      int* rank = block_rank[lane];
+      if (!block_embedded) {
         bool ok = true;
         for (int i = 0; i < d; ++i) ok = ok && feature_in_range(f[i * pixels_]);  // NaN fails too
         if (!ok) return false;
@@ -917,8 +916,9 @@ void lattice_filter(const LatticeView& lat, const scalar_t* in, scalar_t* out, i
 
 // The filtering of channels [c0, c0 + c) of the images in `part` alone, on the calling thread,
 // in scratch lattices of M + 1 rows of `stride` >= padded_channels(c) values whose row M the
-// caller zeroed (clear_missing_rows): the rows of one image, a few channels wide, stay in cache through the blur, where the
-// rows of all images would stream from memory (d + 1 times). Same results as lattice_filter.
+// caller zeroed (clear_missing_rows): the rows of one image, a few channels wide, stay in
+// cache through the blur, where the rows of all images would stream from memory (d + 1
+// times). Same results as lattice_filter.
 template <typename scalar_t>
 void lattice_filter_images(const LatticeView& lat, const LatticeRange& part, const scalar_t* in, scalar_t* out,
                            int64_t channels, int64_t c0, int64_t c, int64_t stride, bool transpose,
