@@ -77,12 +77,12 @@ inline void check_lattice_filter_into(const at::Tensor& values, const at::Tensor
                     workspace.scalar_type(), " ", workspace.sizes());
 }
 
-// lattice_filter_into's optional message parts (out = add + scale_out * A (scale_in * values)):
+// lattice_filter(_into)'s optional message parts (out = add + scale_out * A (scale_in * values)):
 // each scale [B or 1, 1, N or 1] (broadcast over images, channels and pixels), add [B, C, N]
 // like values, not overlapping out; all of values' dtype and device.
 inline void check_filter_affine(const at::Tensor& values, const at::Tensor& out,
                                 const std::optional<at::Tensor>& scale_in, const std::optional<at::Tensor>& scale_out,
-                                const std::optional<at::Tensor>& add) {
+                                const std::optional<at::Tensor>& add, const char* op = "lattice_filter_into") {
   const int64_t batch = values.size(0), pixels = values.size(2);
   for (const auto& [name, scale] : {std::pair<const char*, const std::optional<at::Tensor>*>{"scale_in", &scale_in},
                                     {"scale_out", &scale_out}}) {
@@ -90,19 +90,19 @@ inline void check_filter_affine(const at::Tensor& values, const at::Tensor& out,
     const at::Tensor& t = scale->value();
     TORCH_CHECK_VALUE(t.dim() == 3 && (t.size(0) == 1 || t.size(0) == batch) && t.size(1) == 1 &&
                           (t.size(2) == 1 || t.size(2) == pixels),
-                      "lattice_filter_into: ", name, " must be [B or 1, 1, N or 1] = [", batch, " or 1, 1, ",
+                      op, ": ", name, " must be [B or 1, 1, N or 1] = [", batch, " or 1, 1, ",
                       pixels, " or 1], got ", t.sizes());
     TORCH_CHECK_TYPE(t.scalar_type() == values.scalar_type() && t.device() == values.device(),
-                     "lattice_filter_into: ", name, " must be ", values.scalar_type(), " on ", values.device(),
+                     op, ": ", name, " must be ", values.scalar_type(), " on ", values.device(),
                        " like values, got ", t.scalar_type(), " on ", t.device());
     at::assert_no_overlap(out, t);
   }
   if (!add.has_value()) return;
   const at::Tensor& t = add.value();
-  TORCH_CHECK_VALUE(t.sizes() == values.sizes(), "lattice_filter_into: add must be [B, C, N] like values ",
+  TORCH_CHECK_VALUE(t.sizes() == values.sizes(), op, ": add must be [B, C, N] like values ",
                     values.sizes(), ", got ", t.sizes());
   TORCH_CHECK_TYPE(t.scalar_type() == values.scalar_type() && t.device() == values.device(),
-                   "lattice_filter_into: add must be ", values.scalar_type(), " on ", values.device(),
+                   op, ": add must be ", values.scalar_type(), " on ", values.device(),
                    " like values, got ", t.scalar_type(), " on ", t.device());
   at::assert_no_overlap(out, t);
 }

@@ -65,9 +65,12 @@ TORCH_LIBRARY(wsloss, m) {
   // values [B, C, N] float32/float64 -> A values (transpose: A^T values), [B, C, N]. validate
   // checks the lattice tensors' indices and consistency first (one host sync, check_lattice_tensors);
   // PermutohedralLattice, whose tensors come straight from lattice_build, passes false.
+  // Optionally scale_out * A (scale_in * values) (scales [B or 1, 1, N or 1]) in the filtering's
+  // own passes: a dense loss's ROI mask at scale 1 (R A (R S)) without a masked copy of S.
   m.def(
       "lattice_filter(Tensor vertices, Tensor weights, Tensor neighbours, Tensor splat_ptr, "
-      "Tensor splat_index, Tensor values, bool transpose=False, bool validate=True) -> Tensor");
+      "Tensor splat_index, Tensor values, bool transpose=False, bool validate=True, Tensor? scale_in=None, "
+      "Tensor? scale_out=None) -> Tensor");
   // The same filtering into the caller's out ([B, C, N], contiguous, values' dtype), with a
   // 1-D workspace of values' dtype that it grows when too small: a loop (dense CRF inference)
   // reuses its memory, where fresh pages are expensive (CPU). CPU and CUDA kernels, so that

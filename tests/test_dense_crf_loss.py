@@ -144,6 +144,37 @@ def test_no_rois_at_scale_1_is_an_all_ones_roi_bit_for_bit(gradient, rng, device
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
 
 
+def test_a_binary_roi_at_scale_1_gives_the_bits_of_the_masked_segmentations_without_roi(rng, device):
+    """With ROIs at scale 1 the filtering masks as it splats and slices (R A (R S), no masked copy
+    of S): for a 0/1 ROI R the same bits as the loss of R S without ROIs, and R times its gradient."""
+    images, seg, roi = (t.to(device) for t in float32_batch(rng, batch=3, classes=5))
+    assert 0 < roi.sum() < roi.numel()
+    loss_fn = DenseCRFLoss(1.0, 15.0, 10.0, 1.0)
+    s = seg.clone().requires_grad_()
+    loss = loss_fn(images, s, roi)
+    (grad,) = torch.autograd.grad(loss, s)
+    masked = (seg * roi[:, None]).requires_grad_()
+    expected = loss_fn(images, masked)
+    (expected_grad,) = torch.autograd.grad(expected, masked)
+    assert torch.equal(loss, expected) and torch.equal(grad, expected_grad * roi[:, None])
+
+
+def test_a_fractional_roi_at_scale_1_weighs_each_pixel_as_the_masked_sum(rng, device):
+    """-(1/B) sum_k (R S_k)^T A (R S_k) and its gradient -(2/B) R A (R S), from the lattice's own
+    filtering of the masked S, in float64 (rounding apart, the same numbers)."""
+    images, seg, _ = photo_batch(rng, batch=2, height=17, width=23, dtype=torch.float64)
+    images, seg = images.to(device), seg.to(device)
+    roi = torch.rand(2, 17, 23, generator=rng, dtype=torch.float64).to(device)
+    s = seg.clone().requires_grad_()
+    loss = DenseCRFLoss(1.0, 15.0, 10.0, 1.0)(images, s, roi)
+    (grad,) = torch.autograd.grad(loss, s)
+    lattice = wsloss.PermutohedralLattice(wsloss.bilateral_features(images, 15.0, 10.0))
+    masked = (seg * roi[:, None]).flatten(2)
+    filtered = lattice.apply(masked)
+    torch.testing.assert_close(loss, -(masked * filtered).sum() / 2, rtol=1e-12, atol=0)
+    torch.testing.assert_close(grad, (-roi[:, None] * filtered.view_as(seg)), rtol=1e-12, atol=1e-15)
+
+
 def test_segmentations_changed_in_place_after_the_forward_leave_the_gradient_of_the_forwards(rng, device):
     """The reference gradient needs A S, not S: a training loop may reuse S's memory before the
     backward (no ROIs, scale 1: the loss reads S itself)."""

@@ -139,6 +139,20 @@ def test_filter_and_its_transpose_pass_gradcheck_and_gradgradcheck(rng, device):
         assert torch.autograd.gradgradcheck(lambda v: lattice.filter(v, transpose=transpose), (values,))
 
 
+def test_scaled_filtering_passes_gradcheck_in_values_and_both_scales(rng, device):
+    """scale_out * A (scale_in * V): gradients in V and in each scale, whatever it broadcasts over."""
+    lattice, values = gradcheck_case(rng, device)
+    for shape in ((2, 1, 13), (1, 1, 13), (1, 1, 1)):
+        scales = [(torch.rand(shape, generator=rng, dtype=torch.float64) + 0.5).to(device).requires_grad_()
+                  for _ in range(2)]
+        for transpose in (False, True):
+            def scaled(v, scale_in, scale_out):
+                return lattice.apply(v, transpose, scale_in=scale_in, scale_out=scale_out)
+            assert torch.autograd.gradcheck(scaled, (values, *scales)), (shape, transpose)
+            assert torch.autograd.gradcheck(lambda v, s: lattice.apply(v, transpose, scale_in=s), (values, scales[0]))
+            assert torch.autograd.gradcheck(lambda v, s: lattice.apply(v, transpose, scale_out=s), (values, scales[1]))
+
+
 def test_normalized_filter_passes_gradcheck(rng, device):
     lattice, values = gradcheck_case(rng, device)
     assert torch.autograd.gradcheck(lambda v: lattice.filter(v, normalize=True), (values,))
@@ -358,6 +372,10 @@ def test_bilateral_features_are_one_float32_division_each():
     x = np.arange(29, dtype=np.float32) / np.float32(sigma_xy)
     np.testing.assert_array_equal(f[0, 0, 0].numpy(), x)
     np.testing.assert_array_equal(f[0, 2:].numpy(), images[0].numpy() / np.float32(sigma_rgb))
+    # float64 images: rounded to float32 first; images that require grad: the differentiable copy
+    assert torch.equal(wsloss.bilateral_features(images.double(), sigma_rgb, sigma_xy), f)
+    differentiable = wsloss.bilateral_features(images.double().requires_grad_(), sigma_rgb, sigma_xy)
+    assert differentiable.requires_grad and torch.equal(differentiable.detach(), f)
 
 
 # lattice_filter_into (CPU and CUDA): lattice_filter into the caller's memory.
@@ -444,9 +462,12 @@ def test_filter_into_adds_the_scaled_message_as_the_separate_products_and_sum(ba
                     out = torch.full_like(values, float("nan"))
                     torch.ops.wsloss.lattice_filter_into(*lattice.tensors, values, transpose, out, workspace, **parts)
                     assert torch.equal(out, expected), (channels, shape, transpose, sorted(parts))
+                    if "add" not in parts:  # lattice_filter takes the scales too
+                        out = torch.ops.wsloss.lattice_filter(*lattice.tensors, values, transpose, **parts)
+                        assert torch.equal(out, expected), (channels, shape, transpose, sorted(parts))
 
 
-def test_filter_into_refuses_message_parts_of_the_wrong_shape_dtype_device_or_aliasing_out(rng, device):
+def test_filter_and_filter_into_refuse_message_parts_of_the_wrong_shape_dtype_device_or_aliasing_out(rng, device):
     lattice = into_lattice(2, rng, device)
     values = torch.rand(2, 4, 301, generator=rng).to(device)
     out, workspace = torch.empty_like(values), torch.empty(0, device=device)
@@ -463,8 +484,11 @@ def test_filter_into_refuses_message_parts_of_the_wrong_shape_dtype_device_or_al
     for parts, error, match in bad:
         with pytest.raises(error, match=match):
             torch.ops.wsloss.lattice_filter_into(*lattice.tensors, values, False, out, workspace, **parts)
-    with pytest.raises(ValueError, match="need out"):
-        lattice.apply(values, scale_in=torch.ones(1, 1, 1, device=device))
+        if "add" not in parts and "single memory location" not in match:
+            with pytest.raises(error, match="lattice_filter: " + match):
+                torch.ops.wsloss.lattice_filter(*lattice.tensors, values, False, **parts)
+    with pytest.raises(ValueError, match="add needs out"):
+        lattice.apply(values, add=values.clone())
 
 
 # PermutohedralLattice.apply, the one low-level filtering.

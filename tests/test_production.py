@@ -120,6 +120,8 @@ def _opcheck_inputs(device, rng):
     for dtype in (torch.float32, torch.float64):
         values = torch.rand(2, 7, 31, generator=rng, dtype=dtype).to(device).requires_grad_()
         cases["lattice_filter"] += [(*lattice.tensors, values, transpose) for transpose in (False, True)]
+        cases["lattice_filter"].append((*lattice.tensors, values, True, False, (values[:1, :1] + 1).detach(),
+                                        (values[:, :1, :1] * 2).detach().requires_grad_()))
         plain = values.detach()
         cases["lattice_filter_into"] += [(*lattice.tensors, plain, transpose, torch.empty_like(plain),
                                           plain.new_empty(0)) for transpose in (False, True)]

@@ -39,7 +39,7 @@ torch.library.register_autograd("wsloss::lattice_build", _lattice_build_backward
 
 @torch.library.register_fake("wsloss::lattice_filter")
 def _lattice_filter_fake(vertices, weights, neighbours, splat_ptr, splat_index, values, transpose=False,
-                         validate=True):
+                         validate=True, scale_in=None, scale_out=None):
     return values.new_empty(values.shape)
 
 
@@ -57,16 +57,30 @@ def _em_adapt_fake(logits, present, order, bg_portion, fg_portion, suppress_abse
 
 
 def _lattice_filter_setup_context(ctx, inputs, output):
-    *lattice, _values, transpose, _validate = inputs
-    ctx.save_for_backward(*lattice)
+    *lattice, values, transpose, _validate, scale_in, scale_out = inputs
+    scaled = scale_in is not None or scale_out is not None  # values only where a scale's gradient reads them
+    ctx.save_for_backward(*lattice, values if scaled else None, scale_in, scale_out)
     ctx.transpose = transpose
 
 
 def _lattice_filter_backward(ctx, grad):
-    # d<A V, G>/dV = A^T G: the gradient of a filtering is the transposed filtering (of a lattice
-    # the forward checked or trusted).
-    grad_values = ops.lattice_filter(*ctx.saved_tensors, grad.contiguous(), not ctx.transpose, False)
-    return None, None, None, None, None, grad_values, None, None
+    # d<s_out A (s_in V), G>/dV = s_in A^T (s_out G): the gradient of a filtering is the transposed
+    # filtering (of a lattice the forward checked or trusted); the scales' gradients sum over
+    # what they broadcast over.
+    *lattice, values, scale_in, scale_out = ctx.saved_tensors
+    needs = ctx.needs_input_grad + (False,) * 4  # a call may leave the defaulted arguments out
+    need_values, need_in, need_out = needs[5], needs[8], needs[9]
+    grad_values = grad_in = grad_out = None
+    if need_values or need_in:
+        back = ops.lattice_filter(*lattice, grad.contiguous(), not ctx.transpose, False, scale_out, None)
+        if need_values:
+            grad_values = back if scale_in is None else back * scale_in
+        if need_in:
+            grad_in = (back * values).sum_to_size(scale_in.shape)
+    if need_out:
+        grad_out = (grad * ops.lattice_filter(*lattice, values, ctx.transpose, False, scale_in, None)).sum_to_size(
+            scale_out.shape)
+    return None, None, None, None, None, grad_values, None, None, grad_in, grad_out
 
 
 torch.library.register_autograd(

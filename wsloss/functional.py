@@ -50,20 +50,25 @@ class _DenseLossFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, segmentations, rois, scale_factor, terms, exact, per_mass, unmasked, *lattice_tensors):
+    def forward(ctx, segmentations, rois, scale_factor, terms, exact, per_mass, masking, *lattice_tensors):
         # S at full resolution and the downscaled ROIs come in the compute dtype (_dense_loss
-        # casts them). S~ = resample(S) * ROI in one pass; the backward's last step is its adjoint,
-        # one pass that writes each element of the gradient once. unmasked (scale 1, no ROIs given):
-        # S~ is S itself, not copied.
+        # casts them). masking (_dense_loss picks it): "copy", S~ = resample(S) * ROI in one pass,
+        # the backward's last step its adjoint, one pass that writes each element of the gradient
+        # once; at scale 1, "none" (no ROIs given): S~ is S itself, not copied; "filter" (the dense
+        # CRF term alone): the filtering masks as it splats and slices, R A (R S), and S~ is never
+        # written (S^T R A R S is S~^T A S~; its gradient 2 R A R S needs no ROI after it).
         crf, ncut, quadratic = terms
         lattice = _Lattice(*lattice_tensors)
         batch, classes = segmentations.shape[:2]
         region = rois.reshape(batch, 1, -1)
-        if unmasked:
-            masked = segmentations.reshape(batch, classes, -1)
-        else:
+        if masking == "copy":
             masked = ops.resample_down(segmentations, rois, scale_factor).reshape(batch, classes, -1)
-        filtered = lattice.apply(masked)
+        else:  # S itself: S~ where "none", only ever filtered with the ROI where "filter"
+            masked = segmentations.reshape(batch, classes, -1)
+        if masking == "filter":
+            filtered = lattice.apply(masked, scale_in=region, scale_out=region)
+        else:
+            filtered = lattice.apply(masked)
         self_affinity = ops.row_dot(masked, filtered)  # S~_k^T A S~_k, [B, K], float64
         pairwise = self_affinity * -crf
         degree = volume = pair_degree = inverse_mass = None
@@ -81,11 +86,11 @@ class _DenseLossFunction(torch.autograd.Function):
             raw_volume = ops.row_dot(masked, degree)
             volume = torch.where(raw_volume != 0, raw_volume, torch.ones_like(raw_volume))
             loss = loss + ((raw_volume - self_affinity) / volume).sum() * ncut
-        # S~ only where the backward reads it: unmasked, it is the caller's S, whose in-place
+        # S~ only where the backward reads it: at scale 1 it is the caller's S, whose in-place
         # changes after the forward would otherwise fail the backward.
         ctx.save_for_backward(masked if exact or quadratic else None, filtered, rois, degree, pair_degree,
                               self_affinity, volume, inverse_mass, *lattice_tensors)
-        ctx.terms, ctx.exact, ctx.scale_factor = terms, exact, scale_factor
+        ctx.terms, ctx.exact, ctx.scale_factor, ctx.masking = terms, exact, scale_factor, masking
         ctx.input_size, ctx.shape = segmentations.shape[2:], (batch, classes) + rois.shape[1:]
         return (loss / batch).to(masked.dtype)
 
@@ -121,8 +126,8 @@ class _DenseLossFunction(torch.autograd.Function):
             grad.mul_(step)
         elif not quadratic:  # the dense CRF loss: c_bk A S~ resampled back in one pass
             weights = (pair_scale * twice * step).to(filtered.dtype).reshape(-1, 1).expand(batch, classes).contiguous()
-            return (ops.resample_down_backward(symmetric.reshape(ctx.shape), rois, weights, ctx.input_size,
-                                               ctx.scale_factor),) + (None,) * (6 + len(lattice_tensors))
+            return (ops.resample_down_backward(symmetric.reshape(ctx.shape), None if ctx.masking == "filter" else rois,
+                                               weights, ctx.input_size, ctx.scale_factor),) + (None,) * (6 + len(lattice_tensors))
         else:
             grad = symmetric * (pair_scale * twice * step)
         if quadratic:
@@ -309,9 +314,12 @@ def _dense_loss(images, segmentations, rois, terms, sigma_rgb, sigma_xy, scale_f
     check_choice("reduction", reduction, REDUCTIONS)
     with full_precision(inputs.segmentations.device):
         region, lattice = _downscaled_lattice(inputs)
-        unmasked = rois is None and all(factor == 1.0 for factor in inputs.scale_factor)
+        masking = "copy"
+        if all(factor == 1.0 for factor in inputs.scale_factor):
+            _, ncut, quadratic = terms
+            masking = "none" if rois is None else "filter" if not (ncut or quadratic or gradient == "exact") else "copy"
         return _DenseLossFunction.apply(inputs.segmentations, region, inputs.scale_factor, terms, gradient == "exact",
-                                        reduction == "mean", unmasked, *lattice.tensors)
+                                        reduction == "mean", masking, *lattice.tensors)
 
 
 def affinity_mass(images: torch.Tensor, rois: Optional[torch.Tensor], sigma_rgb: float, sigma_xy: float,

@@ -17,10 +17,10 @@ from ._precision import compute_dtype
 __all__ = ["PermutohedralLattice", "bilateral_features", "spatial_features"]
 
 
-def _divide(values: torch.Tensor, sigma: float) -> torch.Tensor:
-    # A 0-dim tensor on the values' device keeps this a true IEEE division on every
+def _sigma(sigma: float, device: torch.device) -> torch.Tensor:
+    # A 0-dim tensor on the values' device keeps a division by it a true IEEE division on every
     # backend (a Python scalar may become a multiplication by its reciprocal).
-    return values / torch.full((), sigma, dtype=torch.float32, device=values.device)
+    return torch.full((), sigma, dtype=torch.float32, device=device)
 
 
 def _position_features(images: torch.Tensor, divisors: Sequence[float], extra: int = 0) -> torch.Tensor:
@@ -31,7 +31,8 @@ def _position_features(images: torch.Tensor, divisors: Sequence[float], extra: i
     batch, spatial = images.shape[0], tuple(images.shape[2:])
     features = torch.empty((batch, len(spatial) + extra) + spatial, dtype=torch.float32, device=images.device)
     for channel, axis in enumerate(reversed(range(len(spatial)))):
-        coordinate = _divide(torch.arange(spatial[axis], dtype=torch.float32, device=images.device), divisors[axis])
+        coordinate = torch.arange(spatial[axis], dtype=torch.float32, device=images.device)
+        coordinate = coordinate / _sigma(divisors[axis], images.device)
         view = [1] * len(spatial)
         view[axis] = spatial[axis]
         features[:, channel].copy_(coordinate.reshape(view))
@@ -73,7 +74,10 @@ def _bilateral_features(images: torch.Tensor, sigma_rgb: float, divisors: Sequen
     first): the dense losses' downscaled grid divides by sigma_xy * scale_factor / spacing."""
     axes = images.dim() - 2
     features = _position_features(images, divisors, extra=images.shape[1])
-    features[:, axes:] = _divide(images.to(torch.float32), sigma_rgb)  # a copy, differentiable as torch.cat was
+    # Divided in place in the features (differentiable as torch.cat was): a fresh temporary's page
+    # faults would cost more than the division. Rounded to float32 first, as the reference.
+    colours = features[:, axes:].copy_(images)
+    colours.div_(_sigma(sigma_rgb, images.device))
     return features
 
 
@@ -110,16 +114,18 @@ class _Lattice:
         """A V (transpose: A^T V) for flat values V, B x C x N float32 or float64 (B the lattice's
         batch, N its pixels; no checks beyond the op's): the one low-level filtering.
 
-        Without out: a new tensor, differentiable in V. With out (contiguous, V's shape and dtype;
-        not differentiable): written into out, which is returned; the lattice keeps the scratch
-        memory from call to call (one call at a time per lattice), so a loop allocates nothing.
-        With out, also add + scale_out * A (scale_in * V) in the same passes (scales B or 1 x 1 x
-        N or 1, add B x C x N): a mean-field message (DESIGN §5).
+        scale_out * A (scale_in * V) in the same passes where scales are given (B or 1 x 1 x N or
+        1); with out, add + that (add B x C x N): a mean-field message (DESIGN §5).
+
+        Without out: a new tensor, differentiable in V and the scales. With out (contiguous, V's
+        shape and dtype; not differentiable): written into out, which is returned; the lattice
+        keeps the scratch memory from call to call (one call at a time per lattice), so a loop
+        allocates nothing.
         """
         if out is None:
-            if scale_in is not None or scale_out is not None or add is not None:
-                raise ValueError("scale_in, scale_out and add need out")
-            return ops.lattice_filter(*self.tensors, flat, transpose, False)
+            if add is not None:
+                raise ValueError("add needs out")
+            return ops.lattice_filter(*self.tensors, flat, transpose, False, scale_in, scale_out)
         if flat.requires_grad and torch.is_grad_enabled():
             raise ValueError("out: filtering into out is not differentiable and values require grad; pass out=None")
         workspace = self._workspace

@@ -159,11 +159,15 @@ void lattice_filter_into_cpu(const at::Tensor& vertices_in, const at::Tensor& we
 
 at::Tensor lattice_filter_cpu(const at::Tensor& vertices, const at::Tensor& weights, const at::Tensor& neighbours,
                               const at::Tensor& splat_ptr, const at::Tensor& splat_index, const at::Tensor& values,
-                              bool transpose, bool validate) {
-  // lattice_filter_into checks values (and everything else) before touching out.
+                              bool transpose, bool validate, const std::optional<at::Tensor>& scale_in,
+                              const std::optional<at::Tensor>& scale_out) {
+  // Checked before out is touched, the scales too so that an error names this op (lattice_filter_into
+  // checks again).
+  check_lattice_filter(vertices, weights, neighbours, splat_ptr, splat_index, values);
   at::Tensor out = empty_output(values.sizes(), values.options());
+  check_filter_affine(values, out, scale_in, scale_out, std::nullopt, "lattice_filter");
   lattice_filter_into_cpu(vertices, weights, neighbours, splat_ptr, splat_index, values, transpose, out, at::Tensor(),
-                          validate);
+                          validate, scale_in, scale_out);
   return out;
 }
 

@@ -112,21 +112,6 @@ void launch_filter(const LatticeFilterCall& call, const at::Tensor& values, bool
   });
 }
 
-at::Tensor lattice_filter_cuda(const at::Tensor& vertices, const at::Tensor& weights, const at::Tensor& neighbours,
-                               const at::Tensor& splat_ptr, const at::Tensor& splat_index, const at::Tensor& values,
-                               bool transpose, bool validate) {
-  check_lattice_filter(vertices, weights, neighbours, splat_ptr, splat_index, values);
-  check_splat_csr_present(splat_ptr);
-  const c10::cuda::CUDAGuard guard(values.device());
-  const LatticeFilterCall call = lattice_filter_call(vertices, weights, neighbours, splat_ptr, splat_index, values);
-  if (validate) check_lattice_tensors(call);
-  const int64_t batch = values.size(0), channels = values.size(1), pixels = values.size(2);
-  at::Tensor out = at::empty({batch, channels, pixels}, values.options());
-  at::Tensor scratch = at::empty({filter_scratch_size(vertices, neighbours, channels)}, values.options());
-  launch_filter(call, values, transpose, out, scratch);
-  return out;
-}
-
 // The same filtering into the caller's out ([B, C, N], values' dtype, contiguous), the
 // lattices in `workspace` (1-D, values' dtype), grown when too small and kept: the CPU op's
 // contract, so that a loop reuses its memory on either device and no caller branches on it.
@@ -154,6 +139,20 @@ void lattice_filter_into_cuda(const at::Tensor& vertices, const at::Tensor& weig
   launch_filter(call, scale_in ? values * *scale_in : values, transpose, out, workspace);
   if (scale_out) out.mul_(*scale_out);
   if (add) out.add_(*add);
+}
+
+at::Tensor lattice_filter_cuda(const at::Tensor& vertices, const at::Tensor& weights, const at::Tensor& neighbours,
+                               const at::Tensor& splat_ptr, const at::Tensor& splat_index, const at::Tensor& values,
+                               bool transpose, bool validate, const std::optional<at::Tensor>& scale_in,
+                               const std::optional<at::Tensor>& scale_out) {
+  // Checked before out is touched, the scales too so that an error names this op (lattice_filter_into
+  // checks again).
+  check_lattice_filter(vertices, weights, neighbours, splat_ptr, splat_index, values);
+  at::Tensor out = at::empty(values.sizes(), values.options());
+  check_filter_affine(values, out, scale_in, scale_out, std::nullopt, "lattice_filter");
+  lattice_filter_into_cuda(vertices, weights, neighbours, splat_ptr, splat_index, values, transpose, out,
+                           at::empty({0}, values.options()), validate, scale_in, scale_out, std::nullopt);
+  return out;
 }
 
 }  // namespace
