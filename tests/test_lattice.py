@@ -107,18 +107,22 @@ def test_filter_is_about_c_times_the_exact_gaussian(d, rng):
 
 
 @pytest.mark.parametrize("d", [2, 5, 16])
-def test_batched_lattice_equals_its_images_one_by_one(d, rng, device):
+@pytest.mark.parametrize("pixels, spreads", [(97, (0.5, 6.0)), (3001, (6.0, 0.5))])
+def test_batched_lattice_equals_its_images_one_by_one(d, pixels, spreads, rng, device):
+    """Each image's vertex ids, count and filtering as if built alone; 3001 pixels from the widest
+    spread down: the CPU's hash tables then start with room for an earlier image's vertices."""
     sizes = 8
     features = torch.cat(
-        [random_features(1, d, 97, rng, spread=s) for s in np.linspace(0.5, 6.0, sizes)]
+        [random_features(1, d, pixels, rng, spread=s) for s in np.linspace(*spreads, sizes)]
     ).to(device)
-    values = torch.randn(sizes, 21, 97, generator=rng).to(device)
+    values = torch.randn(sizes, 21, pixels, generator=rng).to(device)
     batched = PermutohedralLattice(features)
     together = batched.filter(values)
     counts = batched.offsets.diff()
     for b in range(sizes):
         single = PermutohedralLattice(features[b : b + 1])
         assert single.num_vertices == counts[b].item()
+        assert torch.equal(batched.vertices[b] - batched.offsets[b], single.vertices[0])
         assert torch.equal(together[b : b + 1], single.filter(values[b : b + 1]))
 
 
