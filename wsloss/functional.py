@@ -126,8 +126,9 @@ class _DenseLossFunction(torch.autograd.Function):
             grad.mul_(step)
         elif not quadratic:  # the dense CRF loss: c_bk A S~ resampled back in one pass
             weights = (pair_scale * twice * step).to(filtered.dtype).reshape(-1, 1).expand(batch, classes).contiguous()
-            return (ops.resample_down_backward(symmetric.reshape(ctx.shape), None if ctx.masking == "filter" else rois,
-                                               weights, ctx.input_size, ctx.scale_factor),) + (None,) * (6 + len(lattice_tensors))
+            mask = None if ctx.masking == "filter" else rois  # "filter": R A R S is masked already
+            return (ops.resample_down_backward(symmetric.reshape(ctx.shape), mask, weights, ctx.input_size,
+                                               ctx.scale_factor),) + (None,) * (6 + len(lattice_tensors))
         else:
             grad = symmetric * (pair_scale * twice * step)
         if quadratic:
@@ -314,10 +315,13 @@ def _dense_loss(images, segmentations, rois, terms, sigma_rgb, sigma_xy, scale_f
     check_choice("reduction", reduction, REDUCTIONS)
     with full_precision(inputs.segmentations.device):
         region, lattice = _downscaled_lattice(inputs)
-        masking = "copy"
+        masking = "copy"  # see _DenseLossFunction.forward
         if all(factor == 1.0 for factor in inputs.scale_factor):
             _, ncut, quadratic = terms
-            masking = "none" if rois is None else "filter" if not (ncut or quadratic or gradient == "exact") else "copy"
+            if rois is None:
+                masking = "none"
+            elif not (ncut or quadratic or gradient == "exact"):
+                masking = "filter"
         return _DenseLossFunction.apply(inputs.segmentations, region, inputs.scale_factor, terms, gradient == "exact",
                                         reduction == "mean", masking, *lattice.tensors)
 

@@ -335,8 +335,8 @@ class LatticeBuilder {
     };
     std::atomic<bool> bad{false};
     // Each table starts with room for the most vertices a range hashed so far had: images of one
-    // batch are alike, and a table grown by doubling rehashes every key it holds (with 150,000
-    // vertices an image, a seventh of the hashing).
+    // batch are alike, and a table grown by doubling rehashes every key it holds (noise, 150,000
+    // vertices an image: about a sixth of the embedding and hashing).
     std::atomic<int32_t> most_vertices{0};
     parallel_for(0, batch_ * parts, 1, [&](int64_t begin, int64_t end) {
       for (int64_t item = begin; item < end && !bad.load(std::memory_order_relaxed); ++item) {
