@@ -79,10 +79,10 @@ inline void check_lattice_filter_into(const at::Tensor& values, const at::Tensor
 
 // lattice_filter(_into)'s optional message parts (out = add + scale_out * A (scale_in * values)):
 // each scale [B or 1, 1, N or 1] (broadcast over images, channels and pixels), add [B, C, N]
-// like values, not overlapping out; all of values' dtype and device.
+// like values, not overlapping out; all of values' dtype and device. `op` names the op in errors.
 inline void check_filter_affine(const at::Tensor& values, const at::Tensor& out,
                                 const std::optional<at::Tensor>& scale_in, const std::optional<at::Tensor>& scale_out,
-                                const std::optional<at::Tensor>& add, const char* op = "lattice_filter_into") {
+                                const std::optional<at::Tensor>& add, const char* op) {
   const int64_t batch = values.size(0), pixels = values.size(2);
   for (const auto& [name, scale] : {std::pair<const char*, const std::optional<at::Tensor>*>{"scale_in", &scale_in},
                                     {"scale_out", &scale_out}}) {

@@ -46,7 +46,7 @@ class VertexHashTable {
   void reserve(int32_t keys) {
     size_t slots = slots_.size();
     while (slots < 2 * (static_cast<size_t>(keys) + 1)) slots *= 2;
-    slots_.assign(slots, Slot{});
+    if (slots > slots_.size()) slots_.assign(slots, Slot{});
     keys_.reserve(static_cast<size_t>(keys) * d_);
   }
   const int32_t* key(int32_t id) const { return keys_.data() + static_cast<int64_t>(id) * d_; }

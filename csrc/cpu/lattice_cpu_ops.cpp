@@ -46,17 +46,15 @@ lattice_build_cpu(const at::Tensor& features_in, bool splat_csr) {
 // dtype, contiguous); `workspace` (1-D, values' dtype) is grown when too small and kept, so
 // a caller filtering again and again touches no fresh memory (fresh pages cost as much as
 // the filtering itself on some machines). An undefined workspace (a one-shot filtering): the
-// scratch comes fresh from empty_output and goes with the call.
-void lattice_filter_into_cpu(const at::Tensor& vertices_in, const at::Tensor& weights_in,
-                             const at::Tensor& neighbours_in, const at::Tensor& splat_ptr_in,
-                             const at::Tensor& splat_index_in, const at::Tensor& values, bool transpose,
-                             const at::Tensor& out, const at::Tensor& workspace, bool validate,
-                             const std::optional<at::Tensor>& scale_in = std::nullopt,
-                             const std::optional<at::Tensor>& scale_out = std::nullopt,
-                             const std::optional<at::Tensor>& add = std::nullopt) {
+// scratch comes fresh from empty_output and goes with the call. `op` names the calling op in errors.
+void filter_into_cpu(const at::Tensor& vertices_in, const at::Tensor& weights_in, const at::Tensor& neighbours_in,
+                     const at::Tensor& splat_ptr_in, const at::Tensor& splat_index_in, const at::Tensor& values,
+                     bool transpose, const at::Tensor& out, const at::Tensor& workspace, bool validate,
+                     const std::optional<at::Tensor>& scale_in, const std::optional<at::Tensor>& scale_out,
+                     const std::optional<at::Tensor>& add, const char* op) {
   check_lattice_filter(vertices_in, weights_in, neighbours_in, splat_ptr_in, splat_index_in, values);
   if (workspace.defined()) check_lattice_filter_into(values, out, workspace);
-  check_filter_affine(values, out, scale_in, scale_out, add);
+  check_filter_affine(values, out, scale_in, scale_out, add, op);
   const LatticeFilterCall call =
       lattice_filter_call(vertices_in, weights_in, neighbours_in, splat_ptr_in, splat_index_in, values);
   if (validate) check_lattice_tensors(call);
@@ -157,17 +155,23 @@ void lattice_filter_into_cpu(const at::Tensor& vertices_in, const at::Tensor& we
   });
 }
 
+void lattice_filter_into_cpu(const at::Tensor& vertices, const at::Tensor& weights, const at::Tensor& neighbours,
+                             const at::Tensor& splat_ptr, const at::Tensor& splat_index, const at::Tensor& values,
+                             bool transpose, const at::Tensor& out, const at::Tensor& workspace, bool validate,
+                             const std::optional<at::Tensor>& scale_in, const std::optional<at::Tensor>& scale_out,
+                             const std::optional<at::Tensor>& add) {
+  filter_into_cpu(vertices, weights, neighbours, splat_ptr, splat_index, values, transpose, out, workspace, validate,
+                  scale_in, scale_out, add, "lattice_filter_into");
+}
+
 at::Tensor lattice_filter_cpu(const at::Tensor& vertices, const at::Tensor& weights, const at::Tensor& neighbours,
                               const at::Tensor& splat_ptr, const at::Tensor& splat_index, const at::Tensor& values,
                               bool transpose, bool validate, const std::optional<at::Tensor>& scale_in,
                               const std::optional<at::Tensor>& scale_out) {
-  // Checked before out is touched, the scales too so that an error names this op (lattice_filter_into
-  // checks again).
-  check_lattice_filter(vertices, weights, neighbours, splat_ptr, splat_index, values);
+  // filter_into_cpu checks values (and everything else) before touching out.
   at::Tensor out = empty_output(values.sizes(), values.options());
-  check_filter_affine(values, out, scale_in, scale_out, std::nullopt, "lattice_filter");
-  lattice_filter_into_cpu(vertices, weights, neighbours, splat_ptr, splat_index, values, transpose, out, at::Tensor(),
-                          validate, scale_in, scale_out);
+  filter_into_cpu(vertices, weights, neighbours, splat_ptr, splat_index, values, transpose, out, at::Tensor(), validate,
+                  scale_in, scale_out, std::nullopt, "lattice_filter");
   return out;
 }
 

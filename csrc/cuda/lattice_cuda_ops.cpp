@@ -115,15 +115,16 @@ void launch_filter(const LatticeFilterCall& call, const at::Tensor& values, bool
 // The same filtering into the caller's out ([B, C, N], values' dtype, contiguous), the
 // lattices in `workspace` (1-D, values' dtype), grown when too small and kept: the CPU op's
 // contract, so that a loop reuses its memory on either device and no caller branches on it.
-void lattice_filter_into_cuda(const at::Tensor& vertices, const at::Tensor& weights, const at::Tensor& neighbours,
-                              const at::Tensor& splat_ptr, const at::Tensor& splat_index, const at::Tensor& values,
-                              bool transpose, const at::Tensor& out, const at::Tensor& workspace,
-                              bool validate, const std::optional<at::Tensor>& scale_in,
-                              const std::optional<at::Tensor>& scale_out, const std::optional<at::Tensor>& add) {
+// `op` names the calling op in errors.
+void filter_into_cuda(const at::Tensor& vertices, const at::Tensor& weights, const at::Tensor& neighbours,
+                      const at::Tensor& splat_ptr, const at::Tensor& splat_index, const at::Tensor& values,
+                      bool transpose, const at::Tensor& out, const at::Tensor& workspace, bool validate,
+                      const std::optional<at::Tensor>& scale_in, const std::optional<at::Tensor>& scale_out,
+                      const std::optional<at::Tensor>& add, const char* op) {
   check_lattice_filter(vertices, weights, neighbours, splat_ptr, splat_index, values);
   check_splat_csr_present(splat_ptr);
   check_lattice_filter_into(values, out, workspace);
-  check_filter_affine(values, out, scale_in, scale_out, add);
+  check_filter_affine(values, out, scale_in, scale_out, add, op);
   const c10::cuda::CUDAGuard guard(values.device());
   const LatticeFilterCall call = lattice_filter_call(vertices, weights, neighbours, splat_ptr, splat_index, values);
   if (validate) check_lattice_tensors(call);
@@ -141,17 +142,23 @@ void lattice_filter_into_cuda(const at::Tensor& vertices, const at::Tensor& weig
   if (add) out.add_(*add);
 }
 
+void lattice_filter_into_cuda(const at::Tensor& vertices, const at::Tensor& weights, const at::Tensor& neighbours,
+                              const at::Tensor& splat_ptr, const at::Tensor& splat_index, const at::Tensor& values,
+                              bool transpose, const at::Tensor& out, const at::Tensor& workspace, bool validate,
+                              const std::optional<at::Tensor>& scale_in, const std::optional<at::Tensor>& scale_out,
+                              const std::optional<at::Tensor>& add) {
+  filter_into_cuda(vertices, weights, neighbours, splat_ptr, splat_index, values, transpose, out, workspace, validate,
+                   scale_in, scale_out, add, "lattice_filter_into");
+}
+
 at::Tensor lattice_filter_cuda(const at::Tensor& vertices, const at::Tensor& weights, const at::Tensor& neighbours,
                                const at::Tensor& splat_ptr, const at::Tensor& splat_index, const at::Tensor& values,
                                bool transpose, bool validate, const std::optional<at::Tensor>& scale_in,
                                const std::optional<at::Tensor>& scale_out) {
-  // Checked before out is touched, the scales too so that an error names this op (lattice_filter_into
-  // checks again).
-  check_lattice_filter(vertices, weights, neighbours, splat_ptr, splat_index, values);
+  // filter_into_cuda checks values (and everything else) before touching out.
   at::Tensor out = at::empty(values.sizes(), values.options());
-  check_filter_affine(values, out, scale_in, scale_out, std::nullopt, "lattice_filter");
-  lattice_filter_into_cuda(vertices, weights, neighbours, splat_ptr, splat_index, values, transpose, out,
-                           at::empty({0}, values.options()), validate, scale_in, scale_out, std::nullopt);
+  filter_into_cuda(vertices, weights, neighbours, splat_ptr, splat_index, values, transpose, out,
+                   at::empty({0}, values.options()), validate, scale_in, scale_out, std::nullopt, "lattice_filter");
   return out;
 }
 
