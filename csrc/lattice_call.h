@@ -77,13 +77,17 @@ inline void check_lattice_filter_into(const at::Tensor& values, const at::Tensor
                     workspace.scalar_type(), " ", workspace.sizes());
 }
 
-// lattice_filter(_into)'s optional message parts (out = add + scale_out * A (scale_in * values)):
-// each scale [B or 1, 1, N or 1] (broadcast over images, channels and pixels), add [B, C, N]
-// like values, not overlapping out; all of values' dtype and device. `op` names the op in errors.
+// lattice_filter(_into)'s optional message parts (out = softmax_groups(add + scale_out * A
+// (scale_in * values))): each scale [B or 1, 1, N or 1] (broadcast over images, channels and
+// pixels), add [B, C, N] like values, not overlapping out; all of values' dtype and device;
+// softmax_group 0 or a divisor of C. `op` names the op in errors.
 inline void check_filter_affine(const at::Tensor& values, const at::Tensor& out,
                                 const std::optional<at::Tensor>& scale_in, const std::optional<at::Tensor>& scale_out,
-                                const std::optional<at::Tensor>& add, const char* op) {
+                                const std::optional<at::Tensor>& add, int64_t softmax_group, const char* op) {
   const int64_t batch = values.size(0), pixels = values.size(2);
+  TORCH_CHECK_VALUE(softmax_group == 0 || (softmax_group > 0 && values.size(1) % softmax_group == 0), op,
+                    ": softmax_group must be 0 (no softmax) or a positive divisor of the channels (C = ",
+                    values.size(1), "), got ", softmax_group);
   for (const auto& [name, scale] : {std::pair<const char*, const std::optional<at::Tensor>*>{"scale_in", &scale_in},
                                     {"scale_out", &scale_out}}) {
     if (!scale->has_value()) continue;

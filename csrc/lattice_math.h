@@ -127,4 +127,36 @@ WSLOSS_HD int vertex_coordinate(int z_i, int rank_i, int d, int k) {
   return rank_i <= d - k ? z_i + k : z_i + k - (d + 1);
 }
 
+// ---------------------------------------------------------------- a filtering's message parts
+// out = softmax_groups(add + scale_out * A (scale_in * values)), each part optional: a whole
+// mean-field update (Kraehenbuehl & Koltun 2011, Algorithm 1) in the filtering's own passes.
+
+// A per-pixel factor broadcast over channels: data[b * batch_stride + p * pixel_stride]
+// (strides 0 broadcast one image's, or one, factor); data null means 1.
+template <typename T>
+struct PixelScale {
+  const T* data = nullptr;
+  int64_t batch_stride = 0, pixel_stride = 0;
+  WSLOSS_HD T at(int64_t b, int64_t p) const { return data[b * batch_stride + p * pixel_stride]; }
+};
+
+// In place, the softmax of the `group` values v[0], v[stride], ... (one pixel's classes):
+// exp(v - max) / sum, torch.softmax's formula (max first, so no overflow; -inf gives 0).
+template <typename T>
+WSLOSS_HD void softmax_in_place(T* v, int64_t stride, int64_t group) {
+  T top = v[0];
+  for (int64_t g = 1; g < group; ++g) top = v[g * stride] > top ? v[g * stride] : top;
+  T sum = T(0);
+  for (int64_t g = 0; g < group; ++g) {
+#if defined(__CUDA_ARCH__)
+    const T e = exp(v[g * stride] - top);
+#else
+    const T e = std::exp(v[g * stride] - top);
+#endif
+    v[g * stride] = e;
+    sum += e;
+  }
+  for (int64_t g = 0; g < group; ++g) v[g * stride] /= sum;
+}
+
 }  // namespace wsloss

@@ -76,11 +76,14 @@ TORCH_LIBRARY(wsloss, m) {
   // reuses its memory, where fresh pages are expensive (CPU). CPU and CUDA kernels, so that
   // no caller branches on the device; PermutohedralLattice.apply(out=...) keeps the workspace.
   // Optionally out = add + scale_out * A (scale_in * values) (scales [B or 1, 1, N or 1], add
-  // [B, C, N]): a mean-field message in the filtering's own passes (dense CRF inference).
+  // [B, C, N]), then, softmax_group > 0 (a divisor of C), the softmax of each pixel's
+  // consecutive groups of that many channels: a whole mean-field update in the filtering's own
+  // passes (dense CRF inference).
   m.def(
       "lattice_filter_into(Tensor vertices, Tensor weights, Tensor neighbours, Tensor splat_ptr, "
       "Tensor splat_index, Tensor values, bool transpose, Tensor(a!) out, Tensor(b!) workspace, "
-      "bool validate=True, Tensor? scale_in=None, Tensor? scale_out=None, Tensor? add=None) -> ()");
+      "bool validate=True, Tensor? scale_in=None, Tensor? scale_out=None, Tensor? add=None, "
+      "int softmax_group=0) -> ()");
   // EM-Adapt (docs/DESIGN.md §4): logits [B, K, N] float32/float64, present [B, K] bool, order [B, K]
   // int64 (visiting order) -> labels [B, N] int64, biases [B, K] (the logits' dtype).
   m.def(

@@ -471,6 +471,54 @@ def test_filter_into_adds_the_scaled_message_as_the_separate_products_and_sum(ba
                         assert torch.equal(out, expected), (channels, shape, transpose, sorted(parts))
 
 
+@each_splat
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_filter_into_softmax_group_is_torch_softmax_of_the_message_over_each_group(batch, dtype, rng, device):
+    """softmax_group = K: a whole mean-field update, softmax over each pixel's groups of K channels
+    of add + scale_out * A (scale_in * values), as torch.softmax of the op's own message (CPU: bit
+    for bit, torch's softmax in place; CUDA's slice: float64 1e-14, float32 4 ulp); -inf in add
+    gives exactly 0; one image of 63 channels in groups of 21 is the dense CRF's stacked
+    smoothness kernel."""
+    lattice = into_lattice(batch, rng, device)
+    workspace = torch.empty(0, dtype=dtype, device=device)
+    tolerance = 1e-14 if dtype == torch.float64 else 5e-7
+    for channels, groups in ((1, (1,)), (21, (21, 7, 3, 1)), (40, (40, 20, 8)), (63, (63, 21))):
+        values = torch.rand(batch, channels, 301, generator=rng, dtype=dtype).to(device)
+        add = 20 * torch.randn(batch, channels, 301, generator=rng, dtype=dtype).to(device)
+        add[:, 0, :7] = -float("inf")  # a forbidden class (kind="logits")
+        scale_in = torch.rand(batch, 1, 301, generator=rng, dtype=dtype).to(device) + 0.5
+        scale_out = torch.rand(1, 1, 301, generator=rng, dtype=dtype).to(device) + 0.5
+        message = torch.empty_like(values)
+        torch.ops.wsloss.lattice_filter_into(*lattice.tensors, values, False, message, workspace, scale_in=scale_in,
+                                             scale_out=scale_out, add=add)
+        for group in groups:
+            out = torch.full_like(values, float("nan"))
+            torch.ops.wsloss.lattice_filter_into(*lattice.tensors, values, False, out, workspace, scale_in=scale_in,
+                                                 scale_out=scale_out, add=add, softmax_group=group)
+            expected = torch.softmax(message.view(batch, channels // group, group, 301), dim=2).view_as(values)
+            if group == 1:  # softmax of one -inf: NaN, as torch's
+                assert torch.isnan(out[:, 0, :7]).all() and torch.equal(out[:, :, 7:], expected[:, :, 7:])
+                continue
+            if device == "cpu":
+                assert torch.equal(out, expected), (channels, group)
+            assert torch.allclose(out, expected, rtol=tolerance, atol=0), (channels, group)
+            assert torch.equal(out[:, 0, :7], torch.zeros_like(out[:, 0, :7]))
+            sums = out.view(batch, channels // group, group, 301).sum(2)
+            assert torch.allclose(sums, torch.ones_like(sums), atol=8 * group * torch.finfo(dtype).eps)
+
+
+def test_filter_into_refuses_a_softmax_group_that_does_not_divide_the_channels(rng, device):
+    lattice = into_lattice(2, rng, device)
+    values = torch.rand(2, 21, 301, generator=rng).to(device)
+    out, workspace = torch.empty_like(values), torch.empty(0, device=device)
+    for group in (-1, 2, 22):
+        with pytest.raises(ValueError, match=r"lattice_filter_into: softmax_group must be 0 \(no softmax\) or a "
+                                             r"positive divisor of the channels \(C = 21\), got " + str(group)):
+            torch.ops.wsloss.lattice_filter_into(*lattice.tensors, values, False, out, workspace, softmax_group=group)
+    with pytest.raises(ValueError, match="add and softmax_group need out"):
+        lattice.apply(values, softmax_group=21)
+
+
 def test_filter_and_filter_into_refuse_message_parts_of_the_wrong_shape_dtype_device_or_aliasing_out(rng, device):
     lattice = into_lattice(2, rng, device)
     values = torch.rand(2, 4, 301, generator=rng).to(device)
@@ -491,7 +539,7 @@ def test_filter_and_filter_into_refuse_message_parts_of_the_wrong_shape_dtype_de
         if "add" not in parts and "single memory location" not in match:
             with pytest.raises(error, match="lattice_filter: " + match):
                 torch.ops.wsloss.lattice_filter(*lattice.tensors, values, False, **parts)
-    with pytest.raises(ValueError, match="add needs out"):
+    with pytest.raises(ValueError, match="add and softmax_group need out"):
         lattice.apply(values, add=values.clone())
 
 

@@ -127,6 +127,8 @@ def _opcheck_inputs(device, rng):
                                           plain.new_empty(0)) for transpose in (False, True)]
         cases["lattice_filter_into"].append((*lattice.tensors, plain, False, torch.empty_like(plain), plain.new_empty(0),
                                              False, plain.new_ones(1, 1, 31), plain[:, :1] + 1, plain.clone()))
+        cases["lattice_filter_into"].append((*lattice.tensors, plain, False, torch.empty_like(plain), plain.new_empty(0),
+                                             False, None, plain[:, :1] + 1, plain.clone(), 7))
     if device == "cpu":  # a CPU lattice may be built without the splat CSR (CUDA refuses to)
         bare = wsloss.PermutohedralLattice(features, splat_csr=False)
         cases["lattice_build"].append((features, False))

@@ -45,7 +45,7 @@ def _lattice_filter_fake(vertices, weights, neighbours, splat_ptr, splat_index, 
 
 @torch.library.register_fake("wsloss::lattice_filter_into")
 def _lattice_filter_into_fake(vertices, weights, neighbours, splat_ptr, splat_index, values, transpose, out, workspace,
-                              validate=True, scale_in=None, scale_out=None, add=None):
+                              validate=True, scale_in=None, scale_out=None, add=None, softmax_group=0):
     # Every backend (CPU, CUDA) writes out in place and returns nothing.
     return None
 

@@ -31,9 +31,10 @@ Compatibility = Union[None, torch.Tensor, Sequence]
 class _Kernel(NamedTuple):
     """One pairwise kernel: its message is post * filter(pre * source) (pre None: no scaling).
 
-    filter(values, out=None, *, scale_in=None, scale_out=None, add=None) returns add + scale_out
-    * A (scale_in * values) (B x C x N like values; absent parts left out), written into out
-    (values' shape and dtype, contiguous) and returned as out when out is given; the parts need
+    filter(values, out=None, *, scale_in=None, scale_out=None, add=None, softmax_group=0) returns
+    add + scale_out * A (scale_in * values) (B x C x N like values; absent parts left out), its
+    softmax over the C classes when softmax_group (= C) is given, written into out (values'
+    shape and dtype, contiguous) and returned as out when out is given; add and the softmax need
     out. The lattice does it in the filtering's own passes (PermutohedralLattice.apply).
     """
 
@@ -71,16 +72,20 @@ def mean_field(scores: torch.Tensor, kernels: List[_Kernel], compatibility: Opti
         return q
     if compatibility is not None:  # -mu Q, into its own buffer
         negated, mixed = -compatibility, torch.empty_like(q)
-    # Each kernel adds its message to the energy so far, into the other of two buffers reused
-    # from iteration to iteration (CPU: fresh pages cost as much as a filtering).
-    energies = [torch.empty_like(q) for _ in kernels[:2]]
+    # Each kernel but the last adds its message to the energy so far, into the other of two
+    # buffers; the last adds its own and takes the softmax in the same pass, into the next Q.
+    # All reused from iteration to iteration (CPU: fresh pages cost as much as a filtering).
+    energies = [torch.empty_like(q) for _ in kernels[1:3]]
+    following = torch.empty_like(q)
     for _ in range(iterations):
         # Potts: -U + sum_m w_m k_m Q, pydensecrf's sign convention (its Potts mu is -w I).
         source = q if compatibility is None else torch.matmul(negated, q, out=mixed)
         energy = scores
         for i, kernel in enumerate(kernels):
-            energy = kernel.filter(source, out=energies[i % 2], scale_in=kernel.pre, scale_out=kernel.post, add=energy)
-        torch.softmax(energy, dim=1, out=q)
+            last = i == len(kernels) - 1
+            energy = kernel.filter(source, out=following if last else energies[i % 2], scale_in=kernel.pre,
+                                   scale_out=kernel.post, add=energy, softmax_group=q.shape[1] if last else 0)
+        q, following = following, q
     return q
 
 
@@ -103,11 +108,13 @@ def lattice_kernels(images: torch.Tensor, scores: torch.Tensor, w_bilateral: flo
         smoothness = PermutohedralLattice(spatial_features(images[:1], theta_gamma, spacing).flatten(2))
 
         def smooth(values: torch.Tensor, out: Optional[torch.Tensor] = None, scale_in: Optional[torch.Tensor] = None,
-                   scale_out: Optional[torch.Tensor] = None, add: Optional[torch.Tensor] = None) -> torch.Tensor:
+                   scale_out: Optional[torch.Tensor] = None, add: Optional[torch.Tensor] = None,
+                   softmax_group: int = 0) -> torch.Tensor:
+            # The images stacked as channels: each image's classes stay one consecutive group.
             flat = values.reshape(1, -1, pixels)
             return smoothness.apply(flat, out=None if out is None else out.view(flat.shape), scale_in=scale_in,
-                                    scale_out=scale_out, add=None if add is None else add.reshape(flat.shape)
-                                    ).view(values.shape)
+                                    scale_out=scale_out, add=None if add is None else add.reshape(flat.shape),
+                                    softmax_group=softmax_group).view(values.shape)
 
         kernels.append(_normalized_kernel(smooth, scores.new_ones(1, 1, pixels), w_gaussian, normalization))
     return kernels

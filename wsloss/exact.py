@@ -43,14 +43,17 @@ def dense_gaussian_filter(features: torch.Tensor, values: torch.Tensor, normaliz
 
 def _exact_filter(features: torch.Tensor, values: torch.Tensor, out: Optional[torch.Tensor] = None, *,
                   scale_in: Optional[torch.Tensor] = None, scale_out: Optional[torch.Tensor] = None,
-                  add: Optional[torch.Tensor] = None) -> torch.Tensor:
+                  add: Optional[torch.Tensor] = None, softmax_group: int = 0) -> torch.Tensor:
     """dense_gaussian_filter(features, values) as a mean-field kernel's filter (crf._Kernel): add +
-    scale_out * W (scale_in * values), into out when given."""
+    scale_out * W (scale_in * values), softmax over the classes (softmax_group > 0: the classes
+    themselves here), into out when given."""
     filtered = dense_gaussian_filter(features, values if scale_in is None else values * scale_in)
     if scale_out is not None:
         filtered = filtered * scale_out
     if add is not None:
         filtered = add + filtered
+    if softmax_group:
+        filtered = torch.softmax(filtered, dim=1)
     return filtered if out is None else out.copy_(filtered)
 
 

@@ -110,12 +110,14 @@ class _Lattice:
 
     def apply(self, flat: torch.Tensor, transpose: bool = False, out: Optional[torch.Tensor] = None, *,
               scale_in: Optional[torch.Tensor] = None, scale_out: Optional[torch.Tensor] = None,
-              add: Optional[torch.Tensor] = None) -> torch.Tensor:
+              add: Optional[torch.Tensor] = None, softmax_group: int = 0) -> torch.Tensor:
         """A V (transpose: A^T V) for flat values V, B x C x N float32 or float64 (B the lattice's
         batch, N its pixels; no checks beyond the op's): the one low-level filtering.
 
         scale_out * A (scale_in * V) in the same passes where scales are given (B or 1 x 1 x N or
-        1); with out, add + that (add B x C x N): a mean-field message (DESIGN §5).
+        1); with out, add + that (add B x C x N) and, softmax_group > 0 (a divisor of C), the
+        softmax of each pixel's consecutive groups of that many channels: a whole mean-field
+        update (DESIGN §5).
 
         Without out: a new tensor, differentiable in V and the scales. With out (contiguous, V's
         shape and dtype; not differentiable): written into out, which is returned; the lattice
@@ -123,15 +125,16 @@ class _Lattice:
         allocates nothing.
         """
         if out is None:
-            if add is not None:
-                raise ValueError("add needs out")
+            if add is not None or softmax_group:
+                raise ValueError("add and softmax_group need out")
             return ops.lattice_filter(*self.tensors, flat, transpose, False, scale_in, scale_out)
         if flat.requires_grad and torch.is_grad_enabled():
             raise ValueError("out: filtering into out is not differentiable and values require grad; pass out=None")
         workspace = self._workspace
         if workspace is None or workspace.dtype != flat.dtype:
             workspace = self._workspace = flat.new_empty(0)
-        ops.lattice_filter_into(*self.tensors, flat, transpose, out, workspace, False, scale_in, scale_out, add)
+        ops.lattice_filter_into(*self.tensors, flat, transpose, out, workspace, False, scale_in, scale_out, add,
+                                softmax_group)
         return out
 
 

@@ -680,22 +680,16 @@ struct LatticeView {
   int d;
 };
 
-// A per-pixel factor broadcast over channels: data[b * batch_stride + p * pixel_stride]
-// (strides 0 broadcast one image's, or one, factor); data null means 1.
+// The factors of pixels p0 .. p0 + count - 1 of image b, into factors (a tile's worth).
 template <typename scalar_t>
-struct PixelScale {
-  const scalar_t* data = nullptr;
-  int64_t batch_stride = 0, pixel_stride = 0;
-  // The factors of pixels p0 .. p0 + count - 1 of image b, into factors (a tile's worth).
-  void load(int64_t b, int64_t p0, int64_t count, scalar_t* factors) const {
-    const scalar_t* first = data + b * batch_stride + p0 * pixel_stride;
-    if (pixel_stride == 0) {
-      std::fill(factors, factors + count, *first);
-    } else {
-      std::copy(first, first + count, factors);
-    }
+void load_factors(const PixelScale<scalar_t>& scale, int64_t b, int64_t p0, int64_t count, scalar_t* factors) {
+  const scalar_t* first = &scale.data[b * scale.batch_stride + p0 * scale.pixel_stride];
+  if (scale.pixel_stride == 0) {
+    std::fill(factors, factors + count, *first);
+  } else {
+    std::copy(first, first + count, factors);
   }
-};
+}
 
 // out = add + scale_out * (A (scale_in * in)), each part optional: a mean-field message
 // (DESIGN §5) in the filtering's own passes over the pixels. Same arithmetic as the separate
@@ -769,7 +763,7 @@ void lattice_filter_chunk(const LatticeView& lat, const LatticeRange& part, cons
       const int64_t count = std::min(kTilePixels, pixels - p0);
       transpose_block(in + ((b * channels + c0) * pixels + p0), pixels, tile, lanes, c, count);
       if (affine.scale_in.data != nullptr) {
-        affine.scale_in.load(b, p0, count, factors);
+        load_factors(affine.scale_in, b, p0, count, factors);
         for (int64_t t = 0; t < count; ++t)
           for (int64_t ch = 0; ch < lanes; ++ch) tile[t * lanes + ch] *= factors[t];
       }
@@ -841,7 +835,7 @@ void lattice_filter_chunk(const LatticeView& lat, const LatticeRange& part, cons
     for (int64_t i = begin; i < end; ++i) {
       const int64_t b = i / tiles_per_image, p0 = (i % tiles_per_image) * kTilePixels;
       const int64_t count = std::min(kTilePixels, pixels - p0);
-      if (scaled) affine.scale_out.load(b, p0, count, factors);
+      if (scaled) load_factors(affine.scale_out, b, p0, count, factors);
       for (int64_t t = 0; t < count; ++t) {
         const int64_t q = b * pixels + p0 + t;
         scalar_t* row = tile + t * lanes;

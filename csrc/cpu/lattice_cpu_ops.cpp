@@ -51,10 +51,10 @@ void filter_into_cpu(const at::Tensor& vertices_in, const at::Tensor& weights_in
                      const at::Tensor& splat_ptr_in, const at::Tensor& splat_index_in, const at::Tensor& values,
                      bool transpose, const at::Tensor& out, const at::Tensor& workspace, bool validate,
                      const std::optional<at::Tensor>& scale_in, const std::optional<at::Tensor>& scale_out,
-                     const std::optional<at::Tensor>& add, const char* op) {
+                     const std::optional<at::Tensor>& add, int64_t softmax_group, const char* op) {
   check_lattice_filter(vertices_in, weights_in, neighbours_in, splat_ptr_in, splat_index_in, values);
   if (workspace.defined()) check_lattice_filter_into(values, out, workspace);
-  check_filter_affine(values, out, scale_in, scale_out, add, op);
+  check_filter_affine(values, out, scale_in, scale_out, add, softmax_group, op);
   const LatticeFilterCall call =
       lattice_filter_call(vertices_in, weights_in, neighbours_in, splat_ptr_in, splat_index_in, values);
   if (validate) check_lattice_tensors(call);
@@ -113,8 +113,8 @@ void filter_into_cpu(const at::Tensor& vertices_in, const at::Tensor& weights_in
     const at::Tensor out_scale = scale_out ? scale_out->contiguous() : at::Tensor();
     const at::Tensor addend = add ? add->contiguous() : at::Tensor();
     auto pixel_scale = [](const at::Tensor& t) {
-      if (!t.defined()) return cpu::PixelScale<scalar_t>{};
-      return cpu::PixelScale<scalar_t>{t.data_ptr<scalar_t>(), t.size(0) == 1 ? 0 : t.size(2), t.size(2) == 1 ? 0 : 1};
+      if (!t.defined()) return PixelScale<scalar_t>{};
+      return PixelScale<scalar_t>{t.data_ptr<scalar_t>(), t.size(0) == 1 ? 0 : t.size(2), t.size(2) == 1 ? 0 : 1};
     };
     const cpu::FilterAffine<scalar_t> affine{pixel_scale(in_scale), pixel_scale(out_scale),
                                              addend.defined() ? addend.data_ptr<scalar_t>() : nullptr};
@@ -140,28 +140,32 @@ void filter_into_cpu(const at::Tensor& vertices_in, const at::Tensor& weights_in
           }
         }
       });
-      return;
-    }
-    if (groups == 1) {
+    } else if (groups == 1) {
       filter_channels(0, channels, buffers, cpu::AtenParallelFor{});
-      return;
+    } else {
+      at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t g = begin; g < end; ++g) {
+          filter_channels(g * channels / groups, (g + 1) * channels / groups, buffers + g * 2 * rows * lanes,
+                          cpu::SerialFor{});
+        }
+      });
     }
-    at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t g = begin; g < end; ++g) {
-        filter_channels(g * channels / groups, (g + 1) * channels / groups, buffers + g * 2 * rows * lanes,
-                        cpu::SerialFor{});
-      }
-    });
   });
+  if (softmax_group > 0) {
+    // torch's own softmax, in place: measured against the same softmax in the slice's tiles
+    // (SSE, where torch's kernel has AVX2), one pass of it is faster (benchmarks/RESULTS.md).
+    at::Tensor classes = out.view({batch, channels / softmax_group, softmax_group, pixels});
+    at::softmax_out(classes, classes, 2);
+  }
 }
 
 void lattice_filter_into_cpu(const at::Tensor& vertices, const at::Tensor& weights, const at::Tensor& neighbours,
                              const at::Tensor& splat_ptr, const at::Tensor& splat_index, const at::Tensor& values,
                              bool transpose, const at::Tensor& out, const at::Tensor& workspace, bool validate,
                              const std::optional<at::Tensor>& scale_in, const std::optional<at::Tensor>& scale_out,
-                             const std::optional<at::Tensor>& add) {
+                             const std::optional<at::Tensor>& add, int64_t softmax_group) {
   filter_into_cpu(vertices, weights, neighbours, splat_ptr, splat_index, values, transpose, out, workspace, validate,
-                  scale_in, scale_out, add, "lattice_filter_into");
+                  scale_in, scale_out, add, softmax_group, "lattice_filter_into");
 }
 
 at::Tensor lattice_filter_cpu(const at::Tensor& vertices, const at::Tensor& weights, const at::Tensor& neighbours,
@@ -171,7 +175,7 @@ at::Tensor lattice_filter_cpu(const at::Tensor& vertices, const at::Tensor& weig
   // filter_into_cpu checks values (and everything else) before touching out.
   at::Tensor out = empty_output(values.sizes(), values.options());
   filter_into_cpu(vertices, weights, neighbours, splat_ptr, splat_index, values, transpose, out, at::Tensor(), validate,
-                  scale_in, scale_out, std::nullopt, "lattice_filter");
+                  scale_in, scale_out, std::nullopt, 0, "lattice_filter");
   return out;
 }
 

@@ -91,23 +91,36 @@ int64_t filter_scratch_size(const at::Tensor& vertices, const at::Tensor& neighb
   return (2 * (neighbours.size(0) + 1) + chunks) * channels;
 }
 
-// out = A values (transpose: A^T values), [B, C, N] contiguous, with `scratch` (at least
-// filter_scratch_size values of values' dtype) for the lattices. Arguments checked, device guarded.
+// out = softmax_groups(add + scale_out * A (scale_in * values)) (transpose: A^T), [B, C, N]
+// contiguous, each part optional (the kernels' own passes, FilterBuffers), with `scratch` (at
+// least filter_scratch_size values of values' dtype) for the lattices. Arguments checked, device guarded.
 void launch_filter(const LatticeFilterCall& call, const at::Tensor& values, bool transpose, const at::Tensor& out,
-                   const at::Tensor& scratch) {
+                   const at::Tensor& scratch, const std::optional<at::Tensor>& scale_in,
+                   const std::optional<at::Tensor>& scale_out, const std::optional<at::Tensor>& add,
+                   int64_t softmax_group) {
   const int64_t batch = call.batch, channels = call.channels, pixels = call.pixels;
   const int64_t num_vertices = call.num_vertices;
   // Pixel-major input, so that the threads of one splat entry read consecutive channels;
   // the slice writes the channel-planar result directly.
   const at::Tensor in = values.transpose(1, 2).contiguous();
+  // Contiguous parts, alive until the kernels are queued (the caching allocator keeps their
+  // memory for this stream's later work).
+  const at::Tensor in_scale = scale_in ? scale_in->contiguous() : at::Tensor();
+  const at::Tensor out_scale = scale_out ? scale_out->contiguous() : at::Tensor();
+  const at::Tensor addend = add ? add->contiguous() : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "lattice_filter_cuda", [&] {
+    auto pixel_scale = [](const at::Tensor& t) {
+      if (!t.defined()) return PixelScale<scalar_t>{};
+      return PixelScale<scalar_t>{t.data_ptr<scalar_t>(), t.size(0) == 1 ? 0 : t.size(2), t.size(2) == 1 ? 0 : 1};
+    };
     scalar_t* lattice_a = scratch.data_ptr<scalar_t>();
     scalar_t* lattice_b = lattice_a + (num_vertices + 1) * channels;
     const cuda::FilterBuffers<scalar_t> buffers{
         call.vertices.data_ptr<int32_t>(), call.weights.data_ptr<float>(), call.neighbours.data_ptr<int32_t>(),
         call.splat_ptr.data_ptr<int32_t>(), call.splat_index.data_ptr<int32_t>(), batch, pixels, num_vertices,
         channels, call.d, in.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), lattice_a, lattice_b,
-        lattice_b + (num_vertices + 1) * channels};
+        lattice_b + (num_vertices + 1) * channels, pixel_scale(in_scale), pixel_scale(out_scale),
+        addend.defined() ? addend.data_ptr<scalar_t>() : nullptr, softmax_group};
     C10_CUDA_CHECK(cuda::lattice_filter<scalar_t>(buffers, transpose, c10::cuda::getCurrentCUDAStream()));
   });
 }
@@ -120,11 +133,11 @@ void filter_into_cuda(const at::Tensor& vertices, const at::Tensor& weights, con
                       const at::Tensor& splat_ptr, const at::Tensor& splat_index, const at::Tensor& values,
                       bool transpose, const at::Tensor& out, const at::Tensor& workspace, bool validate,
                       const std::optional<at::Tensor>& scale_in, const std::optional<at::Tensor>& scale_out,
-                      const std::optional<at::Tensor>& add, const char* op) {
+                      const std::optional<at::Tensor>& add, int64_t softmax_group, const char* op) {
   check_lattice_filter(vertices, weights, neighbours, splat_ptr, splat_index, values);
   check_splat_csr_present(splat_ptr);
   check_lattice_filter_into(values, out, workspace);
-  check_filter_affine(values, out, scale_in, scale_out, add, op);
+  check_filter_affine(values, out, scale_in, scale_out, add, softmax_group, op);
   const c10::cuda::CUDAGuard guard(values.device());
   const LatticeFilterCall call = lattice_filter_call(vertices, weights, neighbours, splat_ptr, splat_index, values);
   if (validate) check_lattice_tensors(call);
@@ -135,20 +148,16 @@ void filter_into_cuda(const at::Tensor& vertices, const at::Tensor& weights, con
   at::assert_no_overlap(workspace, out);
   for (const auto* part : {&scale_in, &scale_out, &add})
     if (part->has_value()) at::assert_no_overlap(workspace, part->value());
-  // The message parts as stream-ordered elementwise passes, in the CPU kernel's order
-  // (scale_in * values; then (A .) * scale_out; then add + that).
-  launch_filter(call, scale_in ? values * *scale_in : values, transpose, out, workspace);
-  if (scale_out) out.mul_(*scale_out);
-  if (add) out.add_(*add);
+  launch_filter(call, values, transpose, out, workspace, scale_in, scale_out, add, softmax_group);
 }
 
 void lattice_filter_into_cuda(const at::Tensor& vertices, const at::Tensor& weights, const at::Tensor& neighbours,
                               const at::Tensor& splat_ptr, const at::Tensor& splat_index, const at::Tensor& values,
                               bool transpose, const at::Tensor& out, const at::Tensor& workspace, bool validate,
                               const std::optional<at::Tensor>& scale_in, const std::optional<at::Tensor>& scale_out,
-                              const std::optional<at::Tensor>& add) {
+                              const std::optional<at::Tensor>& add, int64_t softmax_group) {
   filter_into_cuda(vertices, weights, neighbours, splat_ptr, splat_index, values, transpose, out, workspace, validate,
-                   scale_in, scale_out, add, "lattice_filter_into");
+                   scale_in, scale_out, add, softmax_group, "lattice_filter_into");
 }
 
 at::Tensor lattice_filter_cuda(const at::Tensor& vertices, const at::Tensor& weights, const at::Tensor& neighbours,
@@ -158,7 +167,7 @@ at::Tensor lattice_filter_cuda(const at::Tensor& vertices, const at::Tensor& wei
   // filter_into_cuda checks values (and everything else) before touching out.
   at::Tensor out = at::empty(values.sizes(), values.options());
   filter_into_cuda(vertices, weights, neighbours, splat_ptr, splat_index, values, transpose, out,
-                   at::empty({0}, values.options()), validate, scale_in, scale_out, std::nullopt, "lattice_filter");
+                   at::empty({0}, values.options()), validate, scale_in, scale_out, std::nullopt, 0, "lattice_filter");
   return out;
 }
 

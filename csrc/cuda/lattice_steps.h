@@ -312,6 +312,11 @@ struct FilterBuffers {
   T* lattice_a;  // [M+1][C]; row M stays zero (every missing neighbour)
   T* lattice_b;  // [M+1][C]
   T* carry;      // [chunks][C]
+  // The message parts, each optional: out = softmax_groups(add + scale_out * A (scale_in * in)),
+  // as the CPU kernel's FilterAffine (the same arithmetic, so the same numbers up to the exp).
+  PixelScale<T> scale_in = {}, scale_out = {};
+  const T* add = nullptr;   // [B][C][N]
+  int64_t softmax_group = 0;
 };
 
 // Chunks start at each image's first entry, so an image's sums do not depend on the
@@ -345,7 +350,10 @@ WSLOSS_HD void splat_chunk_step(int64_t chunk, int64_t ch, const FilterBuffers<T
     T acc = T(0);
     for (; s < end; ++s) {
       const int32_t slot = a.splat_index[s];
-      acc += static_cast<T>(a.weights[slot]) * a.in[static_cast<int64_t>(slot / d1) * a.channels + ch];
+      const int64_t q = slot / d1;
+      T value = a.in[q * a.channels + ch];
+      if (a.scale_in.data != nullptr) value *= a.scale_in.at(q / a.pixels, q % a.pixels);
+      acc += static_cast<T>(a.weights[slot]) * value;
     }
     if (begin >= s0) a.lattice_a[v * a.channels + ch] = acc;
     else a.carry[chunk * a.channels + ch] = acc;
@@ -374,8 +382,9 @@ WSLOSS_HD void blur_step(int64_t v, int64_t ch, int j, const FilterBuffers<T>& a
       in[v * a.channels + ch] + T(0.5) * (in[nb[0] * a.channels + ch] + in[nb[1] * a.channels + ch]);
 }
 
-// Slice (DESIGN §1 step 10) of pixel q, every channel, into channel-planar out: the
-// pixel's corners are loaded once, and a warp of consecutive pixels writes coalesced.
+// Slice (DESIGN §1 step 10) of pixel q, every channel, into channel-planar out, with the
+// message parts (scale_out, add, then the softmax of each group, re-reading what the thread
+// wrote): the pixel's corners are loaded once, and a warp of consecutive pixels writes coalesced.
 template <int D, typename T>
 WSLOSS_HD void slice_step(int64_t q, const FilterBuffers<T>& a, const T* lattice, T alpha) {
   int64_t row[D + 1];
@@ -385,13 +394,20 @@ WSLOSS_UNROLL
     row[k] = static_cast<int64_t>(a.vertices[q * (D + 1) + k]) * a.channels;
     weight[k] = static_cast<T>(a.weights[q * (D + 1) + k]);
   }
-  T* dst = a.out + (q / a.pixels) * a.channels * a.pixels + q % a.pixels;
+  const int64_t b = q / a.pixels, p = q % a.pixels, first = b * a.channels * a.pixels + p;
+  const T factor = a.scale_out.data != nullptr ? a.scale_out.at(b, p) : T(1);
+  T* dst = a.out + first;
   for (int64_t ch = 0; ch < a.channels; ++ch) {
     T acc = T(0);
 WSLOSS_UNROLL
     for (int k = 0; k <= D; ++k) acc += weight[k] * lattice[row[k] + ch];
-    dst[ch * a.pixels] = alpha * acc;
+    T value = alpha * acc;
+    if (a.scale_out.data != nullptr) value *= factor;
+    if (a.add != nullptr) value = a.add[first + ch * a.pixels] + value;
+    dst[ch * a.pixels] = value;
   }
+  for (int64_t g = 0; a.softmax_group > 0 && g < a.channels; g += a.softmax_group)
+    softmax_in_place(dst + g * a.pixels, a.pixels, a.softmax_group);
 }
 
 }  // namespace cuda

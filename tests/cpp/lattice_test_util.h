@@ -43,13 +43,14 @@ Built build(const std::vector<float>& features, int64_t batch, int d, int64_t pi
 }
 
 std::vector<double> filter(const Built& lat, int64_t batch, int64_t pixels, int d,
-                           const std::vector<double>& in, int64_t channels, bool transpose, bool scatter) {
+                           const std::vector<double>& in, int64_t channels, bool transpose, bool scatter,
+                           const wsloss::cpu::FilterAffine<double>& affine = {}) {
   const int64_t m = lat.offsets.back();
   const int64_t lanes = wsloss::cpu::padded_channels(channels);
   std::vector<double> out(in.size()), a((m + 1) * lanes), b((m + 1) * lanes), pixel_major(batch * pixels * lanes);
   wsloss::cpu::lattice_filter<double>(lat.view(batch, pixels, d), in.data(), out.data(), channels, 0,
                                       channels, transpose, a.data(), b.data(),
-                                      scatter ? nullptr : pixel_major.data(), Serial{});
+                                      scatter ? nullptr : pixel_major.data(), Serial{}, affine);
   return out;
 }
 

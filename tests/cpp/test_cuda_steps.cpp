@@ -99,7 +99,8 @@ Emulated build_emulated(const std::vector<float>& features, int64_t batch, int64
 // NaN, so a value read before it is written shows in the result.
 template <int D>
 std::vector<double> filter_emulated(const Built& lat, int64_t batch, int64_t pixels, const std::vector<double>& values,
-                                    int64_t channels, bool transpose, std::mt19937& gen) {
+                                    int64_t channels, bool transpose, std::mt19937& gen,
+                                    const wsloss::cpu::FilterAffine<double>& parts = {}, int64_t softmax_group = 0) {
   const int64_t m = lat.offsets.back(), points = batch * pixels;
   const int64_t chunks = wc::splat_chunks(batch, pixels * (D + 1));
   std::vector<double> in(points * channels);  // the wrapper's pixel-major copy
@@ -111,7 +112,8 @@ std::vector<double> filter_emulated(const Built& lat, int64_t batch, int64_t pix
   std::fill(lattice_b.begin() + m * channels, lattice_b.end(), 0.0);
   const wc::FilterBuffers<double> f{lat.vertices.data(), lat.weights.data(), lat.neighbours.data(),
                                     lat.splat_ptr.data(), lat.splat_index.data(), batch, pixels, m, channels, D,
-                                    in.data(), out.data(), lattice_a.data(), lattice_b.data(), carry.data()};
+                                    in.data(), out.data(), lattice_a.data(), lattice_b.data(), carry.data(),
+                                    parts.scale_in, parts.scale_out, parts.add, softmax_group};
   for (int64_t i : shuffled(chunks * channels, gen)) wc::splat_chunk_step(i / channels, i % channels, f);
   for (int64_t i : shuffled(m * channels, gen)) wc::splat_carry_step(i / channels, i % channels, f);
   double* lattice = lattice_a.data();
@@ -164,6 +166,22 @@ void check_against_cpu(const std::vector<float>& features, int64_t batch, int64_
       CHECK(error < 1e-12);
       if (!(error < 1e-12)) std::fprintf(stderr, "  D = %d, C = %ld: error %g\n", D, long(channels), error);
     }
+    // With the message parts (a mean-field update): scale_in per pixel of each image, scale_out
+    // one per pixel for every image, add, and the softmax of groups of 1, 3 or 21 channels.
+    std::vector<double> in_scale(batch * pixels), out_scale(pixels), add(values.size());
+    for (auto* part : {&in_scale, &out_scale, &add})
+      for (auto& v : *part) v = normal(gen);
+    const wsloss::cpu::FilterAffine<double> parts{{in_scale.data(), pixels, 1}, {out_scale.data(), 0, 1}, add.data()};
+    const int64_t group = channels == 21 ? 3 : channels;
+    std::vector<double> expected = filter(cpu, batch, pixels, D, values, channels, false, true, parts);
+    for (int64_t b = 0; b < batch; ++b)
+      for (int64_t g = 0; g < channels; g += group)
+        for (int64_t p = 0; p < pixels; ++p)
+          wsloss::softmax_in_place(expected.data() + (b * channels + g) * pixels + p, pixels, group);
+    const double error = max_relative_error(
+        filter_emulated<D>(emulated, batch, pixels, values, channels, false, gen, parts, group), expected);
+    CHECK(error < 1e-12);
+    if (!(error < 1e-12)) std::fprintf(stderr, "  D = %d, C = %ld, with parts: error %g\n", D, long(channels), error);
   }
 }
 
