@@ -121,3 +121,22 @@ def test_cuda_lattice_filter_is_bitwise_repeatable_also_on_a_side_stream(rng):
         again = [PermutohedralLattice(features).filter(values, transpose=False) for _ in range(3)]
     stream.synchronize()
     assert all(torch.equal(first, x) for x in again)
+
+
+def test_cuda_dense_crf_loss_backward_makes_no_host_sync(rng):
+    """The backward (resampling adjoint, one filtering, the gradient pass) only queues kernels:
+    torch's sync debug mode raises on any synchronizing call in it."""
+    images = random_photo(2, 48, 61, rng).cuda()
+    seg = torch.softmax(torch.randn(2, 21, 48, 61, generator=rng) * 3, 1).cuda()
+    roi = (torch.rand(2, 48, 61, generator=rng) > 0.3).float().cuda()
+    for scale in (1.0, 0.5):
+        for rois in (roi, None):
+            s = seg.clone().requires_grad_()
+            loss = DenseCRFLoss(1.5, 15.0, 30.0, scale)(images, s, rois)
+            torch.cuda.synchronize()
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                loss.backward()
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+            assert torch.isfinite(s.grad).all()

@@ -140,16 +140,18 @@ void filter_into_cpu(const at::Tensor& vertices_in, const at::Tensor& weights_in
           }
         }
       });
-    } else if (groups == 1) {
-      filter_channels(0, channels, buffers, cpu::AtenParallelFor{});
-    } else {
-      at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t g = begin; g < end; ++g) {
-          filter_channels(g * channels / groups, (g + 1) * channels / groups, buffers + g * 2 * rows * lanes,
-                          cpu::SerialFor{});
-        }
-      });
+      return;
     }
+    if (groups == 1) {
+      filter_channels(0, channels, buffers, cpu::AtenParallelFor{});
+      return;
+    }
+    at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t g = begin; g < end; ++g) {
+        filter_channels(g * channels / groups, (g + 1) * channels / groups, buffers + g * 2 * rows * lanes,
+                        cpu::SerialFor{});
+      }
+    });
   });
   if (softmax_group > 0) {
     // torch's own softmax, in place: measured against the same softmax in the slice's tiles

@@ -350,9 +350,9 @@ WSLOSS_HD void splat_chunk_step(int64_t chunk, int64_t ch, const FilterBuffers<T
     T acc = T(0);
     for (; s < end; ++s) {
       const int32_t slot = a.splat_index[s];
-      const int64_t q = slot / d1;
+      const int64_t q = slot / d1;  // a pixel of `image`: the chunk's entries are the image's
       T value = a.in[q * a.channels + ch];
-      if (a.scale_in.data != nullptr) value *= a.scale_in.at(q / a.pixels, q % a.pixels);
+      if (a.scale_in.data != nullptr) value *= a.scale_in.at(image, q - image * a.pixels);
       acc += static_cast<T>(a.weights[slot]) * value;
     }
     if (begin >= s0) a.lattice_a[v * a.channels + ch] = acc;
