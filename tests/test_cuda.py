@@ -1,4 +1,6 @@
 """The CUDA kernels against the CPU kernels (which are proven against docs/DESIGN.md §1 and rloss)."""
+import warnings
+
 import pytest
 import torch
 
@@ -140,3 +142,26 @@ def test_cuda_dense_crf_loss_backward_makes_no_host_sync(rng):
             finally:
                 torch.cuda.set_sync_debug_mode("default")
             assert torch.isfinite(s.grad).all()
+
+
+def test_cuda_dense_crf_loss_step_makes_one_host_sync_the_lattice_builds(rng):
+    """A whole step (forward and backward) synchronizes once: the build reads its vertex count,
+    which sizes its outputs; the input checks' flags reach the host by a copy queued before it
+    (pinned memory), read after that sync at no cost."""
+    images = random_photo(2, 48, 61, rng).cuda()
+    seg = torch.softmax(torch.randn(2, 21, 48, 61, generator=rng) * 3, 1).cuda()
+    roi = (torch.rand(2, 48, 61, generator=rng) > 0.3).float().cuda()
+    for scale in (1.0, 0.5):
+        s = seg.clone().requires_grad_()
+        loss_fn = DenseCRFLoss(1.5, 15.0, 30.0, scale)
+        loss_fn(images, s, roi).backward()  # warm: the caching allocators hold their memory
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                loss_fn(images, s, roi).backward()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        syncs = [str(w.message) for w in caught if "synchronizing" in str(w.message)]
+        assert len(syncs) == 1, syncs

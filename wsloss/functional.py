@@ -217,10 +217,37 @@ def _input_flags(images: Optional[torch.Tensor], segmentations: torch.Tensor, ro
     return flags
 
 
+class _HostFlags(NamedTuple):
+    """_input_flags' values on their way to the host: a CPU tensor and, on CUDA, the event
+    recorded after the copy into it (pinned memory, queued on the current stream: no sync)."""
+    values: torch.Tensor
+    copied: Optional[torch.cuda.Event]
+
+
+def _flags_to_host(flags: Optional[List[torch.Tensor]]) -> Optional[_HostFlags]:
+    if flags is None:
+        return None
+    stacked = torch.stack(flags)
+    if stacked.device.type != "cuda":
+        return _HostFlags(stacked.cpu(), None)
+    values = stacked.to("cpu", non_blocking=True)
+    copied = torch.cuda.Event()
+    copied.record()
+    return _HostFlags(values, copied)
+
+
 def _check_input_flags(flags: Optional[List[torch.Tensor]]) -> None:
+    _check_host_flags(_flags_to_host(flags))
+
+
+def _check_host_flags(flags: Optional[_HostFlags]) -> None:
+    """Raises or warns on _input_flags' values. After a host sync on the stream (the lattice
+    build's) the copy is done and reading it costs none; else this waits for it."""
     if flags is None:
         return
-    rois_valid, probable, normalized = torch.stack(flags).tolist()
+    if flags.copied is not None and not flags.copied.query():
+        flags.copied.synchronize()
+    rois_valid, probable, normalized = flags.values.tolist()
     if not rois_valid:
         raise ValueError(ROI_RANGE_MESSAGE)
     if not probable:
@@ -257,7 +284,7 @@ def _check_scale_factor(scale_factor, spatial: Tuple[int, ...]) -> Tuple[float, 
 
 
 class _DenseInputs(NamedTuple):
-    """The checked inputs of a dense loss in the compute dtype; flags as _input_flags."""
+    """The checked inputs of a dense loss in the compute dtype; flags as _flags_to_host."""
     images: torch.Tensor
     segmentations: torch.Tensor
     rois: torch.Tensor
@@ -265,7 +292,7 @@ class _DenseInputs(NamedTuple):
     sigma_xy: float
     scale_factor: Tuple[float, ...]  # per spatial axis
     spacing: Tuple[float, ...]  # per spatial axis
-    flags: Optional[List[torch.Tensor]]
+    flags: Optional[_HostFlags]
 
 
 def _dense_inputs(images, segmentations, rois, sigma_rgb, sigma_xy, scale_factor, spacing=None,
@@ -283,7 +310,7 @@ def _dense_inputs(images, segmentations, rois, sigma_rgb, sigma_xy, scale_factor
     spacing = check_per_axis("spacing", spacing, len(spatial))
     images = images.to(torch.float32)
     segmentations = segmentations.to(compute_dtype(segmentations.dtype))  # resampled in full precision too
-    flags = _input_flags(images, segmentations, rois, rois_given, check_probabilities)
+    flags = _flags_to_host(_input_flags(images, segmentations, rois, rois_given, check_probabilities))
     return _DenseInputs(images, segmentations, rois, sigma_rgb, sigma_xy, scale_factor, spacing, flags)
 
 
@@ -303,7 +330,7 @@ def _downscaled_lattice(inputs: _DenseInputs) -> Tuple[torch.Tensor, Permutohedr
         rois = _interpolate(rois.unsqueeze(1), scale_factor).squeeze(1)
     divisors = [inputs.sigma_xy * factor / step for factor, step in zip(scale_factor, inputs.spacing)]
     lattice = PermutohedralLattice(_bilateral_features(images, inputs.sigma_rgb, divisors))
-    _check_input_flags(inputs.flags)
+    _check_host_flags(inputs.flags)
     return rois, lattice
 
 
