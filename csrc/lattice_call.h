@@ -111,6 +111,15 @@ inline void check_filter_affine(const at::Tensor& values, const at::Tensor& out,
   at::assert_no_overlap(out, t);
 }
 
+// A checked, contiguous scale of check_filter_affine ([B or 1, 1, N or 1]) as the kernels'
+// PixelScale (strides 0 where it broadcasts); undefined: no scale.
+template <typename scalar_t>
+PixelScale<scalar_t> pixel_scale(const at::Tensor& scale) {
+  if (!scale.defined()) return PixelScale<scalar_t>{};
+  return PixelScale<scalar_t>{scale.data_ptr<scalar_t>(), scale.size(0) == 1 ? 0 : scale.size(2),
+                              scale.size(2) == 1 ? 0 : 1};
+}
+
 // lattice_build's contiguous features and its per-corner outputs vertices [B, N, d+1] int32 and
 // weights [B, N, d+1] float32.
 struct LatticeBuildCall {

@@ -112,11 +112,7 @@ void filter_into_cpu(const at::Tensor& vertices_in, const at::Tensor& weights_in
     const at::Tensor in_scale = scale_in ? scale_in->contiguous() : at::Tensor();
     const at::Tensor out_scale = scale_out ? scale_out->contiguous() : at::Tensor();
     const at::Tensor addend = add ? add->contiguous() : at::Tensor();
-    auto pixel_scale = [](const at::Tensor& t) {
-      if (!t.defined()) return PixelScale<scalar_t>{};
-      return PixelScale<scalar_t>{t.data_ptr<scalar_t>(), t.size(0) == 1 ? 0 : t.size(2), t.size(2) == 1 ? 0 : 1};
-    };
-    const cpu::FilterAffine<scalar_t> affine{pixel_scale(in_scale), pixel_scale(out_scale),
+    const cpu::FilterAffine<scalar_t> affine{pixel_scale<scalar_t>(in_scale), pixel_scale<scalar_t>(out_scale),
                                              addend.defined() ? addend.data_ptr<scalar_t>() : nullptr};
     // Channels [begin, end) in chunks, with the lattice buffers at `buffers`.
     auto filter_channels = [&](int64_t begin, int64_t end, scalar_t* buffers, auto&& parallel_for) {

@@ -109,17 +109,13 @@ void launch_filter(const LatticeFilterCall& call, const at::Tensor& values, bool
   const at::Tensor out_scale = scale_out ? scale_out->contiguous() : at::Tensor();
   const at::Tensor addend = add ? add->contiguous() : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "lattice_filter_cuda", [&] {
-    auto pixel_scale = [](const at::Tensor& t) {
-      if (!t.defined()) return PixelScale<scalar_t>{};
-      return PixelScale<scalar_t>{t.data_ptr<scalar_t>(), t.size(0) == 1 ? 0 : t.size(2), t.size(2) == 1 ? 0 : 1};
-    };
     scalar_t* lattice_a = scratch.data_ptr<scalar_t>();
     scalar_t* lattice_b = lattice_a + (num_vertices + 1) * channels;
     const cuda::FilterBuffers<scalar_t> buffers{
         call.vertices.data_ptr<int32_t>(), call.weights.data_ptr<float>(), call.neighbours.data_ptr<int32_t>(),
         call.splat_ptr.data_ptr<int32_t>(), call.splat_index.data_ptr<int32_t>(), batch, pixels, num_vertices,
         channels, call.d, in.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), lattice_a, lattice_b,
-        lattice_b + (num_vertices + 1) * channels, pixel_scale(in_scale), pixel_scale(out_scale),
+        lattice_b + (num_vertices + 1) * channels, pixel_scale<scalar_t>(in_scale), pixel_scale<scalar_t>(out_scale),
         addend.defined() ? addend.data_ptr<scalar_t>() : nullptr, softmax_group};
     C10_CUDA_CHECK(cuda::lattice_filter<scalar_t>(buffers, transpose, c10::cuda::getCurrentCUDAStream()));
   });
