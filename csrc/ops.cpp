@@ -17,9 +17,16 @@
 #define WSLOSS_COMPILER "unknown compiler"
 #endif
 
+namespace wsloss {
+namespace cpu {
+bool filter_uses_avx2();  // cpu/lattice_cpu_ops.cpp
+}  // namespace cpu
+}  // namespace wsloss
+
 namespace {
 
-// How this binary was built, for wsloss.show_config(): a dict of str and int.
+// How this binary was built, and which build of the CPU filter runs here, for
+// wsloss.show_config(): a dict of str and int.
 PyObject* build_info(PyObject*, PyObject*) {
 #ifdef WSLOSS_WITH_CUDA
   const char* archs = wsloss::cuda::compiled_architectures();
@@ -34,13 +41,15 @@ PyObject* build_info(PyObject*, PyObject*) {
   const int openmp = 0;
 #endif
   return Py_BuildValue(
-      "{s:s,s:s,s:i,s:i,s:s}", "torch",
+      "{s:s,s:s,s:i,s:i,s:s,s:s}", "torch",
       WSLOSS_VERSION_STRING(TORCH_VERSION_MAJOR, TORCH_VERSION_MINOR, TORCH_VERSION_PATCH), "compiler",
-      WSLOSS_COMPILER, "openmp", openmp, "cuda_runtime", cuda_runtime, "cuda_archs", archs);
+      WSLOSS_COMPILER, "openmp", openmp, "cuda_runtime", cuda_runtime, "cuda_archs", archs, "cpu_filter",
+      wsloss::cpu::filter_uses_avx2() ? "avx2" : "baseline");
 }
 
 PyMethodDef methods[] = {
-    {"build_info", build_info, METH_NOARGS, "How this binary was built (torch, compiler, OpenMP, CUDA)."},
+    {"build_info", build_info, METH_NOARGS,
+     "How this binary was built and runs (torch, compiler, OpenMP, CUDA, the CPU filter's instruction set)."},
     {nullptr, nullptr, 0, nullptr}};
 
 }  // namespace

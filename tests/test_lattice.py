@@ -1,10 +1,16 @@
 """The permutohedral lattice ops against docs/DESIGN.md §1, the exact Gaussian and each other."""
+import os
+import platform
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 
 import spec_lattice
 import wsloss
+from cpu_filter_worker import filter_cases
 from helpers import lattice_matrices, random_photo, requires_cuda
 from wsloss import PermutohedralLattice
 
@@ -605,3 +611,29 @@ def test_apply_refuses_out_for_values_that_require_grad(rng, device):
     values = torch.rand(3, 2, 211, generator=rng, dtype=torch.float64).to(device)
     with pytest.raises(ValueError, match="out: .*not differentiable"):
         lattice.apply(values.requires_grad_(), out=torch.empty_like(values))
+
+
+def test_cpu_filter_gives_the_same_bits_with_and_without_avx2(tmp_path):
+    """The filter's AVX2 build (x86-64, GCC; run where torch's CPU capability includes AVX2) and
+    its baseline build (ATEN_CPU_CAPABILITY=default) filter every case to the same bits."""
+    torch.save(filter_cases(torch.Generator().manual_seed(5)), tmp_path / "inputs.pt")
+    worker = os.path.join(os.path.dirname(__file__), "cpu_filter_worker.py")
+    results = {}
+    for name, capability in (("native", None), ("baseline", "default")):
+        env = dict(os.environ)
+        env.pop("ATEN_CPU_CAPABILITY", None)
+        if capability:
+            env["ATEN_CPU_CAPABILITY"] = capability
+        run = subprocess.run([sys.executable, worker, str(tmp_path / "inputs.pt"), str(tmp_path / f"{name}.pt")],
+                             env=env, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        results[name] = torch.load(tmp_path / f"{name}.pt")
+    config = wsloss.build_config()
+    avx2 = (platform.machine() in ("x86_64", "AMD64") and config["compiler"].startswith("gcc")
+            and torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"))
+    assert results["native"]["cpu_filter"] == config["cpu_filter"] == ("avx2" if avx2 else "baseline")
+    assert results["baseline"]["cpu_filter"] == "baseline"
+    native, baseline = results["native"]["outputs"], results["baseline"]["outputs"]
+    assert len(native) == len(baseline) == 768
+    for got, expected in zip(native, baseline):
+        assert torch.equal(got, expected)

@@ -34,6 +34,7 @@ def build_config() -> Dict[str, Any]:
         "compiled_against_torch": built["torch"],
         "compiler": built["compiler"],
         "cpu_kernels": True,
+        "cpu_filter": str(built["cpu_filter"]),
         "openmp": bool(built["openmp"]),
         "threads": torch.get_num_threads(),
         "cuda_kernels": HAS_CUDA_KERNELS,
@@ -57,7 +58,7 @@ def show_config(file: Optional[TextIO] = None) -> None:
         f"python {config['python']}, torch {config['torch']} (compiled against {config['compiled_against_torch']}, "
         f"with {config['compiler'].split(' (')[0]})",
         f"CPU kernels: yes, {config['threads']} threads (torch.get_num_threads()), "
-        f"OpenMP {'on' if config['openmp'] else 'off'}",
+        f"OpenMP {'on' if config['openmp'] else 'off'}, filter built for {config['cpu_filter']}",
         f"CUDA kernels: {cuda}",
     ]
     for index, device in enumerate(config["cuda_devices"]):

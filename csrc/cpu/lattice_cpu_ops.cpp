@@ -1,18 +1,41 @@
 // CPU kernels of wsloss::lattice_build, lattice_filter and lattice_filter_into: thin
-// torch wrappers over the torch-free core in lattice_cpu.h.
+// torch wrappers over the torch-free core in lattice_cpu.h and lattice_filter_cpu.h.
 #include <ATen/MemoryOverlap.h>
+#include <ATen/Version.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <string>
 #include <vector>
 
 #include "../lattice_call.h"
 #include "aten_parallel_for.h"
 #include "parallel_for.h"
 #include "lattice_cpu.h"
+#include "lattice_filter_cpu.h"
 
 namespace wsloss {
+namespace cpu {
+
+// True when the filter runs its AVX2 build: this binary has one and torch's CPU capability
+// includes AVX2 (ATEN_CPU_CAPABILITY=default turns both off, as for torch's own kernels).
+bool filter_uses_avx2() {
+  static const bool avx2 = [] {
+    const std::string capability = at::get_cpu_capability();
+    return avx2_filter_kernels<float>() != nullptr && (capability == "AVX2" || capability == "AVX512");
+  }();
+  return avx2;
+}
+
+}  // namespace cpu
+
 namespace {
+
+// The filter's kernels that this CPU runs (the same bits either way).
+template <typename scalar_t>
+const cpu::FilterKernels<scalar_t>& filter_kernels() {
+  return cpu::filter_uses_avx2() ? *cpu::avx2_filter_kernels<scalar_t>() : cpu::kFilterKernels<scalar_t>;
+}
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
 lattice_build_cpu(const at::Tensor& features_in, bool splat_csr) {
@@ -115,12 +138,14 @@ void filter_into_cpu(const at::Tensor& vertices_in, const at::Tensor& weights_in
     const cpu::FilterAffine<scalar_t> affine{pixel_scale<scalar_t>(in_scale), pixel_scale<scalar_t>(out_scale),
                                              addend.defined() ? addend.data_ptr<scalar_t>() : nullptr};
     // Channels [begin, end) in chunks, with the lattice buffers at `buffers`.
-    auto filter_channels = [&](int64_t begin, int64_t end, scalar_t* buffers, auto&& parallel_for) {
+    const cpu::FilterKernels<scalar_t>& kernels = filter_kernels<scalar_t>();
+    auto filter_channels = [&](int64_t begin, int64_t end, scalar_t* buffers,
+                               const cpu::ParallelForFunction& parallel_for) {
       scalar_t* pixel_major = gather ? buffers + 2 * rows * lanes : nullptr;
       for (int64_t c0 = begin; c0 < end; c0 += chunk) {
-        cpu::lattice_filter<scalar_t>(lattice, in.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), channels, c0,
-                                      std::min(chunk, end - c0), transpose, buffers, buffers + rows * lanes,
-                                      pixel_major, parallel_for, affine);
+        kernels.filter(lattice, in.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), channels, c0,
+                       std::min(chunk, end - c0), transpose, buffers, buffers + rows * lanes, pixel_major,
+                       parallel_for, affine);
       }
     };
     scalar_t* buffers = scratch_tensor.data_ptr<scalar_t>();
@@ -130,9 +155,9 @@ void filter_into_cpu(const at::Tensor& vertices_in, const at::Tensor& weights_in
         for (int64_t b = begin; b < end; ++b) {
           const cpu::LatticeRange part{b, b + 1, first_vertex[b], first_vertex[b + 1]};
           for (int64_t c0 = 0; c0 < channels; c0 += chunk) {
-            cpu::lattice_filter_images<scalar_t>(lattice, part, in.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
-                                                 channels, c0, std::min(chunk, channels - c0), lanes, transpose,
-                                                 buffers, buffers + rows * lanes, affine);
+            kernels.filter_images(lattice, part, in.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), channels, c0,
+                                  std::min(chunk, channels - c0), lanes, transpose, buffers, buffers + rows * lanes,
+                                  affine);
           }
         }
       });

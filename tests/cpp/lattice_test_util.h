@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "cpu/lattice_cpu.h"
+#include "cpu/lattice_filter_cpu.h"
 #include "cpu/parallel_for.h"
 #include "lattice_math.h"
 #include "test_check.h"

@@ -133,6 +133,65 @@ void test_filter_adjoint_and_paths() {
   }
 }
 
+// The AVX2 build of the filter (lattice_filter_avx2.cpp) gives the baseline build's bits: fixed and
+// runtime channel counts, both splats, both directions, with and without the message parts, the
+// batch at once and one image at a time. Where this compiler or CPU has no AVX2 build there is
+// nothing to compare, and the test says so.
+template <typename scalar_t>
+void check_filter_builds_agree(const Built& lat, int64_t batch, int64_t pixels, int d, std::mt19937& gen) {
+  const wsloss::cpu::FilterKernels<scalar_t>& baseline = wsloss::cpu::kFilterKernels<scalar_t>;
+  const wsloss::cpu::FilterKernels<scalar_t>& avx2 = *wsloss::cpu::avx2_filter_kernels<scalar_t>();
+  const wsloss::cpu::ParallelForFunction serial = Serial{};
+  std::normal_distribution<double> normal;
+  const int64_t m = lat.offsets.back();
+  const LatticeView view = lat.view(batch, pixels, d);
+  for (int64_t channels : {1, 3, 4, 5, 7, 8, 9, 12, 16, 21, 24, 32}) {
+    std::vector<scalar_t> in(batch * channels * pixels), add(in.size()), scale(batch * pixels);
+    for (auto& v : in) v = static_cast<scalar_t>(normal(gen));
+    for (auto& v : add) v = static_cast<scalar_t>(normal(gen));
+    for (auto& v : scale) v = static_cast<scalar_t>(std::fabs(normal(gen)));
+    const int64_t lanes = wsloss::cpu::padded_channels(channels);
+    std::vector<scalar_t> a((m + 1) * lanes), b((m + 1) * lanes), pixel_major(batch * pixels * lanes);
+    for (int mode = 0; mode < 8; ++mode) {
+      const bool transpose = mode & 1, scatter = mode & 2, parts = mode & 4;
+      wsloss::cpu::FilterAffine<scalar_t> affine;
+      if (parts) affine = {{scale.data(), pixels, 1}, {scale.data(), pixels, 1}, add.data()};
+      std::vector<scalar_t> expected(in.size()), got(in.size()), images(in.size());
+      for (const auto* kernels : {&baseline, &avx2}) {
+        std::vector<scalar_t>& out = kernels == &baseline ? expected : got;
+        kernels->filter(view, in.data(), out.data(), channels, 0, channels, transpose, a.data(), b.data(),
+                        scatter ? nullptr : pixel_major.data(), serial, affine);
+      }
+      std::fill(a.begin(), a.end(), scalar_t(0));
+      std::fill(b.begin(), b.end(), scalar_t(0));
+      for (int64_t image = 0; image < batch; ++image) {
+        const wsloss::cpu::LatticeRange part{image, image + 1, lat.offsets[image], lat.offsets[image + 1]};
+        avx2.filter_images(view, part, in.data(), images.data(), channels, 0, channels, lanes, transpose, a.data(),
+                           b.data(), affine);
+      }
+      CHECK(std::memcmp(expected.data(), got.data(), got.size() * sizeof(scalar_t)) == 0);
+      CHECK(std::memcmp(expected.data(), images.data(), images.size() * sizeof(scalar_t)) == 0);
+    }
+  }
+}
+
+void test_filter_builds_agree() {
+  if (wsloss::cpu::avx2_filter_kernels<float>() == nullptr || !__builtin_cpu_supports("avx2")) {
+    std::printf("filter builds: no AVX2 build or CPU here, nothing to compare\n");
+    return;
+  }
+  const int64_t batch = 2, pixels = 301;
+  std::mt19937 gen(7);
+  std::uniform_real_distribution<float> uniform(0.0f, 5.0f);
+  for (int d : {2, 5, 9}) {
+    std::vector<float> features(batch * d * pixels);
+    for (auto& f : features) f = uniform(gen);
+    const Built lat = build(features, batch, d, pixels, Serial{});
+    check_filter_builds_agree<float>(lat, batch, pixels, d, gen);
+    check_filter_builds_agree<double>(lat, batch, pixels, d, gen);
+  }
+}
+
 // Hashing an image in ranges (as with more threads than images) and merging numbers the
 // vertices exactly as one pass does.
 void test_ranged_hashing_numbers_like_one_pass() {
@@ -186,6 +245,7 @@ int main() {
   test_weights_equal_the_step_6_accumulation();
   test_hash_table_growth();
   test_filter_adjoint_and_paths();
+  test_filter_builds_agree();
   test_ranged_hashing_numbers_like_one_pass();
   test_constant_features_average();
   test_non_finite_features_rejected();
