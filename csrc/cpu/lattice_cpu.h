@@ -692,10 +692,8 @@ struct FilterKernels {
 // (not x86-64, or not GCC). Whether the CPU runs them is the caller's choice.
 template <typename scalar_t>
 const FilterKernels<scalar_t>* avx2_filter_kernels();
-template <>
-const FilterKernels<float>* avx2_filter_kernels<float>();
-template <>
-const FilterKernels<double>* avx2_filter_kernels<double>();
+extern template const FilterKernels<float>* avx2_filter_kernels<float>();
+extern template const FilterKernels<double>* avx2_filter_kernels<double>();
 
 }  // namespace cpu
 }  // namespace wsloss

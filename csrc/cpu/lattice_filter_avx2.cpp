@@ -1,6 +1,6 @@
 // The filter's kernels (lattice_filter_cpu.h) compiled a second time, for AVX2: 8 float lanes a
-// vector where the baseline build has 4 (benchmarks/RESULTS.md: about a sixth off a 21-channel
-// filtering of 512 x 512 photographs). lattice_cpu_ops.cpp runs them where torch's CPU capability
+// vector where the baseline build has 4 (benchmarks/RESULTS.md: about a fifth off a 21-channel
+// filtering of photographs). lattice_cpu_ops.cpp runs them where torch's CPU capability
 // includes AVX2. AVX2 without FMA: the baseline build's elementwise operations, so its bits.
 // Torch-free.
 #include "lattice_cpu.h"  // every header the kernels use, for the default target
@@ -20,23 +20,16 @@
 namespace wsloss {
 namespace cpu {
 
-template <>
-const FilterKernels<float>* avx2_filter_kernels<float>() {
+template <typename scalar_t>
+const FilterKernels<scalar_t>* avx2_filter_kernels() {
 #ifdef WSLOSS_FILTER_AVX2
-  return &avx2::kFilterKernels<float>;
+  return &avx2::kFilterKernels<scalar_t>;
 #else
   return nullptr;
 #endif
 }
-
-template <>
-const FilterKernels<double>* avx2_filter_kernels<double>() {
-#ifdef WSLOSS_FILTER_AVX2
-  return &avx2::kFilterKernels<double>;
-#else
-  return nullptr;
-#endif
-}
+template const FilterKernels<float>* avx2_filter_kernels<float>();
+template const FilterKernels<double>* avx2_filter_kernels<double>();
 
 }  // namespace cpu
 }  // namespace wsloss

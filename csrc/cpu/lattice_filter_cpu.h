@@ -288,7 +288,6 @@ void lattice_filter_images(const LatticeView& lat, const LatticeRange& part, con
   });
 }
 
-
 // This instruction set's kernels as a table (lattice_cpu_ops.cpp picks the one to run); a
 // constant, so naming it runs none of the set's instructions.
 template <typename scalar_t>
