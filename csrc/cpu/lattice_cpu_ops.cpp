@@ -137,8 +137,8 @@ void filter_into_cpu(const at::Tensor& vertices_in, const at::Tensor& weights_in
     const at::Tensor addend = add ? add->contiguous() : at::Tensor();
     const cpu::FilterAffine<scalar_t> affine{pixel_scale<scalar_t>(in_scale), pixel_scale<scalar_t>(out_scale),
                                              addend.defined() ? addend.data_ptr<scalar_t>() : nullptr};
-    // Channels [begin, end) in chunks, with the lattice buffers at `buffers`.
     const cpu::FilterKernels<scalar_t>& kernels = filter_kernels<scalar_t>();
+    // Channels [begin, end) in chunks, with the lattice buffers at `buffers`.
     auto filter_channels = [&](int64_t begin, int64_t end, scalar_t* buffers,
                                const cpu::ParallelForFunction& parallel_for) {
       scalar_t* pixel_major = gather ? buffers + 2 * rows * lanes : nullptr;
